@@ -1,0 +1,45 @@
+"""Alembic environment: runs against the engine the caller passes, or RECSYS_* settings."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from service.db import make_engine
+from service.models import Base
+from service.settings import load_settings
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url") or load_settings().sqlalchemy_url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine") or make_engine(
+        config.get_main_option("sqlalchemy.url") or load_settings()
+    )
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
+            render_as_batch=True,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

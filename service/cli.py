@@ -1,0 +1,290 @@
+"""``recsys`` command line: database migrations, catalog and event import, stats, the demo.
+
+Exit codes: 0 success, 1 the work failed (bad rows, database error), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from service.settings import SettingsError, describe, load_settings
+
+log = logging.getLogger("recsys")
+
+
+class Context:
+    """Settings, engine and session factory, opened on first use by a command."""
+
+    def __init__(self, overrides: dict):
+        self.overrides = overrides
+        self._settings = None
+        self._engine = None
+        self._factory = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.overrides)
+            except SettingsError as exc:
+                raise click.UsageError(str(exc)) from exc
+        return self._settings
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from service.db import make_engine
+
+            self._engine = make_engine(self.settings)
+        return self._engine
+
+    @property
+    def session_factory(self):
+        if self._factory is None:
+            from service.db import make_session_factory
+
+            self._factory = make_session_factory(self.engine)
+        return self._factory
+
+    def require_migrated(self) -> None:
+        """Stop with a clear message when the database is behind the code."""
+        from service.db import current_revision, head_revision
+
+        current, head = current_revision(self.engine), head_revision()
+        if current != head:
+            raise click.ClickException(
+                f"database is at revision {current or 'none'}, code expects {head}: run `recsys db upgrade`"
+            )
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Overrides RECSYS_DATA_DIR.")
+@click.option("--database-url", help="Overrides RECSYS_DATABASE_URL.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for SQL).")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, verbose: int) -> None:
+    """Recommendation and semantic-search service."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides: dict = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url:
+        overrides["database_url"] = database_url
+    ctx.obj = Context(overrides)
+
+
+# --- database -----------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_ctx
+def db_upgrade(c: Context, revision: str) -> None:
+    """Migrate the database up (creates it when missing)."""
+    from service.db import current_revision, upgrade
+
+    upgrade(c.engine, revision)
+    click.echo(f"database at revision {current_revision(c.engine)} ({c.engine.url.render_as_string()})")
+
+
+@db.command("downgrade")
+@click.option("--revision", default="base", show_default=True)
+@click.confirmation_option(prompt="This drops tables and their data. Continue?")
+@pass_ctx
+def db_downgrade(c: Context, revision: str) -> None:
+    """Migrate the database down (``base`` drops everything)."""
+    from service.db import current_revision, downgrade
+
+    downgrade(c.engine, revision)
+    click.echo(f"database at revision {current_revision(c.engine) or 'base'}")
+
+
+@db.command("check")
+@pass_ctx
+def db_check(c: Context) -> None:
+    """Check that the database is at head and matches the models (exit 1 if not)."""
+    from service.db import current_revision, drift, head_revision
+
+    current, head = current_revision(c.engine), head_revision()
+    diffs = drift(c.engine) if current == head else []
+    click.echo(f"revision: {current or 'none'} (head {head}); drift: {len(diffs)} difference(s)")
+    for d in diffs:
+        click.echo(f"  {d}")
+    if current != head or diffs:
+        sys.exit(1)
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def _print_summary(kind: str, summary) -> None:
+    parts = [f"inserted {summary.inserted}"]
+    if kind == "items":
+        parts += [f"updated {summary.updated}", f"unchanged {summary.unchanged}", f"deleted {summary.deleted}"]
+    else:
+        parts += [f"duplicates {summary.duplicates}"]
+    parts.append(f"rejected {summary.rejected}")
+    rate = f", {summary.rows / summary.seconds:,.0f} rows/s" if summary.seconds > 0 else ""
+    click.echo(f"{kind}: {summary.file}: {summary.rows} rows: " + ", ".join(parts) + f" ({summary.seconds:.2f} s{rate})")
+    if summary.report_path:
+        click.echo(f"  rejected rows written to {summary.report_path}")
+
+
+def _default_report(c: Context, path: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(c.settings.data_dir) / "import-reports" / f"{path.name}.{stamp}.rejected.csv"
+
+
+def _run_import(c: Context, kind: str, path: Path, fmt, skip_bad: bool, report: Path | None, **kwargs) -> None:
+    from service.importing import ImportRejected, import_events, import_items
+
+    c.require_migrated()
+    if skip_bad and report is None:
+        report = _default_report(c, path)
+    func = import_items if kind == "items" else import_events
+    if kind == "events":
+        kwargs["event_types"] = c.settings.event_types
+    try:
+        summary = func(
+            path, session_factory=c.session_factory, fmt=fmt, skip_bad=skip_bad, report=report,
+            progress=sys.stderr.isatty(), **kwargs,
+        )
+    except ImportRejected as exc:
+        s = exc.summary
+        click.echo(f"{kind}: {s.file}: {s.rejected} bad row(s) of {s.rows}; nothing was written.", err=True)
+        for e in s.errors[:20]:
+            click.echo(f"  {e}", err=True)
+        if len(s.errors) > 20:
+            click.echo(f"  ... {len(s.errors) - 20} more", err=True)
+        if s.report_path:
+            click.echo(f"  full list in {s.report_path}", err=True)
+        click.echo("  fix the rows, or pass --skip-bad to import the good rows and write a report.", err=True)
+        sys.exit(1)
+    except ValueError as exc:  # unknown format and the like
+        raise click.UsageError(str(exc)) from exc
+    _print_summary(kind, summary)
+
+
+_fmt_option = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from the file name.")
+_skip_option = click.option("--skip-bad", is_flag=True, help="Import the good rows, report the bad ones.")
+_report_option = click.option(
+    "--report", type=click.Path(dir_okay=False, path_type=Path), help="CSV of rejected rows (file, line, field, reason)."
+)
+_file_arg = click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Import catalogs and events from JSON Lines or CSV."""
+
+
+@import_group.command("items")
+@_file_arg
+@_fmt_option
+@_skip_option
+@_report_option
+@pass_ctx
+def import_items_cmd(c: Context, path: Path, fmt, skip_bad: bool, report: Path | None) -> None:
+    """Upsert catalog items by external id (unchanged rows are left alone)."""
+    _run_import(c, "items", path, fmt, skip_bad, report)
+
+
+@import_group.command("events")
+@_file_arg
+@_fmt_option
+@_skip_option
+@_report_option
+@click.option("--batch-size", type=click.IntRange(min=1), help="Events per transaction (default: setting).")
+@pass_ctx
+def import_events_cmd(c: Context, path: Path, fmt, skip_bad: bool, report: Path | None, batch_size: int | None) -> None:
+    """Import events in batches; duplicates (same event id) are skipped and counted."""
+    _run_import(c, "events", path, fmt, skip_bad, report, batch_size=batch_size or c.settings.import_batch_size)
+
+
+# --- inspection ---------------------------------------------------------------------------
+
+
+def stats_dict(c: Context) -> dict:
+    from service.db import session_scope
+    from service.events import count_events, count_users
+    from service.items import count_items
+
+    with session_scope(c.session_factory) as session:
+        return {
+            "database": c.engine.url.render_as_string(),
+            "items": count_items(session=session),
+            "users": count_users(session=session),
+            "events": count_events(session=session),
+        }
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def stats(c: Context, as_json: bool) -> None:
+    """Print what is stored."""
+    c.require_migrated()
+    data = stats_dict(c)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_stats(data)
+
+
+def _print_stats(data: dict) -> None:
+    click.echo(f"database: {data['database']}")
+    items = data["items"]
+    live = sum(v for k, v in items.items() if k != "deleted")
+    click.echo(f"items:  {live} live ({', '.join(f'{k} {v}' for k, v in sorted(items.items()) if k != 'deleted')}), "
+               f"{items.get('deleted', 0)} deleted")
+    click.echo(f"users:  {data['users']}")
+    events = data["events"]
+    click.echo(f"events: {sum(events.values())} ({', '.join(f'{k} {v}' for k, v in sorted(events.items()))})")
+
+
+@cli.command("config")
+@pass_ctx
+def config_cmd(c: Context) -> None:
+    """Print every setting: name, environment variable, effective value."""
+    settings = c.settings
+    for name, env, _default in describe():
+        click.echo(f"{name:24} {env:32} {json.dumps(getattr(settings, name), default=str)}")
+
+
+@cli.command()
+@pass_ctx
+def demo(c: Context) -> None:
+    """Set up the embedded default with the shipped demo catalog and show what was stored."""
+    from service.db import upgrade
+    from service.demo import EVENTS_FILE, ITEMS_FILE
+
+    upgrade(c.engine)
+    click.echo(f"data directory: {Path(c.settings.data_dir).resolve()}")
+    _run_import(c, "items", ITEMS_FILE, None, False, None)
+    _run_import(c, "events", EVENTS_FILE, None, False, None, batch_size=c.settings.import_batch_size)
+    _print_stats(stats_dict(c))
+
+
+def main() -> None:
+    cli(prog_name="recsys")
+
+
+if __name__ == "__main__":
+    main()

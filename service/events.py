@@ -1,0 +1,111 @@
+"""User and event data access. Functions take ``(*, session, ...)`` and never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.items import chunked, item_ids_by_external
+from service.models import Event, User, utcnow
+from service.records import EventRecord
+
+
+@dataclass
+class EventWriteResult:
+    """Outcome of one batch, per input position: ``accepted``, ``duplicate`` or a rejection reason."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)
+    statuses: list[str] = field(default_factory=list)
+
+
+def _insert_ignoring_conflicts(session: Session, table, rows: list[dict], conflict_column: str) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on both backends (a concurrent writer may win a race)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[conflict_column])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[conflict_column])
+    else:
+        stmt = insert(table)
+    session.execute(stmt, rows)
+
+
+def ensure_users(*, session: Session, external_ids: Iterable[str]) -> dict[str, int]:
+    """Map external user ids to primary keys, creating the users that do not exist yet."""
+    wanted = list(dict.fromkeys(external_ids))
+    found: dict[str, int] = {}
+    for chunk in chunked(wanted):
+        found.update(dict(session.execute(select(User.external_id, User.id).where(User.external_id.in_(chunk))).all()))
+    missing = [u for u in wanted if u not in found]
+    if missing:
+        now = utcnow()
+        _insert_ignoring_conflicts(session, User, [{"external_id": u, "created_at": now} for u in missing], "external_id")
+        for chunk in chunked(missing):
+            found.update(dict(session.execute(select(User.external_id, User.id).where(User.external_id.in_(chunk))).all()))
+    return found
+
+
+def existing_event_ids(*, session: Session, client_ids: Iterable[str]) -> set[str]:
+    """The client event ids among ``client_ids`` that are already stored."""
+    wanted = list(dict.fromkeys(client_ids))
+    found: set[str] = set()
+    for chunk in chunked(wanted):
+        found.update(session.scalars(select(Event.client_event_id).where(Event.client_event_id.in_(chunk))))
+    return found
+
+
+def record_events(*, session: Session, records: Sequence[EventRecord]) -> EventWriteResult:
+    """Store a batch of events: unknown items are rejected per event, duplicates are skipped.
+
+    Users are created on first sight. Duplicates are events whose client id is already stored
+    or appears earlier in the same batch.
+    """
+    result = EventWriteResult(statuses=[""] * len(records))
+    items = item_ids_by_external(session=session, external_ids=(r.item_external_id for r in records))
+    stored = existing_event_ids(session=session, client_ids=(r.client_event_id for r in records))
+    keep: list[int] = []
+    seen: set[str] = set()
+    for pos, rec in enumerate(records):
+        if rec.item_external_id not in items:
+            result.rejected[pos] = f"unknown item {rec.item_external_id!r}"
+            result.statuses[pos] = "rejected"
+        elif rec.client_event_id in stored or rec.client_event_id in seen:
+            result.duplicates += 1
+            result.statuses[pos] = "duplicate"
+        else:
+            seen.add(rec.client_event_id)
+            keep.append(pos)
+    if keep:
+        users = ensure_users(session=session, external_ids=(records[p].user_external_id for p in keep))
+        rows = [
+            {
+                "client_event_id": r.client_event_id,
+                "user_id": users[r.user_external_id],
+                "item_id": items[r.item_external_id],
+                "type": r.type,
+                "value": r.value,
+                "occurred_at": r.occurred_at,
+                "recommendation_id": r.recommendation_id,
+            }
+            for r in (records[p] for p in keep)
+        ]
+        _insert_ignoring_conflicts(session, Event, rows, "client_event_id")
+        for pos in keep:
+            result.statuses[pos] = "accepted"
+        result.inserted = len(keep)
+    return result
+
+
+def count_events(*, session: Session) -> dict[str, int]:
+    """Events per type."""
+    return {t: n for t, n in session.execute(select(Event.type, func.count()).group_by(Event.type))}
+
+
+def count_users(*, session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0

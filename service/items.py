@@ -1,0 +1,108 @@
+"""Item data access. Functions take ``(*, session, ...)`` and never commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from service.models import Item, utcnow
+from service.records import ItemRecord
+
+# Stay far below SQLite's and PostgreSQL's bound-parameter limits in IN (...) lists.
+LOOKUP_CHUNK = 900
+
+
+@dataclass
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def add(self, other: "UpsertCounts") -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+
+
+def chunked(values: Sequence, size: int = LOOKUP_CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def upsert_items(*, session: Session, records: Sequence[ItemRecord], now: dt.datetime | None = None) -> UpsertCounts:
+    """Insert new items, update changed ones, leave unchanged ones untouched; apply tombstones.
+
+    A later record for the same external id in ``records`` wins.
+    """
+    now = now or utcnow()
+    latest = {r.external_id: r for r in records}
+    existing: dict[str, tuple[int, str, dt.datetime | None]] = {}
+    for chunk in chunked(list(latest)):
+        rows = session.execute(
+            select(Item.external_id, Item.id, Item.content_hash, Item.deleted_at).where(Item.external_id.in_(chunk))
+        )
+        existing.update({ext: (pk, h, deleted) for ext, pk, h, deleted in rows})
+
+    counts = UpsertCounts()
+    new_rows, changed_rows = [], []
+    for ext, rec in latest.items():
+        found = existing.get(ext)
+        if rec.deleted:
+            if found and found[2] is None:
+                session.execute(update(Item).where(Item.id == found[0]).values(deleted_at=now, updated_at=now))
+                counts.deleted += 1
+            else:
+                counts.unchanged += 1
+            continue
+        values = {
+            "kind": rec.kind,
+            "title": rec.title,
+            "text": rec.text,
+            "image_location": rec.image_location,
+            "category": rec.category,
+            "tags": list(rec.tags),
+            "attributes": dict(rec.attributes),
+            "content_hash": rec.content_hash,
+            "updated_at": now,
+            "deleted_at": None,
+        }
+        if found is None:
+            new_rows.append({"external_id": ext, "created_at": now, **values})
+        elif found[1] != rec.content_hash or found[2] is not None:
+            changed_rows.append({"pk": found[0], **values})
+        else:
+            counts.unchanged += 1
+    if new_rows:
+        session.execute(insert(Item), new_rows)
+        counts.inserted = len(new_rows)
+    for row in changed_rows:
+        pk = row.pop("pk")
+        session.execute(update(Item).where(Item.id == pk).values(**row))
+    counts.updated = len(changed_rows)
+    return counts
+
+
+def item_ids_by_external(*, session: Session, external_ids: Iterable[str], include_deleted: bool = False) -> dict[str, int]:
+    """Map external ids to primary keys for the items that exist (and are not deleted)."""
+    wanted = list(dict.fromkeys(external_ids))
+    found: dict[str, int] = {}
+    for chunk in chunked(wanted):
+        stmt = select(Item.external_id, Item.id).where(Item.external_id.in_(chunk))
+        if not include_deleted:
+            stmt = stmt.where(Item.deleted_at.is_(None))
+        found.update(dict(session.execute(stmt).all()))
+    return found
+
+
+def count_items(*, session: Session) -> dict[str, int]:
+    """Live items per kind, plus ``deleted``."""
+    rows = session.execute(select(Item.kind, func.count()).where(Item.deleted_at.is_(None)).group_by(Item.kind))
+    counts = {kind: n for kind, n in rows}
+    counts["deleted"] = session.scalar(select(func.count()).where(Item.deleted_at.is_not(None))) or 0
+    return counts

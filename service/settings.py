@@ -1,0 +1,173 @@
+"""One settings object: defaults, then ``RECSYS_*`` environment variables, then explicit overrides.
+
+The app factory and every CLI command build it with :func:`load_settings`; nothing reads the
+environment anywhere else. The embedded default needs no configuration: a data directory
+(``./data``) holding the SQLite database and the index artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import abc
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+ENV_PREFIX = "RECSYS_"
+
+BUILTIN_EVENT_TYPES = ("view", "click", "cart", "purchase", "rating")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service and the indexer, with its default.
+
+    Environment variable: ``RECSYS_`` + the upper-cased field name (``RECSYS_DATA_DIR``).
+    Lists and mappings are given as JSON (``RECSYS_CUSTOM_EVENT_TYPES='["share"]'``).
+    """
+
+    # Where the embedded default keeps everything.
+    data_dir: Path = Path("data")
+    # SQLAlchemy URL; empty means SQLite at <data_dir>/recsys.db.
+    database_url: str = ""
+    # Index artifacts (one folder per version); empty means <data_dir>/indexes.
+    index_dir: str = ""
+    # Log SQL statements (debugging only).
+    sql_echo: bool = False
+
+    # Events: custom types beyond the built-in ones, accepted by import and the API.
+    custom_event_types: tuple[str, ...] = ()
+    # Relative weight of each event type when building user profiles (view < click < cart < purchase).
+    event_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0, "rating": 1.0}
+    )
+    # Time decay of behaviour signals (half-life in days).
+    event_half_life_days: float = 30.0
+    # Rows per transaction when importing events.
+    import_batch_size: int = 5000
+
+    # Text encoder: a sentence-transformers name or local path; "default" = packaged all-MiniLM-L6-v2.
+    text_model: str = "default"
+    # CLIP: open_clip model name plus a pretrained tag or a local checkpoint path.
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "laion2b_s34b_b79k"
+    # Disable the CLIP space entirely.
+    clip_enabled: bool = True
+    # Encoding batch size and device ("auto" = CUDA when torch sees it).
+    encode_batch_size: int = 64
+    device: str = "auto"
+    # Image loading: worker threads decoding and resizing, max pixels (decompression bombs).
+    image_workers: int = 4
+    max_image_pixels: int = 40_000_000
+
+    # Index build: memory budget for one space's index, recall floor and sample size.
+    index_memory_budget_mb: int = 4096
+    recall_floor: float = 0.95
+    recall_sample: int = 1000
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(Path(self.data_dir) / 'recsys.db').resolve()}"
+
+    @property
+    def index_path(self) -> Path:
+        """Folder holding index versions."""
+        return Path(self.index_dir) if self.index_dir else Path(self.data_dir) / "indexes"
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """Every accepted event type: built-in first, then custom ones."""
+        return BUILTIN_EVENT_TYPES + tuple(t for t in self.custom_event_types if t not in BUILTIN_EVENT_TYPES)
+
+
+def _coerce(name: str, hint: Any, raw: Any) -> Any:
+    """Convert a raw value (string from the environment, or any override) to the field's type."""
+    text = raw if isinstance(raw, str) else None
+    try:
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            if text is not None and text.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if text is not None and text.strip().lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError("expected true/false")
+        if hint is int:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is Path:
+            return Path(raw)
+        if hint is str:
+            return str(raw)
+        origin = getattr(hint, "__origin__", None)
+        value = json.loads(text) if text is not None else raw
+        if origin is tuple:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a JSON list of strings")
+            return tuple(value)
+        if origin in (Mapping, dict, abc.Mapping):
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a JSON object")
+            return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"setting {name}: cannot use {raw!r} ({exc})") from exc
+    return raw
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from defaults, then ``RECSYS_*`` variables, then ``overrides``.
+
+    Raises:
+        SettingsError: unknown override name, or a value of the wrong shape.
+    """
+    environ = os.environ if environ is None else environ
+    hints = get_type_hints(Settings)
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for name in names:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            values[name] = _coerce(name, hints[name], environ[key])
+    for name, raw in (overrides or {}).items():
+        if name not in names:
+            raise SettingsError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, hints[name], raw)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 0.0 < s.recall_floor <= 1.0:
+        raise SettingsError(f"setting recall_floor: must be in (0, 1], got {s.recall_floor}")
+    for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
+    if s.event_half_life_days <= 0:
+        raise SettingsError("setting event_half_life_days: must be > 0")
+    for t in s.custom_event_types:
+        if not t or len(t) > 32 or not t.replace("_", "").replace("-", "").isalnum():
+            raise SettingsError(f"setting custom_event_types: bad type name {t!r}")
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, environment variable, default) for every setting, for docs and ``recsys config``."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((f.name, ENV_PREFIX + f.name.upper(), json.dumps(default, default=str)))
+    return rows

@@ -1,0 +1,29 @@
+"""The torchvision fix works for every entry point: a fresh interpreter that imports `service` first."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import torchvision; from torchvision import transforms; transforms.Resize(32)",
+        "import open_clip; open_clip.list_models()",
+        "from sentence_transformers import SentenceTransformer",
+    ],
+)
+def test_heavy_imports_work_after_importing_service(statement):
+    code = f"import service; {statement}; from service._compat import torchvision_mode; print(torchvision_mode())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # "stub" on CPU-only torch with a CUDA torchvision wheel, "native" where its library loads.
+    assert out.stdout.strip().splitlines()[-1] in {"stub", "native", "preregistered"}
+
+
+def test_importing_service_does_not_import_torch():
+    code = "import sys, service, service.settings, service.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

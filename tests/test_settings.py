@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from service.settings import BUILTIN_EVENT_TYPES, Settings, SettingsError, describe, load_settings
+
+
+def test_defaults_need_no_configuration():
+    s = load_settings(environ={})
+    assert s.data_dir == Path("data")
+    assert s.sqlalchemy_url.startswith("sqlite:///") and s.sqlalchemy_url.endswith("data/recsys.db")
+    assert s.index_path == Path("data") / "indexes"
+    assert s.event_types == BUILTIN_EVENT_TYPES
+
+
+def test_environment_then_overrides_win_in_order():
+    env = {"RECSYS_DATA_DIR": "/srv/recsys", "RECSYS_RECALL_FLOOR": "0.9", "RECSYS_CLIP_ENABLED": "false",
+           "RECSYS_CUSTOM_EVENT_TYPES": '["share", "bookmark"]', "RECSYS_EVENT_WEIGHTS": '{"view": 0.5}'}
+    s = load_settings(environ=env)
+    assert s.data_dir == Path("/srv/recsys") and s.recall_floor == 0.9 and s.clip_enabled is False
+    assert s.event_types[-2:] == ("share", "bookmark")
+    assert s.event_weights == {"view": 0.5}
+    s2 = load_settings({"recall_floor": 0.99, "data_dir": "/tmp/x"}, environ=env)
+    assert s2.recall_floor == 0.99 and s2.data_dir == Path("/tmp/x")
+
+
+def test_unset_environment_is_ignored_and_other_prefixes_too():
+    s = load_settings(environ={"DATA_DIR": "/nope", "RECSYS_UNKNOWN_THING": "1"})
+    assert s == Settings()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"recall_floor": "high"}, "recall_floor"),
+        ({"recall_floor": 1.5}, "recall_floor"),
+        ({"encode_batch_size": 0}, "encode_batch_size"),
+        ({"clip_enabled": "maybe"}, "clip_enabled"),
+        ({"custom_event_types": '["bad type!"]'}, "custom_event_types"),
+        ({"custom_event_types": '{"a": 1}'}, "custom_event_types"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+    ],
+)
+def test_bad_values_name_the_setting(overrides, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(overrides, environ={})
+
+
+def test_describe_lists_every_setting_with_its_variable():
+    rows = describe()
+    names = {r[0] for r in rows}
+    assert {"data_dir", "database_url", "text_model", "clip_pretrained", "recall_floor"} <= names
+    assert all(env == "RECSYS_" + name.upper() for name, env, _ in rows)
