@@ -1,0 +1,437 @@
+"""The offline rebuild: read → embed → build index → verify → publish, with injected stages.
+
+Every stage is a callable passed to :class:`Pipeline` (defaults below), timed separately and
+shown with a progress bar. A rebuild reads only ids and content hashes of live items, looks their
+vectors up in the cache (content hash, encoder) and embeds only the misses; deleted items are
+not read, so they leave the index. The new version is written into a private folder and moved
+into place in one rename, then published by swapping the ``CURRENT`` pointer: a failed, killed or
+interrupted build never touches the published version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.vector_cache import VectorCache
+from service import artifacts
+from service.db import session_scope
+from service.encoders import EncoderUnavailable
+from service.items import chunked
+from service.models import IndexVersion, Item, utcnow
+from service.settings import Settings
+
+log = logging.getLogger("recsys.indexer")
+
+LOCK_FILE = ".build.lock"
+
+
+class BuildError(RuntimeError):
+    """The build failed; the published version is unchanged."""
+
+
+class BuildLocked(BuildError):
+    """Another build holds the lock."""
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    id: int
+    content_hash: str
+    image_location: str | None
+
+
+@dataclass
+class SpaceVectors:
+    """One space's embedded items, in item-id order."""
+
+    space: str
+    encoder: dict[str, Any]
+    ids: np.ndarray
+    vectors: np.ndarray
+    embedded: int = 0
+    cached: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport:
+    status: str  # "published", "ready" (built, not published) or "up-to-date"
+    version: str | None
+    manifest: dict[str, Any] | None
+    timings: dict[str, float]
+    message: str = ""
+
+
+# --- the spaces -------------------------------------------------------------------------------
+
+
+def _text_inputs(session: Session, ids: list[int]) -> list[str]:
+    """Title and text of each item: what the text space embeds."""
+    found: dict[int, str] = {}
+    for chunk in chunked(ids):
+        for pk, title, text in session.execute(select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))):
+            found[pk] = f"{title}\n{text}".strip()
+    return [found[i] for i in ids]
+
+
+def space_members(space: str, rows: list[ItemRow]) -> list[ItemRow]:
+    """Items that belong in a space: every item for text, items with an image for CLIP."""
+    if space == "text":
+        return rows
+    return [r for r in rows if r.image_location]
+
+
+def space_settings(space: str, settings: Settings) -> dict[str, Any]:
+    """The settings that decide a space's vectors and index (part of its fingerprint)."""
+    common = {"recall_floor": settings.recall_floor, "memory_budget_mb": settings.index_memory_budget_mb}
+    if space == "text":
+        return {"model": settings.text_model, **common}
+    return {"model": settings.clip_model, "pretrained": settings.clip_pretrained, "enabled": settings.clip_enabled, **common}
+
+
+def fingerprint(space: str, settings: Settings, rows: list[ItemRow]) -> str:
+    """Digest of what a space would be built from: equal digests mean nothing to rebuild."""
+    h = hashlib.sha256(json.dumps(space_settings(space, settings), sort_keys=True).encode())
+    for r in space_members(space, rows):
+        h.update(f"{r.id}:{r.content_hash}\n".encode())
+    return h.hexdigest()
+
+
+# --- default stages ---------------------------------------------------------------------------
+
+
+def read_items(session: Session) -> list[ItemRow]:
+    """Read stage: id, content hash and image location of every live item, by id."""
+    stmt = select(Item.id, Item.content_hash, Item.image_location).where(Item.deleted_at.is_(None)).order_by(Item.id)
+    return [ItemRow(*row) for row in session.execute(stmt)]
+
+
+def embed_space(
+    space: str, rows: list[ItemRow], encoder: Any, *, session: Session, cache_root: Path,
+    full: bool, progress: bool,
+) -> SpaceVectors:
+    """Embed stage: cached vectors for unchanged items, the encoder for the rest."""
+    members = space_members(space, rows)
+    info = {"name": encoder.name, "revision": encoder.revision, "dim": int(encoder.dim)}
+    cache = VectorCache(cache_root, space, encoder.name, encoder.revision, encoder.dim)
+    hashes = [r.content_hash for r in members]
+    vectors = np.zeros((len(members), encoder.dim), dtype=np.float32)
+    ok = np.zeros(len(members), dtype=bool)
+    if not full:
+        found, cached_vectors = cache.lookup(hashes)
+        vectors[found] = cached_vectors
+        ok[found] = True
+    misses = np.flatnonzero(~ok)
+    errors: dict[int, str] = {}
+    if len(misses):
+        log.info("%s: embedding %d of %d items (%d cached)", space, len(misses), len(members), len(members) - len(misses))
+        if space == "text":
+            texts = _text_inputs(session, [members[i].id for i in misses])
+            vectors[misses] = encoder.encode(texts, progress=progress)
+            ok[misses] = True
+        else:
+            sources = [members[i].image_location for i in misses]
+            got, ok_idx, bad = encoder.encode_images(sources, progress=progress)
+            ok_idx = np.asarray(ok_idx, dtype=np.int64)
+            vectors[misses[ok_idx]] = got
+            ok[misses[ok_idx]] = True
+            errors = {members[misses[i]].id: reason for i, reason in bad.items()}
+            for pk, reason in list(errors.items())[:20]:
+                log.warning("clip: item %d skipped: %s", pk, reason)
+            if len(errors) > 20:
+                log.warning("clip: %d more items skipped (see the manifest)", len(errors) - 20)
+    keep = np.flatnonzero(ok)
+    cache.replace([hashes[i] for i in keep], vectors[keep])
+    return SpaceVectors(
+        space=space,
+        encoder=info,
+        ids=np.array([members[i].id for i in keep], dtype=np.int64),
+        vectors=vectors[keep],
+        embedded=len(misses) - len(errors),
+        cached=len(members) - len(misses),
+        errors=errors,
+    )
+
+
+def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, progress: bool) -> dict[str, Any]:
+    """Index stage: choose, build and tune the FAISS index, write it with the id map."""
+    from indexer.index_build import build_index, tune_search_params
+    from indexer.index_choice import choose_index
+    from service.vector_index import write_index
+
+    spec = choose_index(len(sv.ids), sv.vectors.shape[1], settings.index_memory_budget_mb)
+    log.info("%s: %d vectors -> %s", sv.space, len(sv.ids), spec.factory_key)
+    index = build_index(sv.vectors, spec, progress=progress)
+    tuned = tune_search_params(index, sv.vectors, spec, floor=settings.recall_floor, sample=settings.recall_sample)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_index(index, folder / artifacts.INDEX_FILE)
+    np.save(folder / artifacts.IDS_FILE, sv.ids)
+    return {
+        "index_key": spec.factory_key,
+        "metric": spec.metric,
+        "search_params": tuned.params,
+        "recall_at_10": tuned.recall,
+        "recall_sample": min(settings.recall_sample, len(sv.ids)),
+        "tuning": [{"params": p, "recall": r} for p, r in tuned.tried],
+        "memory_bytes_estimate": spec.memory_bytes,
+    }
+
+
+def verify_space(folder: Path, sv: SpaceVectors) -> None:
+    """Verify stage: the written index loads, holds every vector, and finds stored items."""
+    from service.vector_index import read_index, search
+
+    index = read_index(folder / artifacts.INDEX_FILE)
+    ids = np.load(folder / artifacts.IDS_FILE, mmap_mode="r")
+    if index.ntotal != len(ids) or index.d != sv.vectors.shape[1]:
+        raise BuildError(f"{sv.space}: index holds {index.ntotal} x {index.d}, expected {len(ids)} x {sv.vectors.shape[1]}")
+    probe = np.linspace(0, len(ids) - 1, num=min(len(ids), 20)).astype(np.int64)
+    _scores, found = search(index, sv.vectors[probe], min(10, len(ids)), None)
+    hits = sum(int(p in row) for p, row in zip(probe, found))
+    if hits < 0.8 * len(probe):
+        raise BuildError(f"{sv.space}: written index finds only {hits} of {len(probe)} stored vectors among their own top-10")
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path) -> Iterator[None]:
+    """Hold the build lock: one build at a time, and gc leaves a running build's folder alone.
+
+    Raises:
+        BuildLocked: another process holds it.
+    """
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / LOCK_FILE, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BuildLocked(f"another build holds {index_dir / LOCK_FILE}") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+class Pipeline:
+    """One rebuild. Stages are injectable (tests slow them down, make them fail, or count calls)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        *,
+        load_text_encoder: Callable[[Settings], Any] | None = None,
+        load_clip_encoder: Callable[[Settings], Any] | None = None,
+        reader: Callable[[Session], list[ItemRow]] = read_items,
+        embedder: Callable[..., SpaceVectors] = embed_space,
+        index_builder: Callable[..., dict[str, Any]] = build_space_index,
+        verifier: Callable[[Path, SpaceVectors], None] = verify_space,
+        progress: bool = False,
+    ):
+        if load_text_encoder is None or load_clip_encoder is None:
+            from service import encoders
+
+            load_text_encoder = load_text_encoder or encoders.load_text_encoder
+            load_clip_encoder = load_clip_encoder or encoders.load_clip_encoder
+        self.settings = settings
+        self.session_factory = session_factory
+        self.loaders = {"text": load_text_encoder, "clip": load_clip_encoder}
+        self.reader, self.embedder, self.index_builder, self.verifier = reader, embedder, index_builder, verifier
+        self.progress = progress
+        self.index_dir = settings.index_path
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 4)
+            log.info("stage %s done in %.2f s", name, self.timings[name])
+
+    def run(self, *, full: bool = False, force: bool = False, publish: bool = True) -> BuildReport:
+        """Rebuild (incremental unless ``full``); skip when nothing changed unless ``force``.
+
+        Raises:
+            BuildError: any stage failed (message says which and why); nothing was published.
+        """
+        self.timings = {}
+        started = time.perf_counter()
+        with build_lock(self.index_dir):
+            with self._stage("read"), session_scope(self.session_factory) as session:
+                rows = self.reader(session)
+            prints = {s: fingerprint(s, self.settings, rows) for s in artifacts.SPACES}
+            current = artifacts.current_version(self.index_dir)
+            if current and not (full or force):
+                try:
+                    old = artifacts.read_manifest(artifacts.version_dir(self.index_dir, current))
+                except artifacts.ArtifactError:
+                    old = None
+                if old and old.get("fingerprints") == prints:
+                    msg = f"nothing changed since version {current}: no rebuild (use --force to build anyway)"
+                    log.info(msg)
+                    self.timings["total"] = round(time.perf_counter() - started, 4)
+                    return BuildReport("up-to-date", current, old, dict(self.timings), msg)
+            version = artifacts.new_version_name()
+            building = artifacts.start_version(self.index_dir, version)
+            self._record(version, "building", building)
+            try:
+                manifest = self._build(version, building, rows, prints, full=full)
+                manifest["timings"] = dict(self.timings)
+                artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
+                final = artifacts.finish_version(self.index_dir, building, version)
+                self._record(version, "ready", final, manifest=manifest)
+                if publish:
+                    with self._stage("publish"):
+                        publish_version(self.settings, self.session_factory, version)
+                self.timings["total"] = round(time.perf_counter() - started, 4)
+            except BaseException as exc:  # KeyboardInterrupt and SystemExit too: clean up, then re-raise
+                artifacts.remove_tree(building) if building.exists() else None
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._record(version, "failed", building, message=reason)
+                log.error("build %s failed: %s; the published version is unchanged", version, reason)
+                raise
+        status = "published" if publish else "ready"
+        return BuildReport(status, version, manifest, dict(self.timings), f"version {version} {status}")
+
+    def _build(self, version: str, building: Path, rows: list[ItemRow], prints: dict[str, str], *, full: bool) -> dict[str, Any]:
+        manifest: dict[str, Any] = {
+            "format": artifacts.FORMAT_VERSION,
+            "version": version,
+            "created_at": utcnow().isoformat() + "Z",
+            "item_count": len(rows),
+            "fingerprints": prints,
+            "spaces": {},
+            "skipped_spaces": {},
+        }
+        cache_root = self.index_dir / "cache"
+        for space in artifacts.SPACES:
+            members = space_members(space, rows)
+            if not members:
+                manifest["skipped_spaces"][space] = "no items for this space"
+                continue
+            try:
+                with self._stage(f"load:{space}"):
+                    encoder = self.loaders[space](self.settings)
+            except EncoderUnavailable as exc:
+                if space == "text":
+                    raise BuildError(f"text encoder unavailable: {exc}") from exc
+                log.warning("CLIP space skipped: %s", exc)
+                manifest["skipped_spaces"][space] = str(exc)
+                continue
+            with self._stage(f"embed:{space}"), session_scope(self.session_factory) as session:
+                sv = self.embedder(space, rows, encoder, session=session, cache_root=cache_root, full=full, progress=self.progress)
+            if not len(sv.ids):
+                manifest["skipped_spaces"][space] = f"no item could be embedded ({len(sv.errors)} errors)"
+                continue
+            folder = building / space
+            with self._stage(f"index:{space}"):
+                info = self.index_builder(sv, folder, self.settings, progress=self.progress)
+            with self._stage(f"verify:{space}"):
+                self.verifier(folder, sv)
+            files = {name: artifacts.file_entry(folder / name) for name in (artifacts.INDEX_FILE, artifacts.IDS_FILE)}
+            manifest["spaces"][space] = {
+                "encoder": sv.encoder,
+                "dim": sv.encoder["dim"],
+                "count": int(len(sv.ids)),
+                "embedded": sv.embedded,
+                "cached": sv.cached,
+                "errors": {str(k): v for k, v in list(sv.errors.items())[:200]},
+                "error_count": len(sv.errors),
+                **info,
+                "files": files,
+            }
+        if "text" not in manifest["spaces"]:
+            raise BuildError("nothing to index: the catalog has no live items")
+        return manifest
+
+    def _record(self, version: str, status: str, path: Path, *, manifest: dict | None = None, message: str | None = None) -> None:
+        """Keep the ``index_versions`` row in step (its own transaction: it must survive failures)."""
+        with session_scope(self.session_factory) as session:
+            row = session.scalar(select(IndexVersion).where(IndexVersion.version == version))
+            if row is None:
+                row = IndexVersion(version=version, status=status, path=str(path), item_count=0, manifest={})
+                session.add(row)
+            row.status, row.path = status, str(path)
+            if manifest is not None:
+                row.manifest = _manifest_summary(manifest)
+                row.item_count = int(manifest.get("item_count", 0))
+            if message is not None:
+                row.message = message[:2000]
+
+
+def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the SQL row keeps of a manifest (not the per-item errors)."""
+    spaces = {
+        name: {k: v for k, v in info.items() if k not in ("errors", "tuning", "files")}
+        for name, info in manifest.get("spaces", {}).items()
+    }
+    return {"spaces": spaces, "skipped_spaces": manifest.get("skipped_spaces", {}), "timings": manifest.get("timings", {})}
+
+
+def publish_version(settings: Settings, session_factory: sessionmaker[Session], version: str) -> None:
+    """Point ``CURRENT`` at a verified version and mark it published in SQL (also used for rollback).
+
+    Raises:
+        artifacts.ArtifactError: the version is missing or fails its checksums.
+    """
+    folder = artifacts.version_dir(settings.index_path, version)
+    manifest = artifacts.verify_version(folder, checksums=True)
+    artifacts.set_current(settings.index_path, version)
+    now = utcnow()
+    with session_scope(session_factory) as session:
+        session.execute(update(IndexVersion).where(IndexVersion.status == "published").values(status="ready"))
+        row = session.scalar(select(IndexVersion).where(IndexVersion.version == version))
+        if row is None:  # a version folder copied in from elsewhere
+            row = IndexVersion(version=version, status="published", path=str(folder),
+                               item_count=int(manifest.get("item_count", 0)), manifest=_manifest_summary(manifest))
+            session.add(row)
+        row.status, row.published_at, row.path = "published", now, str(folder)
+    log.info("published version %s", version)
+
+
+def garbage_collect(settings: Settings, session_factory: sessionmaker[Session], keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` versions (never the published one) and stale build folders.
+
+    Returns:
+        Names of what was removed.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    index_dir = settings.index_path
+    removed: list[str] = []
+    try:
+        with build_lock(index_dir):
+            for path in artifacts.stale_builds(index_dir):
+                artifacts.remove_tree(path)
+                removed.append(path.name)
+            for path in Path(index_dir).glob(".deleting-*"):
+                shutil.rmtree(path, ignore_errors=True)
+    except BuildLocked:
+        log.info("a build is running: build folders are left alone")
+    candidates = [v for v in artifacts.list_versions(index_dir) if not v.published]  # newest first
+    has_published = artifacts.current_version(index_dir) is not None
+    gone = [v.name for v in candidates[max(0, keep - int(has_published)):]]
+    for name in gone:
+        artifacts.remove_tree(artifacts.version_dir(index_dir, name))
+    if gone:
+        with session_scope(session_factory) as session:
+            session.execute(update(IndexVersion).where(IndexVersion.version.in_(gone)).values(status="deleted"))
+    return removed + gone

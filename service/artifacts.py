@@ -1,0 +1,224 @@
+"""The on-disk format of index versions, shared by the indexer (writes) and the service (reads).
+
+Layout under the index directory::
+
+    versions/<version>/manifest.json           counts, encoders, index keys, params, recall, checksums
+    versions/<version>/<space>/index.faiss     one FAISS index per embedding space
+    versions/<version>/<space>/ids.npy         row -> item primary key (int64)
+    .building-<version>/                        a build in progress (never read; removed by gc)
+    CURRENT                                     name of the published version
+
+A version folder only appears under ``versions/`` once every file in it is written and synced
+(``os.replace`` of the whole folder), and ``CURRENT`` is swapped with ``os.replace`` too, so a
+reader sees either the old version or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+BUILDING_PREFIX = ".building-"
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.npy"
+SPACES = ("text", "clip")
+_VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+
+
+class ArtifactError(RuntimeError):
+    """A version is missing, incomplete, corrupt or of an unknown format."""
+
+
+def new_version_name(now: dt.datetime | None = None) -> str:
+    """Sortable, unique version name: UTC time plus a random suffix."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def is_version_name(name: str) -> bool:
+    return bool(_VERSION_RE.match(name))
+
+
+def versions_dir(index_dir: Path) -> Path:
+    return Path(index_dir) / VERSIONS
+
+
+def version_dir(index_dir: Path, version: str) -> Path:
+    if not is_version_name(version):
+        raise ArtifactError(f"not a version name: {version!r}")
+    return versions_dir(index_dir) / version
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            with open(Path(folder) / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(Path(folder))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """Read and sanity-check a version's manifest.
+
+    Raises:
+        ArtifactError: missing, unreadable, or of another format version.
+    """
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{folder}: no {MANIFEST}") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc})") from exc
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
+    if not isinstance(manifest.get("spaces"), dict):
+        raise ArtifactError(f"{path}: no spaces")
+    return manifest
+
+
+def verify_version(folder: Path, *, checksums: bool = True) -> dict[str, Any]:
+    """Check that every file the manifest lists exists with its size (and sha256); return the manifest.
+
+    Raises:
+        ArtifactError: anything missing or different.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for space, info in manifest["spaces"].items():
+        for rel, meta in info.get("files", {}).items():
+            path = folder / space / rel
+            if not path.is_file():
+                raise ArtifactError(f"{folder.name}: {space}/{rel} is missing")
+            if path.stat().st_size != meta["bytes"]:
+                raise ArtifactError(f"{folder.name}: {space}/{rel} has {path.stat().st_size} bytes, manifest says {meta['bytes']}")
+            if checksums and sha256_file(path) != meta["sha256"]:
+                raise ArtifactError(f"{folder.name}: {space}/{rel} checksum mismatch")
+    return manifest
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def current_version(index_dir: Path) -> str | None:
+    """The published version's name, or None when nothing is published."""
+    try:
+        name = (Path(index_dir) / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def set_current(index_dir: Path, version: str) -> None:
+    """Publish ``version`` (must be a complete folder) by swapping the pointer atomically."""
+    folder = version_dir(index_dir, version)
+    verify_version(folder, checksums=False)
+    pointer = Path(index_dir) / CURRENT
+    tmp = pointer.with_name(f"{CURRENT}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(version + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, pointer)
+    fsync_dir(Path(index_dir))
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    path: Path
+    published: bool
+    manifest: dict[str, Any] | None
+    error: str | None
+
+
+def list_versions(index_dir: Path) -> list[VersionInfo]:
+    """Every complete-looking version folder, newest first, with its manifest or why it is bad."""
+    root = versions_dir(index_dir)
+    if not root.is_dir():
+        return []
+    current = current_version(index_dir)
+    out = []
+    for child in sorted(root.iterdir(), reverse=True):
+        if not child.is_dir() or not is_version_name(child.name):
+            continue
+        try:
+            manifest, error = read_manifest(child), None
+        except ArtifactError as exc:
+            manifest, error = None, str(exc)
+        out.append(VersionInfo(child.name, child, child.name == current, manifest, error))
+    return out
+
+
+def start_version(index_dir: Path, version: str) -> Path:
+    """Create the private folder a build writes into."""
+    path = Path(index_dir) / f"{BUILDING_PREFIX}{version}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def finish_version(index_dir: Path, building: Path, version: str) -> Path:
+    """Sync a finished build folder and move it under ``versions/`` in one rename."""
+    fsync_tree(building)
+    target = version_dir(index_dir, version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(building, target)
+    fsync_dir(target.parent)
+    return target
+
+
+def stale_builds(index_dir: Path) -> list[Path]:
+    """Leftover build folders (killed or failed builds)."""
+    root = Path(index_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(BUILDING_PREFIX))
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder: rename it out of the way first so a crash never leaves half of a version."""
+    doomed = path.with_name(f".deleting-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
