@@ -179,6 +179,9 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
     folder.mkdir(parents=True, exist_ok=True)
     write_index(index, folder / artifacts.INDEX_FILE)
     np.save(folder / artifacts.IDS_FILE, sv.ids)
+    # Exact vectors beside the index: "more like this" and user profiles need them, and a
+    # compressed index (PQ) cannot give them back.
+    np.save(folder / artifacts.VECTORS_FILE, np.ascontiguousarray(sv.vectors, dtype=np.float32))
     return {
         "index_key": spec.factory_key,
         "metric": spec.metric,
@@ -275,6 +278,7 @@ class Pipeline:
         self.timings = {}
         started = time.perf_counter()
         with build_lock(self.index_dir):
+            read_at = utcnow()
             with self._stage("read"), session_scope(self.session_factory) as session:
                 rows = self.reader(session)
             prints = {s: fingerprint(s, self.settings, rows) for s in artifacts.SPACES}
@@ -294,6 +298,8 @@ class Pipeline:
             self._record(version, "building", building)
             try:
                 manifest = self._build(version, building, rows, prints, full=full)
+                # Writes after this instant are not in the version: the service keeps them in its delta.
+                manifest["read_at"] = read_at.isoformat() + "Z"
                 manifest["timings"] = dict(self.timings)
                 artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
                 final = artifacts.finish_version(self.index_dir, building, version)
@@ -346,7 +352,7 @@ class Pipeline:
                 info = self.index_builder(sv, folder, self.settings, progress=self.progress)
             with self._stage(f"verify:{space}"):
                 self.verifier(folder, sv)
-            files = {name: artifacts.file_entry(folder / name) for name in (artifacts.INDEX_FILE, artifacts.IDS_FILE)}
+            files = {name: artifacts.file_entry(folder / name) for name in artifacts.SPACE_FILES}
             manifest["spaces"][space] = {
                 "encoder": sv.encoder,
                 "dim": sv.encoder["dim"],

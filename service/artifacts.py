@@ -4,7 +4,8 @@ Layout under the index directory::
 
     versions/<version>/manifest.json           counts, encoders, index keys, params, recall, checksums
     versions/<version>/<space>/index.faiss     one FAISS index per embedding space
-    versions/<version>/<space>/ids.npy         row -> item primary key (int64)
+    versions/<version>/<space>/ids.npy         row -> item primary key (int64, ascending)
+    versions/<version>/<space>/vectors.npy     row -> exact float32 vector (more-like-this, profiles)
     .building-<version>/                        a build in progress (never read; removed by gc)
     CURRENT                                     name of the published version
 
@@ -33,6 +34,8 @@ VERSIONS = "versions"
 BUILDING_PREFIX = ".building-"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
+VECTORS_FILE = "vectors.npy"
+SPACE_FILES = (INDEX_FILE, IDS_FILE, VECTORS_FILE)
 SPACES = ("text", "clip")
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -125,3 +126,20 @@ class IndexVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class FreshVector(Base):
+    """A vector embedded on write, newer than the published index (the service's delta).
+
+    ``vector`` is NULL for a tombstone (item deleted, or it lost its image). Rows older than
+    the published version's read time are already in the index and are ignored.
+    """
+
+    __tablename__ = "fresh_vectors"
+    __table_args__ = (Index("ix_fresh_vectors_written_at", "written_at"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    space: Mapped[str] = mapped_column(String(16), primary_key=True)
+    encoder_revision: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    written_at: Mapped[dt.datetime] = mapped_column(DateTime)

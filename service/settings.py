@@ -71,6 +71,22 @@ class Settings:
     recall_floor: float = 0.95
     recall_sample: int = 1000
 
+    # Service: keys for write and admin endpoints (X-API-Key header); reads can require a key too.
+    api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    read_requires_key: bool = False
+    # Requests per minute per API key (or client IP without one); 0 disables the limit.
+    rate_limit_per_minute: int = 0
+    # Request limits (clear 4xx errors beyond them).
+    max_query_chars: int = 512
+    max_k: int = 100
+    max_offset: int = 1000
+    max_upload_mb: float = 10.0
+    # How often each worker checks for a newly published index version (seconds).
+    index_poll_seconds: float = 2.0
+    # Torch threads per worker process for query encoding (0 = torch's default).
+    torch_threads: int = 0
+
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
@@ -154,9 +170,14 @@ def load_settings(
 def _validate(s: Settings) -> None:
     if not 0.0 < s.recall_floor <= 1.0:
         raise SettingsError(f"setting recall_floor: must be in (0, 1], got {s.recall_floor}")
-    for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample"):
+    for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample", "max_query_chars", "max_k"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
+    for name in ("rate_limit_per_minute", "max_offset", "torch_threads"):
+        if getattr(s, name) < 0:
+            raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
+    if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:
+        raise SettingsError("settings max_upload_mb and index_poll_seconds must be > 0")
     if s.event_half_life_days <= 0:
         raise SettingsError("setting event_half_life_days: must be > 0")
     for t in s.custom_event_types:

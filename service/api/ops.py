@@ -1,0 +1,88 @@
+"""Operations: health, readiness, Prometheus metrics, index status, admin reload."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from service.api import require_admin, require_read
+from service.app import db_session, runtime
+from service.errors import APIError
+
+blp = Blueprint("ops", __name__, description="Health, metrics, index status and admin")
+
+
+@blp.route("/health/live")
+@blp.response(200, description="the process is up")
+def live():
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@blp.route("/health/ready")
+@blp.response(200, description="database reachable and an index loaded")
+@blp.alt_response(503, description="not ready (details say why)")
+def ready():
+    """Readiness: database reachable and an index version loaded."""
+    rt = runtime()
+    checks = {}
+    try:
+        db_session().execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means not ready; the reason goes to the caller
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    version = rt.store.current
+    checks["index"] = f"version {version.name}" if version else "no index loaded"
+    if checks["database"] != "ok" or version is None:
+        raise APIError(503, "not ready", details=checks)
+    return {"status": "ok", "checks": checks}
+
+
+@blp.route("/metrics")
+@blp.response(200, description="Prometheus text format")
+def metrics():
+    """Prometheus metrics."""
+    rt = runtime()
+    for name, size in rt.deltas.size().items():
+        rt.metrics.delta_size.labels(name).set(size)
+    return Response(rt.metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+def status_payload() -> dict:
+    rt = runtime()
+    version = rt.store.current
+    out: dict = {"index_version": version.name if version else None, "spaces": {}, "refused": rt.store.refused()}
+    if version is not None:
+        manifest = version.manifest
+        out["built_at"] = manifest.get("created_at")
+        out["build_seconds"] = manifest.get("timings", {}).get("total") or sum(
+            v for k, v in manifest.get("timings", {}).items() if ":" in k or k == "read")
+        for name, sp in version.spaces.items():
+            info = manifest["spaces"][name]
+            out["spaces"][name] = {"count": sp.count, "dim": sp.dim, "index_key": info.get("index_key"),
+                                   "recall_at_10": info.get("recall_at_10"), "search_params": sp.params,
+                                   "encoder": sp.encoder.get("name"), "fresh": len(rt.deltas.get(name).vectors) if rt.deltas.get(name) else 0}
+        out["skipped_spaces"] = manifest.get("skipped_spaces", {})
+        if rt.clip_error:
+            out["clip_error"] = rt.clip_error
+    return out
+
+
+@blp.route("/status")
+@blp.response(200, description="index version, counts, recall, build time")
+def status():
+    """The served index version: counts per space, measured recall, build time."""
+    require_read()
+    return status_payload()
+
+
+@blp.route("/admin/reload", methods=["POST"])
+@blp.response(200, description="the version now served")
+@blp.doc(security=[{"ApiKey": []}])
+def reload():
+    """Check for a newly published index version now (instead of waiting for the poll)."""
+    require_admin()
+    rt = runtime()
+    swapped = rt.store.refresh()
+    return {"swapped": swapped, **status_payload()}

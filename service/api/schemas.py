@@ -1,0 +1,175 @@
+"""Request and response schemas: they validate requests and generate ``/openapi.json``."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+
+from service.models import ITEM_KINDS
+
+# Hard caps; the configured limits (max_k, max_query_chars, ...) are checked in the views.
+_K = validate.Range(min=1, max=1000)
+
+
+class CommaList(fields.List):
+    """A list given as repeated parameters or comma-separated (``kind=product,article``)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        elif isinstance(value, list) and len(value) == 1 and isinstance(value[0], str) and "," in value[0]:
+            value = [v for v in value[0].split(",") if v.strip()]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class FilterArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    kind = CommaList(fields.String(validate=validate.OneOf(ITEM_KINDS)), metadata={"description": "item kinds, comma-separated"})
+    category = fields.String(validate=validate.Length(min=1, max=255))
+    tags = CommaList(fields.String(validate=validate.Length(min=1, max=255)), metadata={"description": "all must be present"})
+    range = fields.List(
+        fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}:[^:]*:[^:]*$", error="use name:min:max")),
+        metadata={"description": "numeric attribute range, repeatable: price:10:50, rating:4:"},
+    )
+
+
+class PageArgs(Schema):
+    k = fields.Integer(load_default=10, validate=_K)
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    cursor = fields.String(metadata={"description": "next_cursor of a previous page (overrides offset)"})
+
+
+class SearchArgs(FilterArgs, PageArgs):
+    q = fields.String(required=True, validate=validate.Length(min=1), metadata={"description": "the query text"})
+    mode = fields.String(load_default="hybrid", validate=validate.OneOf(["semantic", "keyword", "hybrid"]))
+    space = fields.String(load_default="text", validate=validate.OneOf(["text", "clip"]),
+                          metadata={"description": "text: sentence embeddings; clip: text-to-image through CLIP"})
+
+
+class SimilarBody(FilterArgs, PageArgs):
+    class Meta:
+        unknown = RAISE
+
+    item_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    space = fields.String(load_default="text", validate=validate.OneOf(["text", "clip"]))
+
+
+class ImageSearchForm(FilterArgs, PageArgs):
+    """Form fields sent with an uploaded image (multipart/form-data, file field ``image``)."""
+
+
+class SuggestArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    q = fields.String(required=True)
+    k = fields.Integer(load_default=8, validate=validate.Range(min=1, max=50))
+    kind = fields.String(validate=validate.OneOf(ITEM_KINDS))
+
+
+class ItemOut(Schema):
+    id = fields.String()
+    kind = fields.String()
+    title = fields.String()
+    text = fields.String()
+    category = fields.String(allow_none=True)
+    tags = fields.List(fields.String())
+    attributes = fields.Dict()
+    image_url = fields.String(allow_none=True)
+
+
+class HitOut(ItemOut):
+    score = fields.Float()
+    signals = fields.List(fields.String(), metadata={"description": "semantic, keyword, fresh"})
+
+
+class SearchOut(Schema):
+    query = fields.String(allow_none=True)
+    mode = fields.String()
+    space = fields.String()
+    k = fields.Integer()
+    offset = fields.Integer()
+    index_version = fields.String()
+    took_ms = fields.Float()
+    next_cursor = fields.String(allow_none=True)
+    hits = fields.List(fields.Nested(HitOut))
+
+
+class SuggestionOut(Schema):
+    id = fields.String()
+    title = fields.String()
+    kind = fields.String()
+    category = fields.String(allow_none=True)
+
+
+class SuggestOut(Schema):
+    query = fields.String()
+    suggestions = fields.List(fields.Nested(SuggestionOut))
+    took_ms = fields.Float()
+
+
+class ItemIn(Schema):
+    """Body of PUT /items/{id}: the import format (the id comes from the path)."""
+
+    class Meta:
+        unknown = RAISE
+
+    kind = fields.String(required=True, validate=validate.OneOf(ITEM_KINDS))
+    title = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    text = fields.String(load_default="")
+    image = fields.String(allow_none=True, metadata={"description": "http(s) URL or absolute path on the server"})
+    category = fields.String(allow_none=True)
+    tags = fields.List(fields.String(), load_default=list)
+    attributes = fields.Dict(load_default=dict)
+
+
+class ItemWriteOut(Schema):
+    id = fields.String()
+    status = fields.String(metadata={"description": "inserted, updated, unchanged or deleted"})
+    searchable = fields.Dict(metadata={"description": "per space: true when embedded into the fresh delta"})
+    errors = fields.Dict()
+
+
+class EventIn(Schema):
+    class Meta:
+        unknown = RAISE
+
+    event_id = fields.String()
+    user_id = fields.String(required=True)
+    item_id = fields.String(required=True)
+    type = fields.String(required=True)
+    value = fields.Float(allow_none=True)
+    timestamp = fields.Raw(metadata={"description": "ISO 8601 or Unix seconds; default now"})
+    recommendation_id = fields.String(allow_none=True)
+
+
+class EventsOut(Schema):
+    accepted = fields.Integer()
+    duplicates = fields.Integer()
+    rejected = fields.Integer()
+    results = fields.List(fields.Dict())
+
+
+class ErrorOut(Schema):
+    error = fields.Dict(metadata={"description": "{code, message, details}"})
+
+
+def parse_ranges(values: list[str] | None) -> dict[str, tuple[float | None, float | None]]:
+    """``["price:10:50", "rating:4:"]`` -> {"price": (10, 50), "rating": (4, None)}.
+
+    Raises:
+        ValueError: a bound that is not a number, or min > max.
+    """
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for raw in values or []:
+        name, low, high = raw.split(":")
+        try:
+            bounds = (float(low) if low else None, float(high) if high else None)
+        except ValueError as exc:
+            raise ValueError(f"{raw!r}: bounds must be numbers") from exc
+        if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"{raw!r}: min is greater than max")
+        out[name] = bounds
+    return out
+

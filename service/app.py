@@ -1,0 +1,188 @@
+"""Flask app factory: ``create_app(overrides=None)``.
+
+Serve with gunicorn (see README)::
+
+    gunicorn -w 2 -k gthread --threads 4 -b 127.0.0.1:8000 'service.app:create_app()'
+
+Nothing heavy happens at import. The factory opens the database engine, the index store (which
+loads the published version and, with it, the query encoder) and registers the blueprints; each
+worker process polls for newly published versions on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, current_app, g, request
+from sqlalchemy.orm import Session
+
+from service.db import make_engine, make_session_factory
+from service.delta import DeltaSet
+from service.errors import APIError, register_error_handlers
+from service.index_store import IndexStore, LoadedVersion
+from service.metrics import Metrics
+from service.security import RateLimiter, presented_key
+from service.settings import Settings, load_settings
+
+log = logging.getLogger("recsys.service")
+
+# Encoders are shared by every app in the process (tests build many apps; workers build one).
+_ENCODERS: dict[tuple, Any] = {}
+_ENCODER_LOCK = threading.Lock()
+
+
+def _shared_encoder(kind: str, settings: Settings):
+    from service import encoders
+
+    key = (kind, settings.text_model) if kind == "text" else (kind, settings.clip_model, settings.clip_pretrained)
+    with _ENCODER_LOCK:
+        if key not in _ENCODERS:
+            loader = encoders.load_text_encoder if kind == "text" else encoders.load_clip_encoder
+            _ENCODERS[key] = loader(settings)
+        return _ENCODERS[key]
+
+
+class Runtime:
+    """Everything a request needs, owned by one app: settings, database, index, encoders."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.session_factory = make_session_factory(self.engine)
+        self.metrics = Metrics()
+        self.deltas = DeltaSet(settings.index_path)
+        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        self.clip_error: str | None = None
+        self._suggester = None
+        self._suggester_lock = threading.Lock()
+        self._suggester_checked = 0.0
+        self.store = IndexStore(
+            settings.index_path, poll_seconds=settings.index_poll_seconds,
+            check_compatible=self._check_compatible, on_swap=self._on_swap,
+        )
+
+    # --- encoders ------------------------------------------------------------------------
+    def text_encoder(self):
+        return _shared_encoder("text", self.settings)
+
+    def clip_encoder(self):
+        """The CLIP encoder, or APIError 503 when it cannot be loaded here."""
+        from service.encoders import EncoderUnavailable
+
+        try:
+            return _shared_encoder("clip", self.settings)
+        except EncoderUnavailable as exc:
+            raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
+
+    def _check_compatible(self, manifest: dict[str, Any]) -> str | None:
+        text = manifest["spaces"].get("text")
+        if text is None:
+            return "no text space"
+        encoder = self.text_encoder()
+        if text["encoder"]["revision"] != encoder.revision or int(text["dim"]) != encoder.dim:
+            return (f"text space built with {text['encoder']['name']}@{text['encoder']['revision']}, "
+                    f"this service encodes queries with {encoder.name}@{encoder.revision} (set RECSYS_TEXT_MODEL)")
+        return None
+
+    def _on_swap(self, version: LoadedVersion) -> None:
+        spaces = {name: (sp.dim, sp.encoder["revision"]) for name, sp in version.spaces.items()}
+        self.deltas.reset(version.name, version.read_at, spaces)
+        with self.session_factory() as session:
+            self.deltas.sync(session, force=True)
+        self.metrics.set_version(version.name, {n: s.count for n, s in version.spaces.items()})
+        self.clip_error = None
+        if "clip" in version.spaces:
+            from service.encoders import EncoderUnavailable
+
+            try:
+                clip = _shared_encoder("clip", self.settings)
+                if clip.revision != version.spaces["clip"].encoder["revision"]:
+                    self.clip_error = "the CLIP space was built with other weights than this service loads"
+            except EncoderUnavailable as exc:
+                self.clip_error = str(exc)
+            if self.clip_error:
+                log.error("CLIP space of %s not served: %s", version.name, self.clip_error)
+
+    # --- per request -----------------------------------------------------------------------
+    def version(self) -> LoadedVersion:
+        """The version for this request, or 503 when none is published yet."""
+        self.store.ensure_polling()
+        version = self.store.current
+        if version is None:
+            self.store.refresh()
+            version = self.store.current
+        if version is None:
+            raise APIError(503, "no index is published yet: run `recsys-indexer build` (item and event writes still work)")
+        return version
+
+    def suggester(self, session: Session):
+        """Typeahead index, rebuilt when the catalog changed (checked at most once a second)."""
+        from service.keyword import Suggester
+
+        now = time.monotonic()
+        if self._suggester is not None and now - self._suggester_checked < 1.0:
+            return self._suggester
+        with self._suggester_lock:
+            if self._suggester is None or (now - self._suggester_checked >= 1.0 and self._suggester.needs_refresh(session)):
+                fresh = Suggester()
+                fresh.refresh(session)
+                self._suggester = fresh
+            self._suggester_checked = now
+            return self._suggester
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["recsys"]
+
+
+def db_session() -> Session:
+    """The request's session (opened on first use, closed at teardown; commit explicitly)."""
+    if "db_session" not in g:
+        g.db_session = runtime().session_factory()
+    return g.db_session
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service: settings (defaults, RECSYS_* env, overrides), database, index, routes."""
+    settings = load_settings(overrides)
+    app = Flask(__name__, static_folder=str(Path(__file__).parent / "static"), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    app.config["JSON_SORT_KEYS"] = False
+    rt = Runtime(settings)
+    app.extensions["recsys"] = rt
+
+    from service.api import register_api
+
+    register_api(app)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        if rt.limiter is not None and not request.path.startswith("/health"):
+            rt.limiter.check(presented_key(request) or request.remote_addr or "unknown")
+
+    @app.after_request
+    def _observe(response):
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        rt.metrics.requests.labels(rule, request.method, f"{response.status_code // 100}xx").observe(elapsed)
+        response.headers["X-Response-Time-ms"] = f"{elapsed * 1000:.2f}"
+        return response
+
+    @app.teardown_appcontext
+    def _close(_exc) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    # Load the published version now, so the first request does not pay for it.
+    try:
+        rt.store.refresh()
+    except Exception:  # a broken index must not stop the service from starting (writes still work)
+        log.exception("could not load the published index at startup")
+    return app

@@ -1,0 +1,379 @@
+"""Every endpoint through the Flask test client, over a real index built from a small catalog."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer.pipeline import Pipeline
+from service import artifacts
+from service.app import create_app
+from service.db import make_engine, make_session_factory, upgrade
+from service.importing import import_items
+from service.settings import load_settings
+from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
+
+PALETTE = {"red": (210, 40, 40), "blue": (40, 70, 210), "green": (40, 170, 70), "yellow": (230, 210, 40)}
+
+CATALOG = [
+    {"id": "shoe-red", "kind": "product", "title": "Red trail running shoe", "category": "shoes", "tags": ["running", "trail"],
+     "text": "Grippy lugged sole for muddy trails, breathable red mesh upper.", "attributes": {"price": 120.0}, "color": "red"},
+    {"id": "shoe-blue", "kind": "product", "title": "Blue road running shoe", "category": "shoes", "tags": ["running", "road"],
+     "text": "Cushioned and light for long runs on asphalt.", "attributes": {"price": 95.0}, "color": "blue"},
+    {"id": "jacket", "kind": "product", "title": "Green waterproof rain jacket", "category": "jackets", "tags": ["rain"],
+     "text": "Taped seams and a hood keep you dry in storms.", "attributes": {"price": 180.0}, "color": "green"},
+    {"id": "knife", "kind": "product", "title": "Carbon steel chef knife", "category": "kitchen", "tags": ["cooking"],
+     "text": "A sharp 21 cm blade for slicing vegetables and meat.", "attributes": {"price": 75.0}},
+    {"id": "kettle", "kind": "product", "title": "Yellow stovetop kettle", "category": "kitchen", "tags": ["cooking", "tea"],
+     "text": "Whistles when the water boils.", "attributes": {"price": 40.0}, "color": "yellow"},
+    {"id": "art-suede", "kind": "article", "title": "How to clean suede shoes", "category": "care-tips", "tags": ["shoes"],
+     "text": "Brush gently with a suede brush, then apply a protective spray.", "attributes": {"reading_minutes": 4}},
+    {"id": "art-knife", "kind": "article", "title": "Sharpening a kitchen knife on a whetstone", "category": "care-tips",
+     "tags": ["cooking"], "text": "Hold the blade at fifteen degrees and use even strokes.", "attributes": {"reading_minutes": 6}},
+    {"id": "art-rain", "kind": "article", "title": "Staying dry on rainy hikes", "category": "outdoor", "tags": ["rain"],
+     "text": "Layer a breathable waterproof shell over a warm fleece.", "attributes": {"reading_minutes": 5}},
+]
+
+
+def _image(color: str, size: int = 48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), PALETTE[color]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A data dir with a migrated SQLite database, the catalog imported and an index published."""
+    root = tmp_path_factory.mktemp("api")
+    (root / "img").mkdir()
+    rows = []
+    for row in CATALOG:
+        row = dict(row)
+        color = row.pop("color", None)
+        if color:
+            (root / "img" / f"{row['id']}.png").write_bytes(_image(color))
+            row["image"] = f"img/{row['id']}.png"
+        rows.append(row)
+    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_tiny_clip_config(root)
+    ckpt = write_tiny_clip_checkpoint(root, cfg)
+    overrides = {"data_dir": str(root / "data"), "clip_model": str(cfg), "clip_pretrained": str(ckpt)}
+    settings = load_settings(overrides, environ={})
+    engine = make_engine(settings)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    import_items(root / "items.jsonl", session_factory=factory, progress=False)
+    Pipeline(settings, factory).run()
+    return {"root": root, "overrides": overrides, "settings": settings, "factory": factory}
+
+
+@pytest.fixture
+def make_client(built, monkeypatch):
+    for key in [k for k in __import__("os").environ if k.startswith("RECSYS_")]:
+        monkeypatch.delenv(key)
+
+    def make(**extra):
+        app = create_app({**built["overrides"], **extra})
+        app.testing = True
+        return app.test_client()
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def ids(resp):
+    return [h["id"] for h in resp.get_json()["hits"]]
+
+
+def assert_error(resp, status, field=None):
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+    assert "Traceback" not in resp.get_data(as_text=True)
+    if field:
+        assert field in body["error"]["message"]
+    return body["error"]
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def test_semantic_search_finds_the_relevant_item_first(client):
+    resp = client.get("/search?q=cleaning suede footwear&mode=semantic&k=3")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["hits"][0]["id"] == "art-suede"
+    hit = body["hits"][0]
+    assert {"id", "kind", "title", "text", "category", "tags", "attributes", "image_url", "score", "signals"} <= set(hit)
+    assert hit["signals"] == ["semantic"] and body["index_version"] and body["took_ms"] >= 0
+    scores = [h["score"] for h in body["hits"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_keyword_and_hybrid_modes_report_their_signals(client):
+    kw = client.get("/search?q=whetstone&mode=keyword").get_json()
+    assert [h["id"] for h in kw["hits"]] == ["art-knife"] and kw["hits"][0]["signals"] == ["keyword"]
+    hy = client.get("/search?q=whetstone knife sharpening&mode=hybrid&k=3").get_json()
+    assert hy["hits"][0]["id"] == "art-knife"
+    assert set(hy["hits"][0]["signals"]) >= {"semantic", "keyword"}
+
+
+def test_filters_apply_and_pages_are_never_short(client):
+    arts = client.get("/search?q=shoes&mode=semantic&kind=article&k=5").get_json()["hits"]
+    assert {h["kind"] for h in arts} == {"article"} and len(arts) == 3  # every article, though shoes rank first overall
+    kitchen = ids(client.get("/search?q=cooking&mode=semantic&category=kitchen&k=10"))
+    assert sorted(kitchen) == ["kettle", "knife"]
+    tagged = ids(client.get("/search?q=shoe&mode=semantic&tags=running,trail"))
+    assert tagged == ["shoe-red"]
+    cheap = ids(client.get("/search?q=shoe&mode=semantic&kind=product&range=price::100"))
+    assert set(cheap) == {"shoe-blue", "knife", "kettle"}
+    assert client.get("/search?q=shoe&category=nothing-here").get_json()["hits"] == []
+
+
+def test_offset_and_cursor_pagination(client):
+    first = client.get("/search?q=outdoor gear&mode=semantic&k=3").get_json()
+    second = client.get(f"/search?q=outdoor gear&mode=semantic&k=3&cursor={first['next_cursor']}").get_json()
+    by_offset = client.get("/search?q=outdoor gear&mode=semantic&k=3&offset=3").get_json()
+    assert ids_of(second) == ids_of(by_offset) and not set(ids_of(first)) & set(ids_of(second))
+    last = client.get("/search?q=outdoor gear&mode=semantic&k=3&offset=6").get_json()
+    assert len(last["hits"]) == 2 and last["next_cursor"] is None
+
+
+def ids_of(body):
+    return [h["id"] for h in body["hits"]]
+
+
+def test_text_to_image_searches_only_items_with_images(client):
+    body = client.get("/search?q=a red shoe&space=clip&mode=semantic&k=10").get_json()
+    assert body["space"] == "clip"
+    assert set(ids_of(body)) == {"shoe-red", "shoe-blue", "jacket", "kettle"}
+
+
+def test_search_by_uploaded_image_finds_the_same_picture(client):
+    resp = client.post("/search", data={"image": (io.BytesIO(_image("green")), "q.png"), "k": "2"},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["mode"] == "image" and body["hits"][0]["id"] == "jacket"
+    assert body["hits"][0]["score"] > 0.999
+
+
+def test_image_upload_errors(make_client):
+    client = make_client(max_upload_mb=0.05, max_image_pixels=100_000)
+    assert_error(client.post("/search", data={"k": "2"}, content_type="multipart/form-data"), 400, "image")
+    assert_error(client.post("/search", data={"image": (io.BytesIO(b"hello, not a picture"), "x.png")},
+                             content_type="multipart/form-data"), 415)
+    big = io.BytesIO()
+    Image.new("RGB", (400, 400)).save(big, format="PNG")
+    assert_error(client.post("/search", data={"image": (io.BytesIO(big.getvalue()), "big.png")},
+                             content_type="multipart/form-data"), 400, "pixels")
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)).save(noise, format="PNG")
+    assert_error(client.post("/search", data={"image": (io.BytesIO(noise.getvalue()), "n.png")},
+                             content_type="multipart/form-data"), 413)
+    assert_error(client.post("/search", data="x", content_type="text/plain"), 415)
+
+
+def test_more_like_this(client):
+    body = client.post("/search", json={"item_id": "shoe-red", "k": 3}).get_json()
+    assert "shoe-red" not in ids_of(body) and ids_of(body)[0] == "shoe-blue"
+    assert_error(client.post("/search", json={"item_id": "nope"}), 404)
+    assert_error(client.post("/search", json={"item_id": "knife", "space": "clip"}), 404)  # no image
+    assert_error(client.post("/search", json={"item_id": "shoe-red", "colour": "x"}), 400, "colour")
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [("k=0&q=x", "k"), ("k=101&q=x", "k"), ("q=x&mode=fuzzy", "mode"), ("q=", "q"), ("q=%20%20", "q"),
+     ("", "q"), ("q=x&offset=-1", "offset"), ("q=x&offset=5000", "offset"), ("q=x&cursor=!!", "cursor"),
+     ("q=x&range=price:abc:", "range"), ("q=x&range=price:9:1", "range"), ("q=x&kind=video", "kind"),
+     ("q=" + "x" * 600, "q")],
+)
+def test_bad_parameters_are_400_naming_the_field(client, query, field):
+    assert_error(client.get(f"/search?{query}"), 400, field)
+
+
+def test_http_errors_use_the_same_shape(client):
+    assert_error(client.get("/nowhere"), 404)
+    assert_error(client.delete("/search"), 405)
+
+
+def test_unexpected_errors_hide_the_trace(client, monkeypatch):
+    from service import app as app_module
+
+    def boom(*_a, **_k):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app_module.Runtime, "text_encoder", boom)
+    err = assert_error(client.get("/search?q=shoe&mode=semantic"), 500)
+    assert "secret" not in json.dumps(err)
+
+
+def test_typeahead(client):
+    body = client.get("/suggest?q=run").get_json()
+    assert {s["id"] for s in body["suggestions"]} >= {"shoe-red", "shoe-blue"}
+    assert client.get("/suggest?q=kettle&kind=article").get_json()["suggestions"] == []
+    assert_error(client.get("/suggest?q=x&k=0"), 400, "k")
+
+
+# --- writes: fresh items, deletes, events --------------------------------------------------------
+
+
+def test_new_item_is_searchable_at_once_and_deleted_never_returns(client):
+    resp = client.put("/items/lantern", json={"kind": "product", "title": "Solar camping lantern",
+                                              "text": "Charges in sunlight, lights the tent all night.", "category": "outdoor"})
+    assert resp.status_code == 201 and resp.get_json()["searchable"] == {"text": True, "clip": False}
+    hit = client.get("/search?q=solar lantern for camping&mode=semantic&k=1").get_json()["hits"][0]
+    assert hit["id"] == "lantern" and "fresh" in hit["signals"]
+    assert client.put("/items/lantern", json={"kind": "product", "title": "Solar camping lantern",
+                                              "text": "Charges in sunlight, lights the tent all night.",
+                                              "category": "outdoor"}).get_json()["status"] == "unchanged"
+    assert client.delete("/items/lantern").status_code == 200
+    for mode in ("semantic", "keyword", "hybrid"):
+        assert "lantern" not in ids(client.get(f"/search?q=solar lantern&mode={mode}"))
+    assert_error(client.get("/items/lantern"), 404)
+    assert_error(client.delete("/items/lantern"), 404)
+
+
+def test_deleting_an_indexed_item_removes_it_from_results(client, built):
+    client.put("/items/tmp-item", json={"kind": "article", "title": "Temporary umbrella note", "text": "Umbrellas."})
+    assert "tmp-item" in ids(client.get("/search?q=umbrella&mode=semantic&k=3"))
+    client.delete("/items/art-rain")
+    try:
+        for mode in ("semantic", "keyword", "hybrid"):
+            assert "art-rain" not in ids(client.get(f"/search?q=staying dry on rainy hikes&mode={mode}&k=10"))
+    finally:  # put it back for the other tests
+        row = next(r for r in CATALOG if r["id"] == "art-rain")
+        client.put("/items/art-rain", json={k: v for k, v in row.items() if k not in ("id",)})
+        client.delete("/items/tmp-item")
+
+
+def test_updated_item_uses_its_new_vector(client):
+    client.put("/items/gadget", json={"kind": "product", "title": "Pocket radio", "text": "AM/FM radio."})
+    client.put("/items/gadget", json={"kind": "product", "title": "Espresso tamper", "text": "Tamps coffee grounds evenly."})
+    assert ids(client.get("/search?q=tamp espresso coffee&mode=semantic&k=1")) == ["gadget"]
+    client.delete("/items/gadget")
+
+
+def test_item_write_validation(client):
+    assert_error(client.put("/items/x", json={"kind": "video", "title": "x"}), 400, "kind")
+    assert_error(client.put("/items/x", json={"kind": "product"}), 400, "title")
+    assert_error(client.put("/items/x", json={"kind": "product", "title": "x", "image": "relative.png"}), 400, "image")
+    assert_error(client.put("/items/x", data="not json", content_type="application/json"), 400)
+
+
+def test_item_get_and_image(client):
+    body = client.get("/items/jacket").get_json()
+    assert body["title"].startswith("Green") and body["image_url"] == "/items/jacket/image"
+    img = client.get("/items/jacket/image")
+    assert img.status_code == 200 and img.data.startswith(b"\x89PNG")
+    assert_error(client.get("/items/knife/image"), 404)
+
+
+def test_events_batch_with_per_event_results(client):
+    batch = [
+        {"event_id": "ev-1", "user_id": "u1", "item_id": "knife", "type": "view"},
+        {"event_id": "ev-2", "user_id": "u1", "item_id": "no-such-item", "type": "click"},
+        {"event_id": "ev-3", "user_id": "u1", "item_id": "knife", "type": "teleport"},
+        {"event_id": "ev-1", "user_id": "u1", "item_id": "knife", "type": "view"},
+    ]
+    body = client.post("/events", json={"events": batch}).get_json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (1, 1, 2)
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "rejected", "duplicate"]
+    assert "no-such-item" in body["results"][1]["reason"] and "type" in body["results"][2]["reason"]
+    again = client.post("/events", json=batch[0]).get_json()
+    assert again["duplicates"] == 1
+
+
+@pytest.mark.parametrize("payload", ["[]", "42", '["a"]', '{"events": "x"}', "not json"])
+def test_malformed_event_batches_are_400(client, payload):
+    assert_error(client.post("/events", data=payload, content_type="application/json"), 400)
+
+
+# --- keys, limits, health, metrics, docs, versions ------------------------------------------------
+
+
+def test_api_keys_guard_writes_and_optionally_reads(make_client):
+    client = make_client(api_keys='["w-key"]', admin_keys='["a-key"]')
+    body = {"kind": "article", "title": "Keyed"}
+    assert_error(client.put("/items/keyed", json=body), 401)
+    assert_error(client.put("/items/keyed", json=body, headers={"X-API-Key": "wrong"}), 403)
+    assert client.put("/items/keyed", json=body, headers={"X-API-Key": "w-key"}).status_code == 201
+    assert client.delete("/items/keyed", headers={"Authorization": "Bearer a-key"}).status_code == 200
+    assert client.get("/search?q=x").status_code == 200  # reads are public by default
+    assert_error(client.post("/admin/reload", headers={"X-API-Key": "w-key"}), 403)
+    assert client.post("/admin/reload", headers={"X-API-Key": "a-key"}).status_code == 200
+    private = make_client(api_keys='["w-key"]', read_requires_key=True)
+    assert_error(private.get("/search?q=x"), 401)
+    assert private.get("/search?q=x", headers={"X-API-Key": "w-key"}).status_code == 200
+    assert private.get("/health/live").status_code == 200
+
+
+def test_rate_limit(make_client):
+    client = make_client(rate_limit_per_minute=3)
+    codes = [client.get("/suggest?q=sh").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    resp = client.get("/suggest?q=sh")
+    assert_error(resp, 429) and int(resp.headers["Retry-After"]) >= 1
+    assert client.get("/health/live").status_code == 200
+
+
+def test_health_metrics_status(client):
+    assert client.get("/health/live").get_json() == {"status": "ok"}
+    ready = client.get("/health/ready").get_json()
+    assert ready["status"] == "ok" and ready["checks"]["database"] == "ok"
+    client.get("/search?q=shoe")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'recsys_request_seconds_bucket{endpoint="/search"' in text
+    assert "recsys_index_info{" in text and 'recsys_stage_seconds_count{stage="encode"}' in text
+    status = client.get("/status").get_json()
+    assert status["spaces"]["text"]["count"] == len(CATALOG) and status["spaces"]["text"]["recall_at_10"] == 1.0
+
+
+def test_openapi_and_docs(client):
+    spec = client.get("/openapi.json").get_json()
+    assert {"/search", "/suggest", "/items/{item_id}", "/events", "/health/ready"} <= set(spec["paths"])
+    params = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
+    assert {"q", "k", "mode", "kind", "range"} <= params
+    assert client.get("/docs").status_code == 200
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_no_index_yet_is_503_but_writes_work(tmp_path, built):
+    overrides = {**built["overrides"], "data_dir": str(tmp_path / "empty")}
+    settings = load_settings(overrides, environ={})
+    upgrade(make_engine(settings))
+    app = create_app(overrides)
+    client = app.test_client()
+    err = assert_error(client.get("/search?q=shoe"), 503)
+    assert "recsys-indexer build" in err["message"]
+    assert_error(client.get("/health/ready"), 503)
+    assert client.put("/items/a", json={"kind": "article", "title": "A"}).status_code == 201
+    assert client.post("/events", json={"user_id": "u", "item_id": "a", "type": "view"}).get_json()["accepted"] == 1
+
+
+def test_new_version_swaps_in_and_corrupt_version_is_refused(client, built):
+    before = client.get("/status").get_json()["index_version"]
+    report = Pipeline(built["settings"], built["factory"]).run(force=True)
+    swapped = client.post("/admin/reload").get_json()
+    assert swapped["swapped"] and swapped["index_version"] == report.version != before
+    assert client.get("/search?q=shoe").get_json()["index_version"] == report.version
+    # Publish a corrupted copy: the service keeps serving what it has.
+    bad = Pipeline(built["settings"], built["factory"]).run(force=True, publish=False).version
+    folder = artifacts.version_dir(built["settings"].index_path, bad)
+    (folder / "text" / "ids.npy").write_bytes(b"corrupt")
+    artifacts.write_json_atomic(folder / "manifest.json", json.loads((folder / "manifest.json").read_text()))
+    Path(built["settings"].index_path / artifacts.CURRENT).write_text(bad + "\n")
+    resp = client.post("/admin/reload").get_json()
+    assert resp["swapped"] is False and resp["index_version"] == report.version and bad in resp["refused"]
+    assert client.get("/search?q=shoe").status_code == 200
+    artifacts.set_current(built["settings"].index_path, report.version)
