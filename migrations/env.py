@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.db import make_engine
+from service.db import include_object, make_engine
 from service.models import Base
 from service.settings import load_settings
 
@@ -18,6 +18,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -34,6 +35,7 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
             render_as_batch=True,
             compare_type=True,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

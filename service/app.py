@@ -41,6 +41,11 @@ def _shared_encoder(kind: str, settings: Settings):
     key = (kind, settings.text_model) if kind == "text" else (kind, settings.clip_model, settings.clip_pretrained)
     with _ENCODER_LOCK:
         if key not in _ENCODERS:
+            if settings.torch_threads:
+                import torch
+
+                # Several workers on few cores: fewer threads each avoids oversubscription.
+                torch.set_num_threads(settings.torch_threads)
             loader = encoders.load_text_encoder if kind == "text" else encoders.load_clip_encoder
             _ENCODERS[key] = loader(settings)
         return _ENCODERS[key]
