@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: demo serve test install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Import the demo catalog, build and publish the index, then serve it (Ctrl-C stops).
 demo: $(STAMP)
 	$(BIN)/recsys demo
+	$(BIN)/recsys-indexer build
+	$(MAKE) serve
+
+serve: $(STAMP)
+	@echo "serving on http://$(HOST):$(PORT)/  (API docs: http://$(HOST):$(PORT)/docs)"
+	$(BIN)/gunicorn -w 2 -k gthread --threads 4 -b $(HOST):$(PORT) 'service.app:create_app()'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

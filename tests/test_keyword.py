@@ -1,0 +1,399 @@
+"""Keyword search (FTS5 / tsvector) and the typeahead suggester, on SQLite and PostgreSQL."""
+
+import json
+import random
+import threading
+
+import pytest
+from sqlalchemy import select, update
+
+from service.importing import import_items
+from service.keyword import (
+    MAX_KEYWORD_LIMIT,
+    MAX_QUERY_TOKENS,
+    MAX_SUGGEST_LIMIT,
+    Suggester,
+    fts5_match_expression,
+    keyword_search,
+    query_terms,
+)
+from service.models import Item
+
+IMAGE = "https://example.com/img.png"
+
+CATALOG = [
+    {"id": "p-trail", "kind": "product", "title": "Trailblaze 3 waterproof trail running shoe",
+     "text": "A grippy outsole for muddy singletrack and a gusseted tongue that keeps grit out.",
+     "category": "running-shoes", "tags": ["trail", "waterproof"]},
+    {"id": "p-road", "kind": "product", "title": "Skyline road running shoe",
+     "text": "Cushioned daily trainer for pavement miles.", "category": "running-shoes", "tags": ["road"]},
+    {"id": "p-tent", "kind": "product", "title": "Alpine dome tent",
+     "text": "Sleeps two with a vestibule for boots.", "category": "tents", "tags": ["camping"]},
+    {"id": "p-stove", "kind": "product", "title": "Camp stove",
+     "text": "Boil water at the tent door: pairs with any tent, and packs inside a tent pocket.",
+     "category": "cooking", "tags": ["camping"]},
+    {"id": "p-mug", "kind": "product", "title": "Café crème enamel mug",
+     "text": "Holds 350 ml.", "category": "kitchen", "tags": ["Kaffeehaus", "émail"]},
+    {"id": "p-sock", "kind": "product", "title": "Merino running socks",
+     "text": "Cushioned socks.", "category": "socks", "tags": []},
+    {"id": "a-guide", "kind": "article", "title": "How to choose trail running shoes",
+     "text": "Lugs, rock plates and drop explained.", "category": "guides", "tags": ["trail"]},
+    {"id": "a-care", "kind": "article", "title": "Caring for your kit",
+     "text": "Rinse mud off a waterproof trail running shoe after every run, then let it dry away from heat.",
+     "category": "guides", "tags": []},
+    {"id": "i-sunrise", "kind": "image", "title": "Sunrise over the trail", "image": IMAGE,
+     "text": "", "category": "photos", "tags": []},
+    {"id": "p-gone", "kind": "product", "title": "Discontinued trail running shoe",
+     "text": "No longer sold.", "category": "running-shoes", "tags": []},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def catalog(tmp_path, session_factory):
+    """The catalog imported, then p-gone soft-deleted; returns external id -> item id."""
+    import_items(write_jsonl(tmp_path / "items.jsonl", CATALOG), session_factory=session_factory, progress=False)
+    import_items(
+        write_jsonl(tmp_path / "delete.jsonl", [{"id": "p-gone", "deleted": True}]),
+        session_factory=session_factory,
+        progress=False,
+    )
+    with session_factory() as s:
+        return dict(s.execute(select(Item.external_id, Item.id)).all())
+
+
+def search(session_factory, ids, query, limit=10, **filters):
+    """External ids of the results, best first."""
+    by_pk = {pk: ext for ext, pk in ids.items()}
+    with session_factory() as s:
+        return [by_pk[pk] for pk, _ in keyword_search(session=s, query=query, limit=limit, **filters)]
+
+
+# --- keyword search ------------------------------------------------------------------------
+
+
+def test_multi_word_query_ranks_relevant_items_first(session_factory, catalog):
+    # All four words are in the trail shoe's title; the care article has them in its text only.
+    assert search(session_factory, catalog, "waterproof trail running shoe") == ["p-trail", "a-care"]
+    found = search(session_factory, catalog, "trail running shoe")
+    # Every word must match: the road shoe (no "trail") and the image (no "running") are out.
+    assert set(found) == {"p-trail", "a-guide", "a-care"}
+    assert found[-1] == "a-care"
+
+
+def test_scores_are_best_first(session_factory, catalog):
+    with session_factory() as s:
+        scores = [score for _, score in keyword_search(session=s, query="running", limit=10)]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 5
+
+
+def test_title_match_outranks_body_match(session_factory, catalog):
+    # The stove mentions "tent" three times in its text; the tent has it once, in the title.
+    assert search(session_factory, catalog, "tent") == ["p-tent", "p-stove"]
+
+
+def test_prefix_of_last_word_matches_while_typing(session_factory, catalog):
+    assert set(search(session_factory, catalog, "runn")) == {"p-trail", "p-road", "p-sock", "a-guide", "a-care"}
+    assert search(session_factory, catalog, "skyline runn") == ["p-road"]
+    # Only the last word is a prefix, and a trailing space says the word is complete.
+    assert search(session_factory, catalog, "runn shoe") == []
+    assert search(session_factory, catalog, "sock ") == []
+    assert search(session_factory, catalog, "sock") == ["p-sock"]
+
+
+def test_category_and_tags_are_searchable(session_factory, catalog):
+    assert search(session_factory, catalog, "cooking") == ["p-stove"]
+    assert search(session_factory, catalog, "kaffeehaus") == ["p-mug"]
+
+
+def test_accents_and_case_are_ignored(session_factory, catalog):
+    assert search(session_factory, catalog, "CAFE CREME") == ["p-mug"]
+    assert search(session_factory, catalog, "café") == ["p-mug"]
+    assert search(session_factory, catalog, "email") == ["p-mug"]  # tag "émail"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"shoe AND (', "*", "-", "NEAR", 'NEAR("a" "b", 2)', '"', "'", "shoe'", "a:*", "!!&|", "(trail OR road)",
+     "title:shoe", "^trail", "shoe -trail", "trail + running", "\\", "%_", "{x}", "a\x00b", "🥾 trail", "   "],
+)
+def test_query_syntax_in_user_text_never_raises(session_factory, catalog, query):
+    search(session_factory, catalog, query)
+
+
+def test_random_user_text_never_raises(session_factory, catalog):
+    alphabet = list('"*-^:()+{}[]\'\\%_.,;!?&|~ NEARNOTANDOR') + list("abcé²½") + [
+        "\u0301", "\u200b", "\U0001F97E", "日本", "\x00", "\t", "ß", "ﬁ", "\u00a0",
+    ]
+    rng = random.Random(0)
+    with session_factory() as s:
+        for _ in range(300):
+            query = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+            keyword_search(session=s, query=query, limit=5)
+
+
+def test_punctuation_only_query_returns_nothing(session_factory, catalog):
+    for query in ["", "   ", "*", "-", '"', "()", "?!.", "___"]:
+        assert search(session_factory, catalog, query) == []
+
+
+def test_syntax_words_are_plain_words(session_factory, catalog):
+    # Operators in user text are words to find, not operators: "trail OR road" needs all three.
+    assert search(session_factory, catalog, "trail OR road") == []
+    assert search(session_factory, catalog, "shoe NOT trail") == []
+    assert search(session_factory, catalog, '"road" shoe*') == ["p-road"]
+
+
+def test_deleted_items_are_never_returned(session_factory, catalog):
+    assert "p-gone" not in search(session_factory, catalog, "discontinued")
+    assert "p-gone" not in search(session_factory, catalog, "trail running shoe")
+    with session_factory.begin() as s:
+        s.execute(update(Item).where(Item.external_id == "p-gone").values(deleted_at=None))
+    assert search(session_factory, catalog, "discontinued") == ["p-gone"]
+
+
+def test_hard_deleted_items_leave_the_index(session_factory, catalog):
+    with session_factory.begin() as s:
+        s.execute(Item.__table__.delete().where(Item.external_id == "p-tent"))
+    assert search(session_factory, catalog, "tent ") == ["p-stove"]
+
+
+def test_kind_and_category_filters(session_factory, catalog):
+    assert set(search(session_factory, catalog, "trail", kinds=["article", "image"])) == {"a-guide", "a-care", "i-sunrise"}
+    assert search(session_factory, catalog, "trail", kinds=["image"]) == ["i-sunrise"]
+    assert search(session_factory, catalog, "running", category="socks") == ["p-sock"]
+    assert search(session_factory, catalog, "running", kinds=["product"], category="guides") == []
+
+
+def test_limit(session_factory, catalog):
+    assert len(search(session_factory, catalog, "running", limit=2)) == 2
+
+
+def test_title_update_is_reflected(tmp_path, session_factory, catalog):
+    rows = [dict(r) for r in CATALOG if r["id"] == "p-tent"]
+    rows[0]["title"] = "Alpine dome shelter"
+    rows[0]["tags"] = ["bivouac"]
+    import_items(write_jsonl(tmp_path / "update.jsonl", rows), session_factory=session_factory, progress=False)
+    assert search(session_factory, catalog, "shelter") == ["p-tent"]
+    assert search(session_factory, catalog, "bivouac") == ["p-tent"]
+    assert search(session_factory, catalog, "camping") == ["p-stove"]
+    # The old title word is gone from the tent; only the stove's body still says tent.
+    assert search(session_factory, catalog, "tent ") == ["p-stove"]
+
+
+def test_updates_of_other_columns_keep_the_index(session_factory, catalog):
+    with session_factory.begin() as s:
+        s.execute(update(Item).where(Item.external_id == "p-tent").values(attributes={"price": 1}))
+    assert search(session_factory, catalog, "tent")[0] == "p-tent"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"limit": 0}, {"limit": MAX_KEYWORD_LIMIT + 1}, {"limit": True}, {"limit": 10, "kinds": []},
+     {"limit": 10, "kinds": ["video"]}, {"limit": 10, "kinds": "product"}, {"limit": 10, "category": 3}],
+)
+def test_invalid_arguments_raise_value_error(session_factory, kwargs):
+    with session_factory() as s, pytest.raises(ValueError):
+        keyword_search(session=s, query="shoe", **kwargs)
+
+
+def test_query_building_quotes_every_term():
+    terms, prefix = query_terms('shoe AND ("trail"*')
+    assert terms == ["shoe", "AND", "trail"] and prefix is False
+    assert fts5_match_expression(terms, prefix) == '"shoe" "AND" "trail"'
+    terms, prefix = query_terms("Cafe\u0301 runn")  # decomposed accent: still one word
+    assert terms == ["Café", "runn"] and prefix is True
+    assert fts5_match_expression(terms, prefix) == '"Café" "runn"*'
+    assert query_terms("a b c r") == (["a", "b", "c", "r"], False)  # one letter: no prefix
+    many = " ".join(f"w{i}" for i in range(MAX_QUERY_TOKENS + 5))
+    assert query_terms(many) == ([f"w{i}" for i in range(MAX_QUERY_TOKENS)], False)
+
+
+def test_index_objects_exist_at_head(engine):
+    """A later migration that rebuilds items (batch mode on SQLite) must not lose them."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            names = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE name LIKE 'items_fts%'").scalars())
+            assert {"items_fts", "items_fts_ai", "items_fts_ad", "items_fts_au"} <= names
+        else:
+            assert conn.exec_driver_sql(
+                "SELECT attgenerated FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'search_vector'"
+            ).scalar() == "s"
+            assert conn.exec_driver_sql("SELECT to_regclass('ix_items_search_vector') IS NOT NULL").scalar()
+
+
+# --- suggester -----------------------------------------------------------------------------
+
+
+def titles(results):
+    return [r["title"] for r in results]
+
+
+@pytest.fixture
+def suggester(session_factory, catalog):
+    with session_factory() as s:
+        return Suggester.load(s)
+
+
+def test_suggest_matches_title_start_and_word_start(suggester):
+    assert titles(suggester.suggest("shoe")) == [
+        "Skyline road running shoe",
+        "How to choose trail running shoes",
+        "Trailblaze 3 waterproof trail running shoe",
+    ]
+    assert titles(suggester.suggest("trail")) == [
+        "Trailblaze 3 waterproof trail running shoe",  # title start first
+        "Sunrise over the trail",
+        "How to choose trail running shoes",
+    ]
+    assert titles(suggester.suggest("trail runn")) == [
+        "How to choose trail running shoes",
+        "Trailblaze 3 waterproof trail running shoe",
+    ]
+    assert suggester.suggest("ailblaze") == []  # not a word start
+
+
+def test_suggest_result_shape(suggester):
+    assert suggester.suggest("alpine") == [
+        {"id": "p-tent", "title": "Alpine dome tent", "kind": "product", "category": "tents"}
+    ]
+
+
+def test_suggest_ignores_case_and_accents(suggester):
+    for prefix in ["cafe", "CAFÉ", "Cafe cre", "crème", "CREME EN"]:
+        assert titles(suggester.suggest(prefix)) == ["Café crème enamel mug"], prefix
+
+
+def test_suggest_trailing_separator_completes_the_word(suggester):
+    assert titles(suggester.suggest("trail ")) == [
+        "Sunrise over the trail",
+        "How to choose trail running shoes",
+        "Trailblaze 3 waterproof trail running shoe",  # "trailblaze" alone would not match
+    ]
+    assert titles(suggester.suggest("trail-r")) == ["How to choose trail running shoes", "Trailblaze 3 waterproof trail running shoe"]
+
+
+def test_suggest_excludes_deleted_items(suggester):
+    assert suggester.suggest("discontinued") == []
+
+
+def test_suggest_kind_filter_and_limit(suggester):
+    assert titles(suggester.suggest("trail", kind="image")) == ["Sunrise over the trail"]
+    assert titles(suggester.suggest("trail", kind="article")) == ["How to choose trail running shoes"]
+    assert len(suggester.suggest("r", limit=2)) == 2
+    assert len(suggester.suggest("r", limit=MAX_SUGGEST_LIMIT)) == 4
+
+
+def test_suggest_popularity_ranks_within_match_class(session_factory, catalog):
+    popularity = {catalog["p-trail"]: 10.0, catalog["a-guide"]: 5.0}
+    with session_factory() as s:
+        sg = Suggester.load(s, popularity=popularity)
+    assert titles(sg.suggest("shoe")) == [
+        "Trailblaze 3 waterproof trail running shoe",
+        "How to choose trail running shoes",
+        "Skyline road running shoe",
+    ]
+    # Title-start matches (shorter first at equal popularity) still come before popular word matches.
+    assert titles(sg.suggest("s"))[:4] == [
+        "Sunrise over the trail",
+        "Skyline road running shoe",
+        "Trailblaze 3 waterproof trail running shoe",
+        "How to choose trail running shoes",
+    ]
+
+
+def test_suggest_random_prefixes_never_raise(suggester):
+    alphabet = list("abcdefghijklmnopqrstuvwxyz -'\"*éÉ²_") + ["\u0301", "\x00", "\U0001F97E", "ß"]
+    rng = random.Random(0)
+    for _ in range(2000):
+        prefix = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 10)))
+        assert len(suggester.suggest(prefix, limit=3)) <= 3
+
+
+@pytest.mark.parametrize("prefix", ["", "   ", "\t\n", "--", "'"])
+def test_suggest_blank_prefix_returns_nothing(suggester, prefix):
+    assert suggester.suggest(prefix) == []
+
+
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": MAX_SUGGEST_LIMIT + 1}, {"limit": 2.0}, {"kind": "video"}])
+def test_suggest_invalid_arguments(suggester, kwargs):
+    with pytest.raises(ValueError):
+        suggester.suggest("shoe", **kwargs)
+
+
+def test_suggest_categories(suggester):
+    assert suggester.suggest_categories("shoe") == [{"category": "running-shoes", "count": 2}]
+    assert suggester.suggest_categories("running", kind="product") == [{"category": "running-shoes", "count": 2}]
+    assert suggester.suggest_categories("g", kind="image") == []
+
+
+def test_refresh_after_catalog_changes(tmp_path, session_factory, suggester):
+    with session_factory() as s:
+        assert not suggester.needs_refresh(s)
+    import_items(
+        write_jsonl(tmp_path / "more.jsonl", [
+            {"id": "p-new", "kind": "product", "title": "Trail gaiters", "text": "", "category": "accessories"},
+            {"id": "p-road", "deleted": True},
+        ]),
+        session_factory=session_factory,
+        progress=False,
+    )
+    assert titles(suggester.suggest("gait")) == []  # not refreshed yet
+    with session_factory() as s:
+        assert suggester.needs_refresh(s)
+        assert suggester.refresh(s) == 9
+        assert not suggester.needs_refresh(s)
+    assert titles(suggester.suggest("gait")) == ["Trail gaiters"]
+    assert "Skyline road running shoe" not in titles(suggester.suggest("s", limit=50))
+
+
+def test_non_finite_popularity_is_rejected():
+    with pytest.raises(ValueError, match="nan"):
+        Suggester.from_rows([(1, "x", "Ice axe", "product", None)], popularity={1: float("nan")})
+
+
+def test_refresh_keeps_popularity_unless_replaced(session_factory, catalog):
+    with session_factory() as s:
+        sg = Suggester.load(s, popularity={catalog["a-guide"]: 1.0})
+        sg.refresh(s)
+        assert titles(sg.suggest("shoe"))[0] == "How to choose trail running shoes"
+        sg.refresh(s, popularity={})
+        assert titles(sg.suggest("shoe"))[0] == "Skyline road running shoe"
+
+
+def test_from_rows_needs_refresh_against_a_database(session_factory, catalog):
+    sg = Suggester.from_rows([(1, "x", "Ice axe", "product", None)])
+    assert titles(sg.suggest("axe")) == ["Ice axe"]
+    with session_factory() as s:
+        assert sg.needs_refresh(s)
+
+
+def test_readers_see_a_whole_build_during_refresh():
+    """Suggest in threads while another thread swaps builds: every answer comes from one build."""
+    old = [(i, f"o{i}", f"old title {i}", "product", None) for i in range(2000)]
+    new = [(i, f"n{i}", f"new title {i}", "article", None) for i in range(2000)]
+    sg = Suggester.from_rows(old)
+    builds = [Suggester.from_rows(new)._snapshot, Suggester.from_rows(old)._snapshot]
+    stop = threading.Event()
+    errors = []
+
+    def read():
+        while not stop.is_set():
+            got = sg.suggest("title", limit=5)
+            prefixes = {r["id"][0] for r in got}
+            if len(got) != 5 or len(prefixes) != 1:
+                errors.append(got)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    for i in range(200):
+        sg._snapshot = builds[i % 2]
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
