@@ -37,7 +37,7 @@ IDS_FILE = "ids.npy"
 VECTORS_FILE = "vectors.npy"
 SPACE_FILES = (INDEX_FILE, IDS_FILE, VECTORS_FILE)
 SPACES = ("text", "clip")
-_VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+_VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 
 
 class ArtifactError(RuntimeError):
@@ -45,9 +45,13 @@ class ArtifactError(RuntimeError):
 
 
 def new_version_name(now: dt.datetime | None = None) -> str:
-    """Sortable, unique version name: UTC time plus a random suffix."""
+    """Sortable, unique version name: UTC time to the millisecond plus a random suffix.
+
+    Names sort in build order (``list_versions`` and ``gc`` rely on it), so two builds in the
+    same second still order correctly.
+    """
     now = now or dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
 
 
 def is_version_name(name: str) -> bool:
