@@ -185,9 +185,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if session is not None:
             session.close()
 
-    # Load the published version now, so the first request does not pay for it.
+    # Load the published version and run the encoder once now, so the first request does not
+    # pay for loading (seconds) or for torch's first-call setup (about a second on CPU).
     try:
         rt.store.refresh()
+        if rt.store.current is not None:
+            rt.text_encoder().encode(["warm up"])
     except Exception:  # a broken index must not stop the service from starting (writes still work)
         log.exception("could not load the published index at startup")
     return app

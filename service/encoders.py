@@ -105,6 +105,29 @@ def _hub_offline() -> bool:
     return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> str | None:
+    """None when the hub's host accepts a TCP connection, else why not.
+
+    huggingface_hub retries for ~45 s before giving up on a machine without network; one quick
+    connection attempt tells the same thing in at most ``timeout_s``.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except ImportError:
+        endpoint = "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"{parsed.hostname} unreachable: {exc}"
+
+
 def _weights_digest(module: "torch.nn.Module", extra: dict[str, Any]) -> str:
     """Short sha256 over every tensor of ``module`` plus ``extra`` (JSON): identifies the weights."""
     import torch
@@ -629,6 +652,12 @@ def _resolve_tag(model_name: str, tag: str) -> str:
         raise EncoderUnavailable(
             f"CLIP weights for {model_name}/{tag} could not be loaded (not in the local cache, and "
             f"HF_HUB_OFFLINE is set): {hint}"
+        )
+    unreachable = _hub_reachable()
+    if unreachable:
+        raise EncoderUnavailable(
+            f"CLIP weights for {model_name}/{tag} could not be loaded (not in the local cache, and "
+            f"{unreachable}): {hint}"
         )
     try:
         path = download_pretrained(cfg)
