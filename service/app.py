@@ -159,6 +159,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["JSON_SORT_KEYS"] = False
     rt = Runtime(settings)
     app.extensions["recsys"] = rt
+    if settings.faiss_threads:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
 
     from service.api import register_api
 

@@ -86,6 +86,9 @@ class Settings:
     index_poll_seconds: float = 2.0
     # Torch threads per worker process for query encoding (0 = torch's default).
     torch_threads: int = 0
+    # FAISS (OpenMP) threads per worker for searches: one query at a time is fastest single-
+    # threaded, and gunicorn's threads already run queries side by side (0 = faiss's default).
+    faiss_threads: int = 1
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -173,7 +176,7 @@ def _validate(s: Settings) -> None:
     for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample", "max_query_chars", "max_k"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
-    for name in ("rate_limit_per_minute", "max_offset", "torch_threads"):
+    for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
     if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:
