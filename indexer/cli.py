@@ -42,12 +42,7 @@ def _raise_interrupt(signum, _frame):
 def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, quiet: bool) -> None:
     """Offline index rebuilds: embed the catalog, build FAISS indexes, publish versions."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides: dict = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url:
-        overrides["database_url"] = database_url
-    ctx.obj = Context(overrides)
+    ctx.obj = Context.from_options(data_dir, database_url)
 
 
 @cli.command()
@@ -74,7 +69,8 @@ def build(c: Context, full: bool, force: bool, no_publish: bool) -> None:
     except KeyboardInterrupt:
         click.echo("build interrupted; the published version is unchanged.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except BuildError as exc:
+    except (BuildError, ValueError, OSError, artifacts.ArtifactError) as exc:
+        # Whatever broke, the scheduler gets exit 1 and one line; the log has the details.
         click.echo(f"build failed: {exc}. The published version is unchanged.", err=True)
         sys.exit(EXIT_FAILED)
     _print_build(report)

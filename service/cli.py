@@ -27,6 +27,16 @@ class Context:
         self._engine = None
         self._factory = None
 
+    @classmethod
+    def from_options(cls, data_dir: Path | None, database_url: str | None) -> "Context":
+        """A context whose settings take the global CLI options as overrides."""
+        overrides: dict = {}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        if database_url:
+            overrides["database_url"] = database_url
+        return cls(overrides)
+
     @property
     def settings(self):
         if self._settings is None:
@@ -77,12 +87,7 @@ def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, ver
         level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    overrides: dict = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url:
-        overrides["database_url"] = database_url
-    ctx.obj = Context(overrides)
+    ctx.obj = Context.from_options(data_dir, database_url)
 
 
 # --- database -----------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class Settings:
     max_image_pixels: int = 40_000_000
 
     # Index build: memory budget for one space's index, recall floor and sample size.
-    index_memory_budget_mb: int = 4096
+    index_memory_budget_mb: float = 4096.0
     recall_floor: float = 0.95
     recall_sample: int = 1000
 

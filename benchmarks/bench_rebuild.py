@@ -1,0 +1,105 @@
+"""Incremental rebuilds: first build vs rebuilds with nothing (or 1%) changed.
+
+For each catalog (the shipped demo, and a generated catalog of ``--items`` realistic items) in a
+fresh data directory: import, then time with ``indexer.pipeline.Pipeline`` (the code path of
+``recsys-indexer build``):
+
+* first build (empty vector cache: every item embedded);
+* rebuild, nothing changed (the default run: detects it and publishes nothing);
+* forced rebuild, nothing changed (``--force``: new version from cached vectors, models loaded);
+* rebuild after changing 1% of the items (only those are embedded).
+
+    .venv/bin/python benchmarks/bench_rebuild.py --items 20000 --out benchmarks/results/rebuild.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from indexer.pipeline import Pipeline  # noqa: E402
+from service.db import make_engine, make_session_factory, upgrade  # noqa: E402
+from service.demo import ITEMS_FILE  # noqa: E402
+from service.importing import import_items  # noqa: E402
+from service.settings import load_settings  # noqa: E402
+
+
+def timed_run(pipeline: Pipeline, **kw) -> dict:
+    t0 = time.perf_counter()
+    report = pipeline.run(**kw)
+    seconds = time.perf_counter() - t0
+    text = (report.manifest or {}).get("spaces", {}).get("text", {})
+    return {"status": report.status, "seconds": round(seconds, 3), "embedded": text.get("embedded"),
+            "cached": text.get("cached"), "index_key": text.get("index_key"), "timings": report.timings}
+
+
+def bench_catalog(name: str, items_file: Path, folder: Path, change_fraction: float) -> dict:
+    settings = load_settings({"data_dir": folder / "data", "clip_enabled": False}, environ={})
+    engine = make_engine(settings)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    n = import_items(items_file, session_factory=factory, progress=False).inserted
+    out: dict = {"catalog": name, "items": n}
+    out["first"] = timed_run(Pipeline(settings, factory, progress=True))
+    out["unchanged"] = timed_run(Pipeline(settings, factory))
+    out["forced"] = timed_run(Pipeline(settings, factory), force=True)
+    rows = [json.loads(line) for line in items_file.read_text().splitlines() if line.strip()]
+    rng = random.Random(5)
+    changed = rng.sample(rows, max(1, int(len(rows) * change_fraction)))
+    for row in changed:
+        row["text"] = (row.get("text") or "") + " Updated description."
+        if row.get("image") and "://" not in row["image"]:
+            row["image"] = str((items_file.parent / row["image"]).resolve())  # the change file lives elsewhere
+    change_file = folder / "changed.jsonl"
+    change_file.write_text("".join(json.dumps(r) + "\n" for r in changed))
+    import_items(change_file, session_factory=factory, progress=False)
+    out["changed"] = timed_run(Pipeline(settings, factory))
+    out["changed"]["items_changed"] = len(changed)
+    first = out["first"]["seconds"]
+    for key in ("unchanged", "forced", "changed"):
+        out[key]["ratio_to_first"] = round(out[key]["seconds"] / first, 4)
+    engine.dispose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=20_000, help="size of the generated catalog (0: demo only)")
+    ap.add_argument("--change", type=float, default=0.01, help="fraction of items changed for the last rebuild")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "demo").mkdir()
+        results.append(bench_catalog("demo", ITEMS_FILE, tmp / "demo", args.change))
+        if args.items:
+            from bench_service import make_catalog
+
+            big = tmp / "big"
+            big.mkdir()
+            catalog = big / "items.jsonl"
+            catalog.write_text("".join(json.dumps(r) + "\n" for r in make_catalog(args.items)))
+            results.append(bench_catalog(f"generated-{args.items}", catalog, big, args.change))
+    print(f"\n{'catalog':18} {'items':>7} {'first s':>9} {'unchanged s':>12} {'ratio':>7} {'forced s':>9} {'ratio':>7} "
+          f"{'1% changed s':>13} {'ratio':>7} {'embedded':>9}")
+    for r in results:
+        print(f"{r['catalog']:18} {r['items']:>7} {r['first']['seconds']:>9.2f} {r['unchanged']['seconds']:>12.3f} "
+              f"{r['unchanged']['ratio_to_first']:>7.3f} {r['forced']['seconds']:>9.2f} {r['forced']['ratio_to_first']:>7.3f} "
+              f"{r['changed']['seconds']:>13.2f} {r['changed']['ratio_to_first']:>7.3f} {r['changed']['embedded']:>9}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
