@@ -377,3 +377,16 @@ def test_new_version_swaps_in_and_corrupt_version_is_refused(client, built):
     assert resp["swapped"] is False and resp["index_version"] == report.version and bad in resp["refused"]
     assert client.get("/search?q=shoe").status_code == 200
     artifacts.set_current(built["settings"].index_path, report.version)
+
+
+def test_fresh_items_leave_the_delta_once_a_rebuild_includes_them(client, built):
+    client.put("/items/compass", json={"kind": "product", "title": "Baseplate hiking compass",
+                                       "text": "Declination adjustment and a magnifier for map reading."})
+    hit = client.get("/search?q=hiking compass for map reading&mode=semantic&k=1").get_json()["hits"][0]
+    assert hit["id"] == "compass" and "fresh" in hit["signals"]
+    Pipeline(built["settings"], built["factory"]).run()
+    assert client.post("/admin/reload").get_json()["swapped"]
+    hit = client.get("/search?q=hiking compass for map reading&mode=semantic&k=1").get_json()["hits"][0]
+    assert hit["id"] == "compass" and hit["signals"] == ["semantic"]  # now served by the main index
+    assert client.get("/status").get_json()["spaces"]["text"]["fresh"] == 0
+    client.delete("/items/compass")

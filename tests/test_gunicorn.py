@@ -1,0 +1,136 @@
+"""The service under gunicorn over real HTTP on 127.0.0.1: search under load while a new index
+version is published, with no failed request and every worker switching to the new version."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from indexer.pipeline import Pipeline, publish_version
+from service.db import make_engine, make_session_factory, upgrade
+from service.demo import ITEMS_FILE
+from service.importing import import_items
+from service.settings import load_settings
+
+QUERIES = ["waterproof jacket", "trail running shoes", "chef knife", "coffee maker", "desk lamp for reading",
+           "noise cancelling headphones", "yoga mat", "hiking backpack", "how to clean shoes", "espresso"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    data = tmp_path_factory.mktemp("gunicorn") / "data"
+    settings = load_settings({"data_dir": data, "clip_enabled": False}, environ={})
+    engine = make_engine(settings)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    import_items(ITEMS_FILE, session_factory=factory, progress=False)
+    first = Pipeline(settings, factory).run().version
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update({"RECSYS_DATA_DIR": str(data), "RECSYS_CLIP_ENABLED": "false", "RECSYS_INDEX_POLL_SECONDS": "0.5"})
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    proc = subprocess.Popen(
+        [str(gunicorn), "-w", "2", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}",
+         "--graceful-timeout", "5", "service.app:create_app()"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/health/ready", timeout=5).status_code == 200:
+                break
+        except requests.RequestException:  # not listening yet, or workers still loading the model
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited: {proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("gunicorn did not become ready")
+    yield {"base": base, "settings": settings, "factory": factory, "first": first}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_search_over_http(served):
+    body = requests.get(f"{served['base']}/search", params={"q": "waterproof rain jacket", "k": 5}, timeout=10).json()
+    assert body["index_version"] == served["first"] and len(body["hits"]) == 5
+    assert "rain" in body["hits"][0]["title"].lower() or "jacket" in body["hits"][0]["title"].lower()
+    err = requests.get(f"{served['base']}/search", params={"q": "x", "k": 0}, timeout=10)
+    assert err.status_code == 400 and err.json()["error"]["details"]["fields"]["k"]
+
+
+def test_publish_under_load_fails_no_request_and_every_worker_switches(served):
+    second = Pipeline(served["settings"], served["factory"]).run(force=True, publish=False).version
+    stop = threading.Event()
+    results: list[tuple[float, int, str | None]] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        session = requests.Session()
+        i = 0
+        while not stop.is_set() and i < 5000:  # bounded: at most 5000 requests per client
+            q = QUERIES[(n + i) % len(QUERIES)]
+            try:
+                r = session.get(f"{served['base']}/search", params={"q": q, "k": 10, "mode": "semantic"}, timeout=10)
+                version = r.json().get("index_version") if r.status_code == 200 else None
+                status = r.status_code
+            except requests.RequestException:
+                version, status = None, -1
+            with lock:
+                results.append((time.monotonic(), status, version))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    published_at = time.monotonic()
+    publish_version(served["settings"], served["factory"], second)
+    time.sleep(5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    failed = [r for r in results if r[1] != 200]
+    assert not failed, f"{len(failed)} failed requests, e.g. {failed[:3]}"
+    before = [r for r in results if r[0] < published_at]
+    assert before and all(r[2] == served["first"] for r in before)
+    # Workers poll every 0.5 s: two seconds after publishing, every answer comes from the new version.
+    late = [r for r in results if r[0] > published_at + 2.0]
+    assert late and all(r[2] == second for r in late), {r[2] for r in late}
+    assert len(results) / (time.monotonic() - started) > 5  # the load was real
+    publish_version(served["settings"], served["factory"], served["first"])
+
+
+def test_fresh_item_reaches_every_worker_at_once(served):
+    base = served["base"]
+    r = requests.put(f"{base}/items/http-fresh", json={"kind": "product", "title": "Inflatable paddle board",
+                                                       "text": "Stand-up paddle board for lakes and calm sea."}, timeout=10)
+    assert r.status_code == 201
+    # Both workers answer (keep-alive off: new connections spread over them); all must see it.
+    for _ in range(10):
+        hit = requests.get(f"{base}/search", params={"q": "paddle board for the lake", "k": 1, "mode": "semantic"},
+                           headers={"Connection": "close"}, timeout=10).json()["hits"][0]
+        assert hit["id"] == "http-fresh" and "fresh" in hit["signals"]
+    assert requests.delete(f"{base}/items/http-fresh", timeout=10).status_code == 200
+    for _ in range(10):
+        ids = [h["id"] for h in requests.get(f"{base}/search", params={"q": "paddle board", "k": 5},
+                                             headers={"Connection": "close"}, timeout=10).json()["hits"]]
+        assert "http-fresh" not in ids
