@@ -3,7 +3,6 @@ version is published, with no failed request and every worker switching to the n
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -50,22 +49,26 @@ def served(tmp_path_factory):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    try:
+        wait_ready(base, proc)
+        yield {"base": base, "settings": settings, "factory": factory, "first": first}
+    finally:  # also when start-up failed: never leave a server behind
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{base}/health/ready", timeout=5).status_code == 200:
-                break
+                return
         except requests.RequestException:  # not listening yet, or workers still loading the model
             pass
         if proc.poll() is not None:
             pytest.fail(f"gunicorn exited: {proc.stdout.read()[-3000:]}")
         time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("gunicorn did not become ready")
-    yield {"base": base, "settings": settings, "factory": factory, "first": first}
-    proc.terminate()
-    proc.wait(timeout=30)
+    pytest.fail("gunicorn did not become ready")
 
 
 def test_search_over_http(served):
