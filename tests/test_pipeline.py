@@ -19,7 +19,7 @@ from sqlalchemy import select
 from indexer.pipeline import BuildError, Pipeline, garbage_collect, publish_version
 from service import artifacts
 from service.db import session_scope
-from service.encoders import EncoderUnavailable, load_clip_encoder, load_text_encoder
+from service.encoders import load_clip_encoder, load_text_encoder
 from service.importing import import_items
 from service.models import IndexVersion, Item
 from service.settings import load_settings
