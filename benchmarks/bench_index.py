@@ -223,21 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"]["loadavg_after"] = os.getloadavg()
     report["max_rss_mib"] = _max_rss_mib()
 
+    single, build_s, build_cpu = report["single_query"], report["build_s"], report["build_cpu_s"]
     rows = [
         ("index", spec.factory_key),
         ("estimated index memory", f"{spec.memory_bytes / MIB:.0f} MiB"),
-        ("build time", f"{report['build_s']:.1f} s wall, {report['build_cpu_s']:.0f} CPU s ({build_threads} threads)"),
+        ("build time", f"{build_s:.1f} s wall, {build_cpu:.0f} CPU s ({build_threads} threads)"),
         ("tuned params", json.dumps(tuned.params)),
         ("recall@10 (own-vector sample)", f"{tuned.recall:.4f}"),
         ("recall@10 (held-out queries)", f"{report['recall_at_10_heldout']:.4f}"),
-        (f"single-query QPS ({args.search_threads} thread)", f"{report['single_query']['qps']:.0f}"),
-        ("latency p50 / p99", f"{report['single_query']['p50_ms']:.3f} / {report['single_query']['p99_ms']:.3f} ms"),
-        (f"QPS, {cores} Python threads", f"{report['single_query']['concurrent_qps']:.0f}"),
+        (f"single-query QPS ({args.search_threads} thread)", f"{single['qps']:.0f}"),
+        ("latency p50 / p99", f"{single['p50_ms']:.3f} / {single['p99_ms']:.3f} ms"),
+        (f"QPS, {cores} Python threads", f"{single['concurrent_qps']:.0f}"),
         ("QPS, raw index.search", f"{report['single_query_raw_faiss']['qps']:.0f}"),
     ]
-    for label, figures in report["exact_single_query"].items():
-        rows.append((f"exact QPS ({label.replace('_', ' ')})", f"{figures['qps']:.1f} (p50 {figures['p50_ms']:.1f} ms)"))
-    rows.append(("load average before / after", f"{load_before[0]:.1f} / {report['machine']['loadavg_after'][0]:.1f}"))
+    for label, fig in report["exact_single_query"].items():
+        rows.append((f"exact QPS ({label.replace('_', ' ')})", f"{fig['qps']:.1f} (p50 {fig['p50_ms']:.1f} ms)"))
+    load_after = report["machine"]["loadavg_after"]
+    rows.append(("load average before / after", f"{load_before[0]:.1f} / {load_after[0]:.1f}"))
     rows.append(("max RSS", f"{report['max_rss_mib']:.0f} MiB"))
     width = max(len(label) for label, _ in rows)
     print(f"\nbench_index: n={args.n} dim={args.dim} budget={args.budget_mb} MiB")

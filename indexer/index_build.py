@@ -163,6 +163,9 @@ def tune_search_params(
     _check_vectors(vectors, spec.dim)
     if spec.factory_key == "Flat":
         return TuneResult(params={}, recall=1.0, tried=[({}, 1.0)])
+    start, top = spec.search_start, spec.search_max
+    if spec.search_param is not None and (start is None or top is None or not 1 <= start <= top):
+        raise ValueError(f"spec needs 1 <= search_start <= search_max, got {start} and {top}")
 
     queries, exact = _ground_truth(index, vectors, k, sample, seed)
     tried: list[tuple[dict, float]] = []
@@ -180,10 +183,7 @@ def tune_search_params(
             raise RecallTooLow(floor, tried)
         return TuneResult(params={}, recall=recall, tried=tried)
 
-    start, top = spec.search_start, spec.search_max
-    if start is None or top is None or not 1 <= start <= top:
-        raise ValueError(f"spec needs 1 <= search_start <= search_max, got {start} and {top}")
-    low, value = None, start
+    low, value, top = None, spec.search_start, spec.search_max
     while True:
         recall = measure(value)
         if recall >= floor:

@@ -80,15 +80,16 @@ def choose_index(
     dim: int,
     memory_budget_mb: float,
     *,
-    # Exact search reads n*dim*4 bytes per query: ~30 MB at 20k x 384, about 1.5 ms single-threaded
-    # on the 2-core build machine. Beyond that an approximate index is both faster and, tuned to
-    # the recall floor, accurate enough.
+    # Exact search reads n*dim*4 bytes per query: 31 MB at 20k x 384, 1-2 ms single-threaded on
+    # the 2-core build machine (1.9 ms measured at 30k). Beyond that an approximate index is both
+    # faster and, tuned to the recall floor, accurate enough.
     flat_max_vectors: int = 20_000,
-    # HNSW graph degree: 32 keeps recall@10 >= 0.95 at low efSearch on 384-d text embeddings;
-    # 16 builds faster but needs a larger beam for the same recall.
+    # HNSW graph degree: 32 is faiss's usual choice for 100s of dimensions; 16 builds faster but
+    # needs a larger beam (more latency) for the same recall.
     hnsw_m: int = 32,
-    # Build-time beam: faiss's default of 40 builds 1M x 384 in under 3 minutes on 2 cores and
-    # still reaches recall 0.95 with a small efSearch (benchmarks/bench_index.py).
+    # Build-time beam: faiss's default of 40 builds 1M x 384 in ~160 CPU-seconds (well under
+    # 3 minutes on 2 idle cores) and reaches recall@10 0.95 at efSearch 64, ~4000 single-query
+    # searches/s (benchmarks/bench_index.py). Larger values build proportionally slower.
     hnsw_ef_construction: int = 40,
     # Tuning starts low and doubles; 16 is already >= k for the usual k=10.
     hnsw_ef_search: int = 16,

@@ -257,6 +257,11 @@ def test_tuning_rejects_bad_floor(built, data, floor):
         tune_search_params(built["hnsw"], data, SPECS["hnsw"], floor=floor)
 
 
+def test_tuning_rejects_a_spec_without_a_range(built, data):
+    with pytest.raises(ValueError, match="search_start"):
+        tune_search_params(built["hnsw"], data, spec("HNSW16,Flat", "efSearch", 64, 32))
+
+
 # --- search -----------------------------------------------------------------------------------
 
 
@@ -379,7 +384,9 @@ def test_efsearch_on_flat_is_rejected(built):
         make_search_params(built["flat"], {"efSearch": 8})
 
 
-@pytest.mark.parametrize("name, key, values", [("hnsw", "efSearch", [1, 2, 8, 32, 128]), ("ivf_flat", "nprobe", [1, 2, 4, 16, 64])])
+@pytest.mark.parametrize(
+    "name, key, values", [("hnsw", "efSearch", [1, 2, 8, 32, 128]), ("ivf_flat", "nprobe", [1, 2, 4, 16, 64])]
+)
 def test_concurrent_searches_get_their_own_params(built, queries, name, key, values):
     index = built[name]
     expected = {v: _with_param(index, key, v).search(queries, 10)[1] for v in values}
@@ -413,7 +420,9 @@ def test_read_index_round_trips(built, queries, name, tmp_path):
         loaded = read_index(path, mmap=mmap)
         assert isinstance(loaded, type(index)) and loaded.ntotal == N
         params = {SPECS[name].search_param: 8} if SPECS[name].search_param else None
-        np.testing.assert_array_equal(search(loaded, queries, 10, params)[1], search(index, queries, 10, params)[1])
+        np.testing.assert_array_equal(
+            search(loaded, queries, 10, params)[1], search(index, queries, 10, params)[1]
+        )
         D, I = loaded.search(queries, 10)
         np.testing.assert_array_equal(I, expected[1])
         np.testing.assert_array_equal(D, expected[0])

@@ -83,7 +83,9 @@ def test_error_names_the_smallest_candidate():
         choose_index(1_000_000, 384, 20)
 
 
-@pytest.mark.parametrize("kwargs", [{"hnsw_m": 1}, {"ivf_nprobe": 0}, {"hnsw_ef_search": 2048}, {"pq_min_bytes": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"hnsw_m": 1}, {"ivf_nprobe": 0}, {"hnsw_ef_search": 2048}, {"pq_min_bytes": 0}]
+)
 def test_bad_thresholds_are_rejected(kwargs):
     with pytest.raises(ValueError):
         choose_index(1_000_000, 384, 4096, **kwargs)
