@@ -39,13 +39,17 @@ class Filters:
     tags: tuple[str, ...] = ()
     ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     exclude: frozenset[int] = frozenset()
+    # Image search (the CLIP space): keyword hits without an image do not belong in the results.
+    require_image: bool = False
 
     @property
     def active(self) -> bool:
-        return bool(self.kinds or self.category or self.tags or self.ranges or self.exclude)
+        return bool(self.kinds or self.category or self.tags or self.ranges or self.exclude or self.require_image)
 
     def matches(self, item: Item) -> bool:
         if item.id in self.exclude:
+            return False
+        if self.require_image and not item.image_location:
             return False
         if self.kinds and item.kind not in self.kinds:
             return False

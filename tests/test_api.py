@@ -390,3 +390,9 @@ def test_fresh_items_leave_the_delta_once_a_rebuild_includes_them(client, built)
     assert hit["id"] == "compass" and hit["signals"] == ["semantic"]  # now served by the main index
     assert client.get("/status").get_json()["spaces"]["text"]["fresh"] == 0
     client.delete("/items/compass")
+
+
+def test_hybrid_text_to_image_only_returns_items_with_images(client):
+    body = client.get("/search?q=kitchen knife&space=clip&mode=hybrid&k=10").get_json()
+    assert body["hits"] and all(h["image_url"] for h in body["hits"])
+    assert "knife" not in ids_of(body)  # a keyword match, but it has no picture

@@ -56,7 +56,7 @@ def cursor_for(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
 
 
-def filters_from(args: dict[str, Any], exclude: frozenset[int] = frozenset()) -> Filters:
+def filters_from(args: dict[str, Any], exclude: frozenset[int] = frozenset(), require_image: bool = False) -> Filters:
     try:
         ranges = parse_ranges(args.get("range"))
     except ValueError as exc:
@@ -67,6 +67,7 @@ def filters_from(args: dict[str, Any], exclude: frozenset[int] = frozenset()) ->
         tags=tuple(args.get("tags") or ()),
         ranges=ranges,
         exclude=exclude,
+        require_image=require_image,
     )
 
 
@@ -140,11 +141,11 @@ class Search(MethodView):
         if len(query) > rt.settings.max_query_chars:
             raise invalid("q", f"longer than {rt.settings.max_query_chars} characters")
         k, offset = page_args(args, rt)
-        filters = filters_from(args)
+        mode, space_name = args["mode"], args["space"]
+        filters = filters_from(args, require_image=space_name == "clip")
         version = rt.version()
         session = db_session()
         rt.deltas.sync(session)
-        mode, space_name = args["mode"], args["space"]
 
         semantic = None
         if mode in ("semantic", "hybrid"):
