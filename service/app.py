@@ -2,7 +2,7 @@
 
 Serve with gunicorn (see README)::
 
-    gunicorn -w 2 -k gthread --threads 4 -b 127.0.0.1:8000 'service.app:create_app()'
+    gunicorn -w 2 -k gthread --threads 2 -b 127.0.0.1:8000 'service.app:create_app()'
 
 Nothing heavy happens at import. The factory opens the database engine, the index store (which
 loads the published version and, with it, the query encoder) and registers the blueprints; each
