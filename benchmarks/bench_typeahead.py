@@ -22,18 +22,18 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from service.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from service.keyword import Suggester, keyword_search  # noqa: E402
 from service.models import Item, utcnow  # noqa: E402
+from bench_import import fresh_database  # noqa: E402  (throwaway SQLite file or PostgreSQL database)
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 BRANDS = [
     "Kinetra", "Marlow Athletic", "Northbound", "Alpenglow", "Riverstone", "Élan Outdoor", "Søndre", "Hearth & Co",
@@ -153,23 +153,6 @@ def percentiles(samples_ns: list[int]) -> dict:
 
     return {"n": len(ms), "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": ms[-1],
             "mean_ms": statistics.fmean(ms)}
-
-
-def fresh_database(backend: str, folder: Path):
-    if backend == "sqlite":
-        return f"sqlite:///{folder / f'typeahead-{uuid.uuid4().hex[:8]}.db'}", lambda: None
-    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as c:
-            c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            c.execute(text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
-
-    return admin.url.set(database=name).render_as_string(hide_password=False), drop
 
 
 def load(factory, rows: list[dict], batch: int = 5000) -> float:
