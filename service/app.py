@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from flask import Flask, current_app, g, request
 from sqlalchemy.orm import Session
 
+from service.behaviour import BehaviourModel, Snapshot
 from service.db import make_engine, make_session_factory
 from service.delta import DeltaSet
 from service.errors import APIError, register_error_handlers
@@ -60,6 +61,11 @@ class Runtime:
         self.session_factory = make_session_factory(self.engine)
         self.metrics = Metrics()
         self.deltas = DeltaSet(settings.index_path)
+        self.behaviour = BehaviourModel(
+            event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
+            popularity_damping=settings.co_engagement_popularity_damping,
+            refresh_seconds=settings.behaviour_refresh_seconds,
+        )
         self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         self.clip_error: str | None = None
         self._suggester = None
@@ -123,6 +129,11 @@ class Runtime:
         if version is None:
             raise APIError(503, "no index is published yet: run `recsys-indexer build` (item and event writes still work)")
         return version
+
+    def behaviour_snapshot(self) -> Snapshot:
+        """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""
+        self.behaviour.ensure_refreshing(self.session_factory)
+        return self.behaviour.snapshot
 
     def suggester(self, session: Session):
         """Typeahead index, rebuilt when the catalog changed (checked at most once a second)."""
@@ -197,4 +208,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             rt.text_encoder().encode(["warm up"])
     except Exception:  # a broken index must not stop the service from starting (writes still work)
         log.exception("could not load the published index at startup")
+    try:
+        with rt.session_factory() as session:
+            rt.behaviour.refresh(session)
+    except Exception:  # e.g. the database is not migrated yet: recommendations load on first use
+        log.exception("could not load behaviour at startup")
     return app

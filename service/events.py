@@ -114,3 +114,52 @@ def count_events(*, session: Session) -> dict[str, int]:
 
 def count_users(*, session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+@dataclass
+class History:
+    """A user's most recent events, newest first (empty for an unknown user)."""
+
+    user_id: int | None
+    item_ids: list[int] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+    times: list = field(default_factory=list)
+
+
+def user_history(*, session: Session, external_id: str, limit: int) -> History:
+    """The last ``limit`` events of a user (served by the (user_id, occurred_at) index)."""
+    user_id = session.scalar(select(User.id).where(User.external_id == external_id))
+    history = History(user_id)
+    if user_id is None:
+        return history
+    rows = session.execute(
+        select(Event.item_id, Event.type, Event.value, Event.occurred_at)
+        .where(Event.user_id == user_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
+    ).all()
+    for item_id, type_, value, occurred_at in rows:
+        history.item_ids.append(item_id)
+        history.types.append(type_)
+        history.values.append(value)
+        history.times.append(occurred_at)
+    return history
+
+
+def consumed_items(*, session: Session, user_id: int, types: Sequence[str], limit: int = 50_000) -> set[int]:
+    """Items the user already consumed (any event of the given types), for exclusion."""
+    if not types:
+        return set()
+    return set(session.scalars(
+        select(Event.item_id).where(Event.user_id == user_id, Event.type.in_(list(types))).distinct().limit(limit)
+    ))
+
+
+def active_users(*, session: Session, limit: int) -> list[tuple[str, int, object]]:
+    """(external id, event count, last event time) of the most recently active users."""
+    last = func.max(Event.occurred_at)
+    rows = session.execute(
+        select(User.external_id, func.count(Event.id), last)
+        .join(Event, Event.user_id == User.id).group_by(User.id, User.external_id)
+        .order_by(last.desc()).limit(limit)
+    ).all()
+    return [(u, int(n), t) for u, n, t in rows]

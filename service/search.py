@@ -94,6 +94,23 @@ def vector_candidates(space: LoadedSpace, delta: Delta | None, query: np.ndarray
     return out[:n], n >= available
 
 
+def vectors_of(space: LoadedSpace, delta: Delta | None, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of items in a space, fresh ones first: (matrix with zero rows where missing, found mask).
+
+    An item replaced since the build takes its delta vector; a deleted one (tombstone) has none.
+    """
+    ids = np.asarray(item_ids, dtype=np.int64)
+    out = np.zeros((len(ids), space.dim), dtype=np.float32)
+    found = np.zeros(len(ids), dtype=bool)
+    rows = space.rows_of(ids)
+    for pos, (item_id, row) in enumerate(zip(ids.tolist(), rows.tolist())):
+        if delta is not None and item_id in delta.vectors:
+            out[pos], found[pos] = delta.vectors[item_id], True
+        elif row >= 0 and (delta is None or item_id not in delta.tombstones):
+            out[pos], found[pos] = space.vectors[row], True
+    return out, found
+
+
 def fuse_rrf(ranked: Mapping[str, Sequence[Candidate]], k0: int = RRF_K) -> list[Candidate]:
     """Reciprocal rank fusion: score = sum over lists of 1 / (k0 + rank); signals are merged."""
     scores: dict[int, float] = {}

@@ -18,6 +18,8 @@ from typing import Any, Mapping, get_type_hints
 ENV_PREFIX = "RECSYS_"
 
 BUILTIN_EVENT_TYPES = ("view", "click", "cart", "purchase", "rating")
+# Candidate sources of recommendations, blended by ``blend_weights``.
+BLEND_SOURCES = ("profile", "co_engagement", "trending")
 
 
 class SettingsError(ValueError):
@@ -49,8 +51,37 @@ class Settings:
     )
     # Time decay of behaviour signals (half-life in days).
     event_half_life_days: float = 30.0
+    # Ratings are weighted by value: event_weights["rating"] * (value - rating_neutral), so a 5
+    # counts twice a 4 and ratings at or below neutral push the profile away.
+    rating_neutral: float = 3.0
     # Rows per transaction when importing events.
     import_batch_size: int = 5000
+
+    # Recommendations: how many of a user's most recent events build the profile.
+    history_limit: int = 500
+    # Weights of the candidate sources in the blended score (each source is scaled to [0, 1]):
+    # profile = FAISS search with the user's profile vector, co_engagement = "people who
+    # interacted with X also interacted with Y", trending = decayed recent popularity.
+    # `recsys eval --tune --write-settings` writes tuned values to the settings file.
+    blend_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"profile": 0.5, "co_engagement": 1.0, "trending": 0.1}
+    )
+    # Candidates drawn from each source before blending.
+    candidates_per_source: int = 200
+    # Event types whose items are left out of a user's recommendations (exclude_seen=true).
+    exclude_seen_types: tuple[str, ...] = ("view", "click", "purchase", "rating")
+    # Popularity exponent in co-engagement: neighbours' scores are divided by popularity**this
+    # (0 = plain cosine; higher fights popularity bias).
+    co_engagement_popularity_damping: float = 0.0
+    # Default diversity (maximal marginal relevance) when a request gives none: 0 = pure relevance.
+    default_diversity: float = 0.0
+    # Trending: default window and its own half-life (days).
+    trending_window_days: float = 7.0
+    trending_half_life_days: float = 3.0
+    # How often each worker pulls new events into its in-memory behaviour model (seconds).
+    behaviour_refresh_seconds: float = 2.0
+    # A JSON file of settings, read under the environment (default <data_dir>/settings.json).
+    settings_file: str = ""
 
     # Text encoder: a sentence-transformers name or local path; "default" = packaged all-MiniLM-L6-v2.
     text_model: str = "default"
@@ -165,9 +196,44 @@ def load_settings(
         if name not in names:
             raise SettingsError(f"unknown setting {name!r}")
         values[name] = _coerce(name, hints[name], raw)
+    path = settings_file_path(Settings(**{k: v for k, v in values.items() if k in ("data_dir", "settings_file")}))
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SettingsError(f"settings file {path}: cannot read ({exc})") from exc
+        if not isinstance(stored, dict):
+            raise SettingsError(f"settings file {path}: must hold a JSON object")
+        for name, raw in stored.items():
+            if name not in names or name in ("data_dir", "settings_file"):
+                raise SettingsError(f"settings file {path}: unknown or unsettable setting {name!r}")
+            # The file sits under the environment and the overrides.
+            if name not in values:
+                values[name] = _coerce(name, hints[name], raw if not isinstance(raw, (list, dict)) else json.dumps(raw))
     settings = Settings(**values)
     _validate(settings)
     return settings
+
+
+def settings_file_path(s: Settings) -> Path:
+    """The settings file: ``settings_file`` when set, else ``<data_dir>/settings.json``."""
+    return Path(s.settings_file) if s.settings_file else Path(s.data_dir) / "settings.json"
+
+
+def write_settings_file(s: Settings, updates: Mapping[str, Any]) -> Path:
+    """Merge ``updates`` into the settings file (written atomically) and return its path."""
+    names = {f.name for f in fields(Settings)}
+    unknown = set(updates) - names
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {sorted(unknown)}")
+    path = settings_file_path(s)
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    current.update({k: (dict(v) if isinstance(v, Mapping) else v) for k, v in updates.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _validate(s: Settings) -> None:
@@ -176,6 +242,19 @@ def _validate(s: Settings) -> None:
     for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample", "max_query_chars", "max_k"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
+    for name in ("history_limit", "candidates_per_source"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
+    for name, value in s.blend_weights.items():
+        if name not in BLEND_SOURCES or value < 0:
+            raise SettingsError(f"setting blend_weights: {name!r} must be one of {BLEND_SOURCES} with a weight >= 0")
+    if not 0.0 <= s.default_diversity <= 1.0:
+        raise SettingsError("setting default_diversity: must be in [0, 1]")
+    for name in ("trending_window_days", "trending_half_life_days", "behaviour_refresh_seconds"):
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"setting {name}: must be > 0")
+    if s.co_engagement_popularity_damping < 0:
+        raise SettingsError("setting co_engagement_popularity_damping: must be >= 0")
     for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")

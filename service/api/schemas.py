@@ -59,6 +59,53 @@ class ImageSearchForm(FilterArgs, PageArgs):
     """Form fields sent with an uploaded image (multipart/form-data, file field ``image``)."""
 
 
+class RecommendArgs(FilterArgs):
+    k = fields.Integer(load_default=10, validate=_K)
+    exclude_seen = fields.Boolean(load_default=True, metadata={"description": "leave out items the user already consumed"})
+    diversity = fields.Float(validate=validate.Range(min=0, max=1),
+                             metadata={"description": "0 = relevance only, 1 = most diverse (maximal marginal relevance)"})
+    explain = fields.Boolean(load_default=False, metadata={"description": "add reasons to each item"})
+
+
+class ItemRecommendArgs(FilterArgs):
+    k = fields.Integer(load_default=10, validate=_K)
+    space = fields.String(load_default="text", validate=validate.OneOf(["text", "clip"]))
+    explain = fields.Boolean(load_default=False)
+
+
+class TrendingArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    k = fields.Integer(load_default=10, validate=_K)
+    kind = CommaList(fields.String(validate=validate.OneOf(ITEM_KINDS)))
+    category = fields.String(validate=validate.Length(min=1, max=255))
+    window = fields.String(validate=validate.Regexp(r"^\d+(\.\d+)?[hdw]?$", error="use hours, days or weeks: 24h, 7d, 2w"),
+                           metadata={"description": "how far back: 24h, 7d, 2w (a bare number is days)"})
+
+
+class RecommendBody(Schema):
+    """POST /recommend: examples, an anonymous session, or a user, plus the usual knobs."""
+
+    class Meta:
+        unknown = RAISE
+
+    positive = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    negative = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list)
+    positive_vectors = fields.List(fields.List(fields.Float()), load_default=list)
+    negative_vectors = fields.List(fields.List(fields.Float()), load_default=list)
+    session = fields.List(fields.String(validate=validate.Length(min=1, max=255)), load_default=list,
+                          metadata={"description": "an anonymous session: recently seen item ids, oldest first"})
+    user_id = fields.String(validate=validate.Length(min=1, max=255))
+    strategy = fields.String(load_default="average", validate=validate.OneOf(["average", "best_score"]))
+    k = fields.Integer(load_default=10, validate=_K)
+    kind = fields.List(fields.String(validate=validate.OneOf(ITEM_KINDS)), load_default=list)
+    category = fields.String(validate=validate.Length(min=1, max=255))
+    diversity = fields.Float(validate=validate.Range(min=0, max=1))
+    explain = fields.Boolean(load_default=False)
+    exclude_seen = fields.Boolean(load_default=True)
+
+
 class SuggestArgs(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -94,6 +141,43 @@ class SearchOut(Schema):
     took_ms = fields.Float()
     next_cursor = fields.String(allow_none=True)
     hits = fields.List(fields.Nested(HitOut))
+
+
+class ReasonOut(Schema):
+    signal = fields.String()
+    text = fields.String()
+    item_id = fields.String(metadata={"description": "the item behind the reason, when there is one"})
+
+
+class RecHitOut(HitOut):
+    reasons = fields.List(fields.Nested(ReasonOut))
+
+
+class RecommendOut(Schema):
+    user_id = fields.String(allow_none=True)
+    item_id = fields.String(allow_none=True)
+    recommendation_id = fields.String(metadata={"description": "send it with events to attribute clicks"})
+    strategy = fields.String(metadata={"description": "personalized, session, examples, similar, also, trending or cold_start"})
+    index_version = fields.String(allow_none=True)
+    took_ms = fields.Float()
+    hits = fields.List(fields.Nested(RecHitOut))
+
+
+class UserOut(Schema):
+    id = fields.String()
+    events = fields.Integer()
+    last_event_at = fields.DateTime()
+
+
+class UsersOut(Schema):
+    users = fields.List(fields.Nested(UserOut))
+
+
+class UsersArgs(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    k = fields.Integer(load_default=20, validate=validate.Range(min=1, max=1000))
 
 
 class SuggestionOut(Schema):

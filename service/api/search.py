@@ -22,7 +22,7 @@ from service.app import Runtime, db_session, runtime
 from service.errors import APIError, invalid
 from service.index_store import LoadedSpace, LoadedVersion
 from service.models import Item
-from service.search import Filters, fill_page, fuse_rrf, item_json, vector_candidates
+from service.search import Filters, fill_page, fuse_rrf, item_json, vector_candidates, vectors_of
 
 blp = Blueprint("search", __name__, description="Semantic, keyword, hybrid and image search; typeahead")
 
@@ -240,14 +240,8 @@ def image_search(rt: Runtime, started: float) -> dict[str, Any]:
 
 def item_vector(rt: Runtime, space: LoadedSpace, item_id: int) -> np.ndarray | None:
     """An item's vector in a space: the fresh one if it changed since the build, else the index's."""
-    delta = rt.deltas.get(space.name)
-    if delta is not None:
-        if item_id in delta.vectors:
-            return delta.vectors[item_id]
-        if item_id in delta.tombstones:
-            return None
-    row = int(space.rows_of(np.array([item_id]))[0])
-    return None if row < 0 else np.asarray(space.vectors[row], dtype=np.float32)
+    vectors, found = vectors_of(space, rt.deltas.get(space.name), [item_id])
+    return vectors[0] if found[0] else None
 
 
 def similar_search(rt: Runtime, started: float) -> dict[str, Any]:

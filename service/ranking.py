@@ -1,0 +1,125 @@
+"""Ranking arithmetic for recommendations: pure functions, numbers in and numbers out.
+
+Event weights and time decay, profile vectors, per-source score scaling, the blend, and
+maximal marginal relevance. Nothing here touches SQL, FAISS or Flask, so each piece is tested
+with hand-made arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+SECONDS_PER_DAY = 86_400.0
+
+
+def event_weights(types: Sequence[str], values: Sequence[float | None], weights: Mapping[str, float],
+                  rating_neutral: float) -> np.ndarray:
+    """Weight of each event: its type's weight, ratings scaled by ``value - rating_neutral``.
+
+    A rating without a value counts like any other event of weight ``weights["rating"]``;
+    unknown (custom) types without a configured weight count 1.
+    """
+    out = np.empty(len(types), dtype=np.float64)
+    for i, (t, v) in enumerate(zip(types, values)):
+        base = float(weights.get(t, 1.0))
+        out[i] = base * (float(v) - rating_neutral) if t == "rating" and v is not None else base
+    return out
+
+
+def decay(ages_seconds: np.ndarray, half_life_days: float) -> np.ndarray:
+    """``2 ** (-age / half_life)``; negative ages (clock skew, future timestamps) count as now."""
+    ages = np.maximum(np.asarray(ages_seconds, dtype=np.float64), 0.0)
+    return np.exp2(-ages / (half_life_days * SECONDS_PER_DAY))
+
+
+def profile_vector(vectors: np.ndarray, weights: np.ndarray, negative_weight: float = 0.5) -> np.ndarray | None:
+    """A user's taste as one unit vector: weighted mean of liked items minus disliked ones.
+
+    Rocchio-style: the positive mean (weights > 0) minus ``negative_weight`` times the
+    negative mean (weights < 0), L2-normalised. None when nothing positive is left.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float64)
+    pos, neg = weights > 0, weights < 0
+    if not pos.any():
+        return None
+    v = (weights[pos, None] * vectors[pos]).sum(axis=0) / weights[pos].sum()
+    if neg.any():
+        v = v - negative_weight * (-weights[neg, None] * vectors[neg]).sum(axis=0) / -weights[neg].sum()
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-9:
+        return None
+    return (v / norm).astype(np.float32)
+
+
+def scale(scores: Mapping[int, float]) -> dict[int, float]:
+    """Scale one source's scores to [0, 1] by its best score (negative scores become 0).
+
+    Sources score on different scales (cosine similarity, co-engagement sums, decayed counts);
+    dividing by the maximum keeps each source's shape while making weights comparable.
+    """
+    if not scores:
+        return {}
+    top = max(scores.values())
+    if top <= 0:
+        return {i: 0.0 for i in scores}
+    return {i: max(s, 0.0) / top for i, s in scores.items()}
+
+
+def blend(sources: Mapping[str, Mapping[int, float]], weights: Mapping[str, float]) -> dict[int, tuple[float, tuple[str, ...]]]:
+    """Weighted sum of scaled source scores; the signals of an item are the sources that found it.
+
+    Sources missing from ``weights`` weigh 0 (they can still name an item's signal).
+    Returns item id -> (score, signals ordered by contribution).
+    """
+    contributions: dict[int, dict[str, float]] = {}
+    for name, scores in sources.items():
+        w = float(weights.get(name, 0.0))
+        for item, s in scale(scores).items():
+            contributions.setdefault(item, {})[name] = w * s
+    out = {}
+    for item, parts in contributions.items():
+        signals = tuple(sorted(parts, key=lambda n: -parts[n]))
+        out[item] = (sum(parts.values()), signals)
+    return out
+
+
+def top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest scores, best first (ties by index)."""
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def mmr(relevance: np.ndarray, vectors: np.ndarray | None, k: int, diversity: float) -> list[int]:
+    """Maximal marginal relevance (Carbonell & Goldstein 1998): pick ``k`` positions greedily.
+
+    Each step takes ``argmax (1 - diversity) * rel - diversity * max_sim(selected)``, with
+    relevance scaled to [0, 1] and similarity the dot product of unit vectors (rows of
+    ``vectors``; an all-zero row means "no vector" and is similar to nothing). With
+    ``diversity == 0`` or no vectors this is the relevance order.
+    """
+    rel = np.asarray(relevance, dtype=np.float64)
+    n = len(rel)
+    k = min(k, n)
+    if diversity <= 0 or vectors is None or n == 0:
+        return [int(i) for i in top_n(rel, k)]
+    span = rel.max() - rel.min()
+    rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
+    vecs = np.asarray(vectors, dtype=np.float32)
+    max_sim = np.full(n, -np.inf)
+    chosen: list[int] = []
+    available = np.ones(n, dtype=bool)
+    for _ in range(k):
+        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        score = (1 - diversity) * rel - diversity * penalty
+        score[~available] = -np.inf
+        best = int(np.argmax(score))
+        chosen.append(best)
+        available[best] = False
+        max_sim = np.maximum(max_sim, vecs @ vecs[best])
+    return chosen
