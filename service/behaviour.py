@@ -112,7 +112,8 @@ class Snapshot:
         """Items engaged with by the people who engaged with the seeds (item-item cosine).
 
         ``score(y) = sum_x seed_weight(x) * cos(x, y)`` over the users-per-item vectors; only
-        the users who touched a seed are visited. Returns the best ``n`` item id -> score.
+        the users who touched a seed are visited. Seeds are candidates too (a seed is its own
+        best neighbour): exclude them when they must not come back. Returns the best ``n``.
         """
         pos = {i: w for i, w in seeds.items() if w > 0}
         rows = self.rows_of(pos)
@@ -125,7 +126,7 @@ class Snapshot:
         scores = np.asarray(self.ui[users].T @ user_weight[users]).ravel()
         if self.damping is not None:
             scores = scores * self.damping
-        blocked = self.rows_of(set(exclude) | set(seeds))
+        blocked = self.rows_of(set(exclude))
         scores[blocked[blocked >= 0]] = 0.0
         best = top_n(scores, n)
         best = best[scores[best] > 0]
@@ -203,6 +204,7 @@ class BehaviourModel:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
+        self._stop = threading.Event()
         self.last_refresh = 0.0
 
     def refresh(self, session: Session) -> bool:
@@ -270,9 +272,14 @@ class BehaviourModel:
                 self.refresh(session)
         self._thread.start()
 
+    def stop(self) -> None:
+        """End the refresh thread (tests, shutdown); the last snapshot stays readable."""
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=10)
+
     def _loop(self, session_factory) -> None:
-        while True:
-            time.sleep(self.refresh_seconds)
+        while not self._stop.wait(self.refresh_seconds):
             try:
                 with session_factory() as session:
                     self.refresh(session)

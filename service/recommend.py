@@ -161,7 +161,7 @@ def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dic
     all_vecs = [vecs[found]] + [v[None, :] for v, _ in seeds.vectors]
     all_w = np.concatenate([weights[found], np.array([w for _, w in seeds.vectors], dtype=np.float64)])
     matrix = np.concatenate(all_vecs) if len(all_w) else np.zeros((0, engine.space.dim), np.float32)
-    blocked = set(ask.exclude) | set(seeds.items)
+    blocked = set(ask.exclude)
     if ask.strategy == "best_score" and len(all_w):
         return _best_score(engine, matrix, all_w, blocked, n)
     profile = profile_vector(matrix, all_w) if len(all_w) else None
@@ -214,7 +214,7 @@ def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sour
     if ask.weights.get("trending", 0) > 0 or not seeds:
         found = snap.trending(now=ask.now, window_days=engine.trending_window_days,
                               half_life_days=engine.trending_half_life_days, n=n,
-                              kinds=ask.kinds, category=ask.category, exclude=set(ask.exclude) | set(seeds.items))
+                              kinds=ask.kinds, category=ask.category, exclude=ask.exclude)
         if not found and not seeds and ask.widen_trending:
             # Cold start in a quiet period: all-time popularity beats no answer.
             found = snap.trending(now=ask.now, window_days=ALL_TIME_DAYS, half_life_days=ALL_TIME_DAYS, n=n,
