@@ -264,10 +264,94 @@ def _print_stats(data: dict) -> None:
     click.echo(f"events: {sum(events.values())} ({', '.join(f'{k} {v}' for k, v in sorted(events.items()))})")
 
 
+def setting_help(settings_class: type | None = None) -> dict[str, str]:
+    """Meaning of each setting, from the comment lines above its field in the dataclass.
+
+    A comment block covers the field right below it and every field that follows without a blank
+    line or a comment of its own (``clip_model`` and ``clip_pretrained`` share one). A field with
+    no comment gets "". Reads the source with :mod:`inspect` and :mod:`ast`, so the comments in
+    ``service/settings.py`` stay the single place a setting is explained.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    if settings_class is None:
+        from service.settings import Settings as settings_class
+    source = textwrap.dedent(inspect.getsource(settings_class))
+    lines = source.splitlines()
+    cls = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef))
+    meanings: dict[str, str] = {}
+    current = ""
+    previous_end = cls.lineno
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            gap = lines[previous_end:node.lineno - 1]  # between the previous statement and this one
+            block: list[str] = []
+            for line in reversed(gap):
+                if not line.strip().startswith("#"):
+                    break
+                block.insert(0, line.strip().lstrip("#").strip())
+            if block:
+                current = _join_comment(block)
+            elif gap:  # a blank line (or code) ends the previous comment's reach
+                current = ""
+            meanings[node.target.id] = current
+        previous_end = node.end_lineno or node.lineno
+    return meanings
+
+
+def _join_comment(parts: list[str]) -> str:
+    text = ""
+    for part in parts:
+        if not text:
+            text = part
+        elif text.endswith("-") and text[-2:-1].isalnum():  # "single-" + "threaded"
+            text += part
+        else:
+            text += " " + part
+    return text
+
+
+def settings_markdown() -> str:
+    """Markdown table of every setting: name, environment variable, default, meaning.
+
+    The README's configuration reference is this output, pasted between its
+    ``<!-- settings:start -->`` and ``<!-- settings:end -->`` markers (tests/test_readme.py checks it).
+    """
+
+    def cell(text: str) -> str:
+        # Outside `code spans`, escape what Markdown would read as a tag (<data_dir>) or emphasis
+        # (**); a pipe must be escaped everywhere in a table row, code spans included.
+        parts = text.replace("\n", " ").split("`")
+        for i in range(0, len(parts), 2):
+            parts[i] = parts[i].replace("<", "\\<").replace("*", "\\*")
+        return "`".join(parts).replace("|", "\\|")
+
+    def default_cell(raw: str) -> str:
+        value = json.loads(raw)
+        if value == "":
+            return "*(empty)*"
+        text = value if isinstance(value, str) else json.dumps(value)
+        return "`" + text.replace("|", "\\|") + "`"
+
+    meanings = setting_help()
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, env, default in describe():
+        rows.append(f"| `{name}` | `{env}` | {default_cell(default)} | {cell(meanings.get(name, ''))} |")
+    return "\n".join(rows) + "\n"
+
+
 @cli.command("config")
+@click.option("--markdown", is_flag=True,
+              help="Print the reference table (setting, variable, default, meaning) for README.md instead of the effective values.")
 @pass_ctx
-def config_cmd(c: Context) -> None:
+def config_cmd(c: Context, markdown: bool) -> None:
     """Print every setting: name, environment variable, effective value."""
+    if markdown:
+        # Defaults only, never the environment: the output is the same on every machine.
+        click.echo(settings_markdown(), nl=False)
+        return
     settings = c.settings
     for name, env, _default in describe():
         click.echo(f"{name:24} {env:32} {json.dumps(getattr(settings, name), default=str)}")
@@ -285,6 +369,37 @@ def demo(c: Context) -> None:
     _run_import(c, "items", ITEMS_FILE, None, False, None)
     _run_import(c, "events", EVENTS_FILE, None, False, None, batch_size=c.settings.import_batch_size)
     _print_stats(stats_dict(c))
+
+
+@cli.command("eval")
+@click.option("--holdout", "n_test", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Most recent positive interactions held out per user (test).")
+@click.option("--valid", "n_valid", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="Interactions before those held out for validation (tuning).")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Cut-off of the metrics.")
+@click.option("--tune", is_flag=True, help="Search the blend weights on the validation split.")
+@click.option("--write-settings", is_flag=True, help="With --tune: write the best weights to the settings file.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
+@pass_ctx
+def eval_cmd(c: Context, n_test: int, n_valid: int, k: int, tune: bool, write_settings: bool, json_out: Path | None) -> None:
+    """Offline evaluation: hold out each user's latest interactions and score the recommender.
+
+    Uses the published index's text space for content and the stored events for behaviour;
+    reports Recall@k, NDCG@k, catalog coverage and popularity bias per blend setting.
+    """
+    from service.offline_eval import run_cli_evaluation
+
+    if write_settings and not (tune and n_valid):
+        raise click.UsageError("--write-settings needs --tune and a validation split (--valid >= 1)")
+    c.require_migrated()
+    try:
+        report = run_cli_evaluation(c.settings, c.session_factory, n_test=n_test, n_valid=n_valid, k=k,
+                                    tune=tune, write=write_settings, echo=click.echo)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        click.echo(f"results written to {json_out}")
 
 
 def main() -> None:
