@@ -206,7 +206,7 @@ def split_log(log: EventLog, *, n_test: int, n_valid: int, min_train: int = 1) -
 
 def format_table(rows: Sequence[tuple[str, Mapping[str, float]]], k: int) -> str:
     """A plain-text table of named metric rows."""
-    head = f"{"setting":58} {'Recall@' + str(k):>10} {'NDCG@' + str(k):>9} {'coverage':>9} {'pop.pct':>8} {'pop.lift':>8}"
+    head = f"{'setting':58} {'Recall@' + str(k):>10} {'NDCG@' + str(k):>9} {'coverage':>9} {'pop.pct':>8} {'pop.lift':>8}"
     lines = [head, "-" * len(head)]
     for name, m in rows:
         lines.append(f"{name:58} {m['recall']:10.4f} {m['ndcg']:9.4f} {m.get('coverage', float('nan')):9.3f} "
