@@ -64,6 +64,7 @@ class Runtime:
         self.behaviour = BehaviourModel(
             event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
             popularity_damping=settings.co_engagement_popularity_damping,
+            user_damping=settings.co_engagement_user_damping,
             refresh_seconds=settings.behaviour_refresh_seconds,
         )
         self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None

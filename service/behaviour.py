@@ -70,10 +70,13 @@ class Snapshot:
             weight <= 0 (disliked) are kept out of co-engagement and trending.
         times: per event, Unix seconds.
         popularity_damping: co-engagement scores are divided by ``popularity ** damping``.
+        user_damping: each user's engagements are divided by ``(items they touched) ** this``
+            before the cosine (inverse user frequency: someone who rated everything says little
+            about any two items being alike).
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
-                 catalog: Catalog | None = None, popularity_damping: float = 0.0):
+                 catalog: Catalog | None = None, popularity_damping: float = 0.0, user_damping: float = 0.0):
         keep = np.asarray(weights) > 0
         self.catalog = catalog or Catalog()
         self.event_count = int(len(items))
@@ -89,6 +92,9 @@ class Snapshot:
         counts = sp.csr_matrix((w, (item_idx, user_idx)), shape=(n_items, n_users))
         counts.sum_duplicates()
         counts.data = np.log1p(counts.data)
+        if user_damping and n_users:
+            per_user = np.maximum(np.bincount(counts.indices, minlength=n_users), 1)
+            counts = sp.csr_matrix(counts @ sp.diags(np.power(per_user, -user_damping)))
         norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
         self.popularity = np.asarray((counts > 0).sum(axis=1)).ravel().astype(np.float64)
         inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
@@ -185,10 +191,11 @@ class BehaviourModel:
     """A worker's snapshot of all events, refreshed from SQL on a background thread."""
 
     def __init__(self, *, event_weights: Mapping[str, float], rating_neutral: float,
-                 popularity_damping: float = 0.0, refresh_seconds: float = 2.0):
+                 popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0):
         self.weights = dict(event_weights)
         self.rating_neutral = rating_neutral
         self.popularity_damping = popularity_damping
+        self.user_damping = user_damping
         self.refresh_seconds = refresh_seconds
         self.snapshot: Snapshot = EMPTY
         self._users: list[np.ndarray] = []
@@ -217,7 +224,7 @@ class BehaviourModel:
                 self.snapshot = Snapshot(cat(self._users, np.int64), cat(self._items, np.int64),
                                          cat(self._weights, np.float64), cat(self._times, np.float64),
                                          Catalog(dict(self._kinds), dict(self._categories), frozenset(self._deleted)),
-                                         self.popularity_damping)
+                                         self.popularity_damping, self.user_damping)
                 log.debug("behaviour snapshot rebuilt: %d events in %.3f s", self.snapshot.event_count,
                           time.perf_counter() - started)
             self.last_refresh = time.monotonic()

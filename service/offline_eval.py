@@ -37,12 +37,36 @@ NAMED_BLENDS = {
     "co-engagement only": {"co_engagement": 1.0},
     "trending only": {"trending": 1.0},
 }
-# Weight grid searched by --tune (co-engagement fixed at 1: only ratios matter).
+# Grid searched by --tune: co-engagement is fixed at 1 (only ratios matter); sources are scaled
+# to [0, 1] by their best item, so small weights already reorder close co-engagement scores.
 TUNE_GRID = {
-    "profile": (0.0, 0.05, 0.15, 0.4, 1.0),
-    "trending": (0.0, 0.05, 0.15, 0.4),
-    "damping": (0.0, 0.2, 0.4),
+    "profile": (0.0, 0.01, 0.03, 0.1, 0.3),
+    "trending": (0.0, 0.01, 0.03, 0.1),
+    "damping": (0.0,),
+    "half_life_days": (3.0, 30.0),
 }
+
+
+@dataclass(frozen=True)
+class Blend:
+    """One setting under evaluation: source weights, popularity damping, history half-life."""
+
+    weights: Mapping[str, float]
+    damping: float = 0.0
+    half_life_days: float = 30.0
+
+    def describe(self) -> str:
+        text = ", ".join(f"{k} {v:g}" for k, v in self.weights.items() if v)
+        return text + (f", damping {self.damping:g}" if self.damping else "") + f", half-life {self.half_life_days:g} d"
+
+    def settings(self) -> dict[str, Any]:
+        """The settings this blend stands for (what --write-settings writes)."""
+        return {"blend_weights": dict(self.weights), "co_engagement_popularity_damping": self.damping,
+                "event_half_life_days": self.half_life_days}
+
+    @classmethod
+    def configured(cls, s: Settings) -> "Blend":
+        return cls(dict(s.blend_weights), s.co_engagement_popularity_damping, s.event_half_life_days)
 
 
 @dataclass
@@ -111,7 +135,8 @@ class Evaluator:
             rows = self.fit_rows(phase)
             log = self.log
             self._snapshots[key] = Snapshot(log.users[rows], log.items[rows], log.weights[rows], log.times[rows],
-                                            popularity_damping=damping)
+                                            popularity_damping=damping,
+                                            user_damping=self.settings.co_engagement_user_damping)
         return self._snapshots[key]
 
     def history(self, user, phase: str) -> tuple[History, float]:
@@ -133,21 +158,20 @@ class Evaluator:
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
                       trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source)
 
-    def _ask(self, history: History, now: float, weights: Mapping[str, float]) -> tuple[Any, Ask]:
+    def _ask(self, history: History, now: float, weights: Mapping[str, float], half_life_days: float) -> tuple[Any, Ask]:
         s = self.settings
         seeds = seeds_from_history(history, weights=s.event_weights, rating_neutral=s.rating_neutral,
-                                   half_life_days=s.event_half_life_days, now=now)
+                                   half_life_days=half_life_days, now=now)
         return seeds, Ask(k=self.k, exclude=frozenset(history.item_ids), weights=dict(weights), now=now)
 
     # --- scoring ----------------------------------------------------------------------------
-    def run(self, weights: Mapping[str, float], *, damping: float = 0.0, phase: str = "test",
-            progress: bool = False) -> dict[str, float]:
+    def run(self, blend: Blend, *, phase: str = "test", progress: bool = False) -> dict[str, float]:
         """Metrics of one blend setting, calling :func:`recommend` per held-out user."""
-        engine = self._engine(phase, damping)
+        engine = self._engine(phase, blend.damping)
         with self.session_factory() as session:
             def recommend_fn(user):
                 history, now = self.history(user, phase)
-                seeds, ask = self._ask(history, now, weights)
+                seeds, ask = self._ask(history, now, blend.weights, blend.half_life_days)
                 return [r.item.id for r in recommend(engine, seeds, ask, session=session)]
 
             return self._score(recommend_fn, phase, progress)
@@ -178,14 +202,14 @@ class Evaluator:
         user and damping with every source on, then ranked per weight setting."""
         results = []
         combos = list(itertools.product(grid["profile"], grid["trending"]))
-        for damping in grid["damping"]:
+        for damping, half_life in itertools.product(grid["damping"], grid["half_life_days"]):
             engine = self._engine(phase, damping)
             per_combo: dict[tuple, list[list[int]]] = {c: [] for c in combos}
             users = list(self._users)
             with self.session_factory() as session:
                 for user in (progress(users) if progress else users):
                     history, now = self.history(user, phase)
-                    seeds, ask = self._ask(history, now, {"profile": 1.0, "co_engagement": 1.0, "trending": 1.0})
+                    seeds, ask = self._ask(history, now, {"profile": 1.0, "co_engagement": 1.0, "trending": 1.0}, half_life)
                     sources = gather(engine, seeds, ask)
                     for profile, trending in combos:
                         ask.weights = {"profile": profile, "co_engagement": 1.0, "trending": trending}
@@ -194,6 +218,7 @@ class Evaluator:
             relevant = [truth[u] for u in users]
             for (profile, trending), recs in per_combo.items():
                 results.append({"profile": profile, "co_engagement": 1.0, "trending": trending, "damping": damping,
+                                "half_life_days": half_life,
                                 "ndcg": ndcg_at_k(recs, relevant, self.k), "recall": recall_at_k(recs, relevant, self.k)})
         results.sort(key=lambda r: -r["ndcg"])
         return results
@@ -214,9 +239,10 @@ def format_table(rows: Sequence[tuple[str, Mapping[str, float]]], k: int) -> str
     return "\n".join(lines)
 
 
-def describe_weights(weights: Mapping[str, float], damping: float = 0.0) -> str:
-    text = ", ".join(f"{k} {v:g}" for k, v in weights.items() if v)
-    return text + (f", damping {damping:g}" if damping else "")
+def best_blend(table: Sequence[Mapping[str, Any]]) -> Blend:
+    """The best row of :meth:`Evaluator.tune` as a :class:`Blend`."""
+    top = table[0]
+    return Blend({n: top[n] for n in ("profile", "co_engagement", "trending")}, top["damping"], top["half_life_days"])
 
 
 def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_valid: int, k: int, tune: bool,
@@ -241,25 +267,23 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
     ev = Evaluator(log, split, space, settings, session_factory, k=k)
     report: dict[str, Any] = {"split": {"n_test": n_test, "n_valid": n_valid, "users": len(split.users),
                                         "interactions": len(log)}, "index_version": version, "k": k, "results": {}}
-    blends: list[tuple[str, Mapping[str, float], float]] = [
-        (f"configured ({describe_weights(settings.blend_weights, settings.co_engagement_popularity_damping)})",
-         settings.blend_weights, settings.co_engagement_popularity_damping)]
-    blends += [(name, w, 0.0) for name, w in NAMED_BLENDS.items()]
+    configured = Blend.configured(settings)
+    blends: list[tuple[str, Blend]] = [(f"configured ({configured.describe()})", configured)]
+    blends += [(name, Blend(w, 0.0, settings.event_half_life_days)) for name, w in NAMED_BLENDS.items()]
     if tune:
         echo("tuning on the validation split ...")
         table = ev.tune(progress=lambda users: tqdm(users, desc="tune", unit="user", leave=False))
-        best = table[0]
-        weights = {n: best[n] for n in ("profile", "co_engagement", "trending")}
+        best = best_blend(table)
         report["tuning"] = table
-        blends.append((f"tuned ({describe_weights(weights, best['damping'])})", weights, best["damping"]))
-        echo(f"best on validation: {describe_weights(weights, best['damping'])} (NDCG@{k} {best['ndcg']:.4f})")
+        blends.append((f"tuned ({best.describe()})", best))
+        echo(f"best on validation: {best.describe()} (NDCG@{k} {table[0]['ndcg']:.4f})")
         if write:
-            path = write_settings_file(settings, {"blend_weights": weights, "co_engagement_popularity_damping": best["damping"]})
+            path = write_settings_file(settings, best.settings())
             echo(f"wrote the tuned blend to {path}")
     rows = []
-    for name, weights, damping in blends:
-        metrics = ev.run(weights, damping=damping, phase="test", progress=True)
-        report["results"][name] = {"weights": dict(weights), "damping": damping, **metrics}
+    for name, blend in blends:
+        metrics = ev.run(blend, phase="test", progress=True)
+        report["results"][name] = {**blend.settings(), **metrics}
         rows.append((name, metrics))
     echo(format_table(rows, k))
     return report

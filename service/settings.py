@@ -73,6 +73,10 @@ class Settings:
     # Popularity exponent in co-engagement: neighbours' scores are divided by popularity**this
     # (0 = plain cosine; higher fights popularity bias).
     co_engagement_popularity_damping: float = 0.0
+    # Inverse user frequency in co-engagement: a user's engagements count 1 / (items they
+    # touched) ** this, so people who engage with everything weigh less (0.5 measured best on
+    # MovieLens-100K).
+    co_engagement_user_damping: float = 0.5
     # Default diversity (maximal marginal relevance) when a request gives none: 0 = pure relevance.
     default_diversity: float = 0.0
     # Trending: default window and its own half-life (days).
@@ -253,8 +257,9 @@ def _validate(s: Settings) -> None:
     for name in ("trending_window_days", "trending_half_life_days", "behaviour_refresh_seconds"):
         if getattr(s, name) <= 0:
             raise SettingsError(f"setting {name}: must be > 0")
-    if s.co_engagement_popularity_damping < 0:
-        raise SettingsError("setting co_engagement_popularity_damping: must be >= 0")
+    for name in ("co_engagement_popularity_damping", "co_engagement_user_damping"):
+        if getattr(s, name) < 0:
+            raise SettingsError(f"setting {name}: must be >= 0")
     for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")

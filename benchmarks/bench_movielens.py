@@ -1,0 +1,189 @@
+"""MovieLens-100K: this service's blended recommendations against standard baselines, one split.
+
+One run:
+
+1. loads ML-100K from the recbole==1.2.1 wheel (downloaded at benchmark time into the
+   git-ignored ``benchmarks/_data``; never committed) and makes the split described in
+   ``benchmarks/movielens.py`` (positives = ratings >= 4; per user the last 2 positives are
+   test, the 2 before them validation);
+2. sets up the service's embedded default in ``benchmarks/_data/movielens-service``: the 1,682
+   movies imported as items (text from title, year and genres), all 100,000 ratings imported as
+   ``rating`` events, and the text index built with the packaged MiniLM (reused on later runs);
+3. scores, on that one split, through :class:`service.offline_eval.Evaluator` (which calls the
+   same ``recommend()`` as ``GET /users/{id}/recommendations``): content only, co-engagement
+   only, trending only, the shipped default blend, and the blend tuned on the validation split;
+4. scores the baselines of ``benchmarks/baselines.py`` (most popular; implicit's ALS, BPR and
+   item-item cosine, each tuned on the same validation split) on the same test set;
+5. prints one table, writes ``benchmarks/results/movielens.json`` and a bar chart.
+
+    .venv/bin/python benchmarks/bench_movielens.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit asks for it; it also keeps runs comparable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import service  # noqa: E402,F401  (installs the torchvision hook first)
+import numpy as np  # noqa: E402
+
+from movielens import load_split, to_catalog  # noqa: E402
+
+DATA_ROOT = REPO / "benchmarks" / "_data" / "movielens-service"
+RESULTS = REPO / "benchmarks" / "results" / "movielens.json"
+PLOT = REPO / "docs" / "img" / "movielens.png"
+
+
+def prepare_service(data, root: Path):
+    """The embedded default with ML-100K imported and indexed (reused when already there)."""
+    from indexer.pipeline import Pipeline
+    from service import artifacts
+    from service.db import make_engine, make_session_factory, upgrade
+    from service.importing import import_events, import_items
+    from service.settings import load_settings
+
+    settings = load_settings({"data_dir": str(root), "clip_enabled": False}, environ={})
+    engine = make_engine(settings)
+    factory = make_session_factory(engine)
+    marker = root / "prepared.json"
+    if not marker.is_file():
+        upgrade(engine)
+        items, events = to_catalog(data.movies, data.ratings, root / "import")
+        t0 = time.perf_counter()
+        import_items(items, session_factory=factory, progress=True)
+        import_events(events, session_factory=factory, event_types=settings.event_types, progress=True)
+        (root / "import" / "events.csv").unlink()  # the data may not be redistributed: keep no copies around
+        report = Pipeline(settings, factory, progress=True).run()
+        marker.write_text(json.dumps({"version": report.version, "seconds": round(time.perf_counter() - t0, 1)}))
+    version = artifacts.current_version(settings.index_path)
+    return settings, factory, version
+
+
+def service_log(data, settings, factory):
+    """The benchmark's positives as the evaluator's event log, row for row (same split indices)."""
+    from service.items import item_ids_by_external
+    from service.offline_eval import EventLog
+    from service.ranking import event_weights
+
+    with factory() as session:
+        pk = item_ids_by_external(session=session, external_ids=[data.item_external(c) for c in range(data.n_items)])
+    pk_of_col = np.array([pk[data.item_external(c)] for c in range(data.n_items)], dtype=np.int64)
+    values = [float(v) for v in data.ratings.rating[data.pos_rows]]
+    types = ["rating"] * len(values)
+    return EventLog(users=data.pos_user.copy(), items=pk_of_col[data.pos_item], types=types, values=values,
+                    times=data.pos_time.astype(np.float64),
+                    weights=event_weights(types, values, settings.event_weights, settings.rating_neutral))
+
+
+def run_service(data, settings, factory, version, k: int) -> dict:
+    from tqdm.auto import tqdm
+
+    from service.index_store import load_version
+    from service.offline_eval import NAMED_BLENDS, Blend, Evaluator, best_blend
+
+    space = load_version(settings.index_path, version).spaces["text"]
+    log = service_log(data, settings, factory)
+    ev = Evaluator(log, data.split, space, settings, factory, k=k)
+    out: dict = {}
+    t0 = time.perf_counter()
+    table = ev.tune(progress=lambda users: tqdm(users, desc="tune blend", unit="user", leave=False))
+    tune_s = time.perf_counter() - t0
+    tuned = best_blend(table)
+    print(f"  best blend on validation: {tuned.describe()} (NDCG@{k} {table[0]['ndcg']:.4f}, "
+          f"{len(table)} settings in {tune_s:.0f} s)", file=sys.stderr)
+    hl = settings.event_half_life_days
+    runs = {"content only": Blend(NAMED_BLENDS["content only"], 0.0, hl),
+            "co-engagement only": Blend(NAMED_BLENDS["co-engagement only"], 0.0, hl),
+            "trending only": Blend(NAMED_BLENDS["trending only"], 0.0, hl),
+            "service blend (default)": Blend.configured(settings),
+            "service blend (tuned)": tuned}
+    for name, blend in runs.items():
+        t0 = time.perf_counter()
+        metrics = ev.run(blend, phase="test", progress=True)
+        valid = table[0] if blend is tuned else ev.run(blend, phase="valid")
+        out[name] = {**metrics, "valid_ndcg": valid["ndcg"], **blend.settings(),
+                     "seconds": round(time.perf_counter() - t0, 1)}
+    out["service blend (tuned)"]["tuning"] = table
+    out["service blend (tuned)"]["tune_seconds"] = round(tune_s, 1)
+    return out
+
+
+def plot(rows: dict, k: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    ndcg = [rows[n]["ndcg"] for n in names]
+    recall = [rows[n]["recall"] for n in names]
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    ax.barh(y - 0.2, ndcg, 0.4, label=f"NDCG@{k}", color=["#1f6feb" if n.startswith("service blend") else "#8c959f" for n in names])
+    ax.barh(y + 0.2, recall, 0.4, label=f"Recall@{k}", color=["#79c0ff" if n.startswith("service blend") else "#d0d7de" for n in names])
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("test set, higher is better")
+    ax.set_title("MovieLens-100K, last 2 positives per user held out")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--no-tune-baselines", action="store_true", help="baselines with default hyperparameters")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    started = time.perf_counter()
+    data = load_split(n_test=2, n_valid=2)
+    print(f"split: {data.info['n_eval_users']} users evaluated, {data.info['n_train']} train / "
+          f"{data.info['n_valid_rows']} valid / {data.info['n_test_rows']} test positives", file=sys.stderr)
+    settings, factory, version = prepare_service(data, DATA_ROOT)
+    print("service:", file=sys.stderr)
+    ours = run_service(data, settings, factory, version, args.k)
+    print("baselines:", file=sys.stderr)
+    from baselines import run_baselines
+
+    theirs = run_baselines(data, k=args.k, tune=not args.no_tune_baselines)
+    rows = {**{f"{n} (baseline)": r for n, r in theirs.items()}, **ours}
+    head = f"{'method':34} {'Recall@' + str(args.k):>10} {'NDCG@' + str(args.k):>9} {'valNDCG':>8} {'coverage':>9} {'pop.pct':>8}"
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
+        print(f"{name:34} {r['recall']:10.4f} {r['ndcg']:9.4f} {r.get('valid_ndcg', float('nan')):8.4f} "
+              f"{r.get('coverage', float('nan')):9.3f} {r.get('pop_percentile', float('nan')):8.3f}")
+    blend = ours["service blend (tuned)"]["ndcg"]
+    best_base = max(theirs.items(), key=lambda kv: kv[1]["ndcg"])
+    others = max((r["ndcg"], n) for n, r in rows.items() if not n.startswith("service blend"))
+    print(f"\ntuned blend NDCG@{args.k} {blend:.4f} vs best other {others[1]} {others[0]:.4f}: "
+          f"{(blend / others[0] - 1) * 100:+.1f}%")
+    report = {
+        "benchmark": "movielens-100k", "k": args.k, "split": data.info, "index_version": version,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "results": rows, "best_baseline": best_base[0],
+        "blend_vs_best_other_pct": round((blend / others[0] - 1) * 100, 2),
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": "python benchmarks/bench_movielens.py" + (" --no-tune-baselines" if args.no_tune_baselines else ""),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")
+    plot(rows, args.k, PLOT)
+    print(f"wrote {args.out} and {PLOT}")
+
+
+if __name__ == "__main__":
+    main()
