@@ -52,7 +52,10 @@ def register_api(app: Flask) -> None:
 
     from service.api.items import blp as items_blp
     from service.api.ops import blp as ops_blp
+    from service.api.recommend import blp as recommend_blp
     from service.api.search import blp as search_blp
 
-    for blp in (search_blp, items_blp, ops_blp):
+    for blp in (search_blp, recommend_blp, items_blp, ops_blp):
         api.register_blueprint(blp)
+    from service.web import bp as web_bp  # the web pages: plain Flask, outside the OpenAPI doc
+    app.register_blueprint(web_bp)

@@ -177,5 +177,8 @@ def post_events():
         results[pos] = {"index": pos, "status": outcome.statuses[j], "event_id": valid[j].client_event_id}
         if j in outcome.rejected:
             results[pos]["reason"] = outcome.rejected[j]
+    for j, rec in enumerate(valid):
+        if rec.recommendation_id and outcome.statuses[j] == "accepted":
+            rt.metrics.attributed_events.labels(rec.type).inc()
     rejected = sum(1 for r in results if r["status"] == "rejected")
     return {"accepted": outcome.inserted, "duplicates": outcome.duplicates, "rejected": rejected, "results": results}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Response
 from flask_smorest import Blueprint
 from sqlalchemy import text
@@ -44,6 +46,7 @@ def ready():
 def metrics():
     """Prometheus metrics."""
     rt = runtime()
+    rt.metrics.behaviour_events.set(rt.behaviour.snapshot.event_count)
     for name, size in rt.deltas.size().items():
         rt.metrics.delta_size.labels(name).set(size)
     return Response(rt.metrics.render(), mimetype="text/plain; version=0.0.4")
@@ -66,6 +69,9 @@ def status_payload() -> dict:
         out["skipped_spaces"] = manifest.get("skipped_spaces", {})
         if rt.clip_error:
             out["clip_error"] = rt.clip_error
+    # Recent request latency per route, from this worker's ring buffer (each gunicorn worker has its own).
+    out["latency"] = {"scope": "this worker", "worker_pid": os.getpid(), "window": rt.metrics.recent.size,
+                      "routes": rt.metrics.recent.summary()}
     return out
 
 
