@@ -1,0 +1,155 @@
+/* recsys-search: the status page. Polls GET /status every 5 s (index version, spaces, recall,
+ * build time, and this worker's recent request latency) and GET /health/ready. */
+"use strict";
+
+(() => {
+  const REFRESH_MS = 5000;
+  const $ = (id) => document.getElementById(id);
+
+  function h(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "style") node.setAttribute("style", value);
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(key, value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  async function getJSON(path) {
+    const response = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+    let body = null;
+    try { body = await response.json(); } catch { body = null; }
+    return { ok: response.ok, status: response.status, body };
+  }
+
+  const fmtInt = (n) => (typeof n === "number" ? n.toLocaleString("en-US") : "–");
+  const fmtMs = (ms) => (typeof ms !== "number" ? "–" : ms >= 100 ? `${Math.round(ms)} ms` : `${ms.toFixed(1)} ms`);
+  function fmtSeconds(s) {
+    if (typeof s !== "number") return "–";
+    if (s < 60) return `${s.toFixed(1)} s`;
+    return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  }
+  function ago(date) {
+    const s = Math.max(0, (Date.now() - date.getTime()) / 1000);
+    if (s < 60) return "just now";
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} days ago`;
+  }
+
+  function renderStatus(st) {
+    $("version").textContent = st.index_version || "none published";
+    $("version-sub").textContent = st.refused && Object.keys(st.refused).length
+      ? `refused: ${Object.keys(st.refused).join(", ")}` : "served by this worker";
+    if (st.built_at) {
+      const d = new Date(st.built_at);
+      $("built").textContent = isNaN(d) ? st.built_at : ago(d);
+      $("built-sub").textContent = isNaN(d) ? "" : d.toLocaleString();
+    } else {
+      $("built").textContent = "–";
+      $("built-sub").textContent = "";
+    }
+    $("build-seconds").textContent = fmtSeconds(st.build_seconds);
+    const spaces = Object.entries(st.spaces || {});
+    $("vectors").textContent = fmtInt(spaces.reduce((a, [, sp]) => a + (sp.count || 0), 0));
+    $("vectors-sub").textContent = spaces.length ? `${spaces.length} space${spaces.length === 1 ? "" : "s"}: ${spaces.map(([n]) => n).join(", ")}` : "";
+
+    const warnings = [];
+    for (const [name, why] of Object.entries(st.skipped_spaces || {})) warnings.push(`${name} space skipped: ${why}`);
+    if (st.clip_error) warnings.push(`clip space not served: ${st.clip_error}`);
+    for (const [name, why] of Object.entries(st.refused || {})) warnings.push(`version ${name} refused: ${why}`);
+    $("space-warnings").replaceChildren(...warnings.map((w) => h("div", { class: "warn-box" }, w)));
+
+    const tbody = $("spaces").tBodies[0];
+    if (!spaces.length) {
+      tbody.replaceChildren(h("tr", { class: "empty-row" }, h("td", { colspan: "7" },
+        st.index_version ? "no spaces" : "No index is published yet: run `recsys-indexer build`.")));
+    } else {
+      tbody.replaceChildren(...spaces.map(([name, sp]) => {
+        const recall = typeof sp.recall_at_10 === "number" ? sp.recall_at_10 : null;
+        return h("tr", { dataset: { space: name } },
+          h("td", null, h("b", null, name)),
+          h("td", { class: "num" }, fmtInt(sp.count)),
+          h("td", { class: "num" }, sp.dim),
+          h("td", null, h("code", null, sp.index_key || "–")),
+          h("td", null, recall === null ? "–" : h("div", { class: "recall" },
+            h("div", { class: "bar" }, h("span", { style: `width:${Math.round(recall * 100)}%` })),
+            h("span", { class: "num" }, recall.toFixed(3)))),
+          h("td", { class: "num" }, fmtInt(sp.fresh)),
+          h("td", null, h("span", { class: "muted" }, sp.encoder || "–")));
+      }));
+    }
+
+    const lat = st.latency || {};
+    $("latency-scope").textContent = `this worker (pid ${lat.worker_pid ?? "?"}), last ${fmtInt(lat.window)} requests per route; other gunicorn workers keep their own`;
+    const routes = Object.entries(lat.routes || {}).filter(([r]) => !r.includes("/static/"))
+      .sort((a, b) => b[1].count - a[1].count || a[0].localeCompare(b[0]));
+    const lbody = $("latency").tBodies[0];
+    if (!routes.length) {
+      lbody.replaceChildren(h("tr", { class: "empty-row" }, h("td", { colspan: "7" }, "No requests yet on this worker.")));
+      return;
+    }
+    const worst = Math.max(...routes.map(([, r]) => r.p95_ms || 0), 1);
+    lbody.replaceChildren(...routes.map(([route, r]) => h("tr", { dataset: { route } },
+      h("td", null, h("code", { title: route }, route.replace(/<(?:[a-z]+:)?([^>]+)>/g, "<$1>"))),
+      h("td", { class: "num" }, fmtInt(r.count)),
+      h("td", { class: "num" }, fmtMs(r.p50_ms)),
+      h("td", { class: "num" }, fmtMs(r.p95_ms)),
+      h("td", { class: "num" }, fmtMs(r.p99_ms)),
+      h("td", null, h("div", { class: "bar lat" }, h("span", { style: `width:${Math.max(2, Math.round((r.p95_ms / worst) * 100))}%` }))),
+      h("td", { class: "num" }, r.errors ? h("b", { style: "color:var(--danger)" }, r.errors) : "0"))));
+  }
+
+  let timer = null;
+  let paused = false;
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const [status, ready] = await Promise.all([getJSON("/status"), getJSON("/health/ready")]);
+      if (!status.ok) {
+        const msg = status.body && status.body.error ? status.body.error.message : `status ${status.status}`;
+        $("notice-text").textContent = `GET /status failed: ${msg}`;
+        $("notice").hidden = false;
+      } else {
+        $("notice").hidden = true;
+        renderStatus(status.body);
+      }
+      const pill = $("health");
+      pill.hidden = false;
+      if (ready.ok) {
+        pill.textContent = "Ready";
+        pill.className = "pill";
+        pill.style.cssText = "background:var(--ok-soft);color:var(--ok)";
+        pill.title = "database reachable and an index loaded";
+      } else {
+        const d = ready.body && ready.body.error && ready.body.error.details;
+        pill.textContent = "Not ready";
+        pill.className = "pill cold";
+        pill.style.cssText = "";
+        pill.title = d ? JSON.stringify(d) : "";
+      }
+      $("live-text").textContent = paused ? "Paused" : `Auto-refresh every 5 s · updated ${new Date().toLocaleTimeString()}`;
+      document.body.dataset.loaded = "true";
+    } catch (err) {
+      $("notice-text").textContent = `The service did not answer: ${err.message}`;
+      $("notice").hidden = false;
+    }
+    if (!paused) timer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  $("live").addEventListener("click", () => {
+    paused = !paused;
+    $("live").classList.toggle("paused", paused);
+    if (paused) { clearTimeout(timer); $("live-text").textContent = "Paused"; } else refresh();
+  });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && !paused) refresh(); });
+  refresh();
+})();
