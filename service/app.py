@@ -65,6 +65,8 @@ class Runtime:
             event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
             popularity_damping=settings.co_engagement_popularity_damping,
             user_damping=settings.co_engagement_user_damping,
+            trending_window_days=settings.trending_window_days,
+            trending_half_life_days=settings.trending_half_life_days,
             refresh_seconds=settings.behaviour_refresh_seconds,
         )
         self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None

@@ -35,6 +35,10 @@ log = logging.getLogger("recsys.behaviour")
 # larger one was already read (concurrent transactions); seen ids are skipped.
 ID_OVERLAP = 2000
 EPOCH = dt.datetime(1970, 1, 1)
+# Minimum time between snapshot rebuilds, in multiples of the last rebuild's duration.
+REBUILD_SPACING = 10.0
+# Seconds a trending ranking stays valid (see Snapshot.trending).
+TRENDING_TTL = 60.0
 
 
 def to_seconds(t: dt.datetime) -> float:
@@ -129,7 +133,12 @@ class Snapshot:
         weights = np.fromiter(pos.values(), dtype=np.float32, count=len(pos))[known]
         user_weight = self.iu[rows[known]].T @ weights  # dense, one entry per user
         users = np.flatnonzero(user_weight)
-        scores = np.asarray(self.ui[users].T @ user_weight[users]).ravel()
+        if len(users) * 4 > len(user_weight):
+            # Most users are involved (long histories, popular seeds): one pass over every
+            # engagement beats copying the rows of most users first.
+            scores = np.asarray(self.iu @ user_weight).ravel()
+        else:
+            scores = np.asarray(self.ui[users].T @ user_weight[users]).ravel()
         if self.damping is not None:
             scores = scores * self.damping
         blocked = self.rows_of(set(exclude))
@@ -155,22 +164,28 @@ class Snapshot:
         return out
 
     # --- trending -------------------------------------------------------------------------------
+    def rank_trending(self, now: float, window_days: float, half_life_days: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """Score every item and cache the order: (computed at, rows best first, scores)."""
+        mask = self.times >= now - window_days * SECONDS_PER_DAY
+        w = self.event_weights[mask] * decay(now - self.times[mask], half_life_days)
+        scores = np.bincount(self.event_items[mask], weights=w, minlength=len(self.item_ids))
+        ranked = (now, top_n(scores, int(np.count_nonzero(scores))), scores)
+        self._trending_cache[(window_days, half_life_days)] = ranked  # one dict store: atomic for readers
+        return ranked
+
     def trending(self, *, now: float, window_days: float, half_life_days: float, n: int,
                  kinds: Sequence[str] = (), category: str | None = None, exclude: Iterable[int] = ()) -> dict[int, float]:
         """Decayed event weight per item over the last ``window_days`` (best ``n``).
 
-        The unfiltered ranking is cached per (window, half-life) for a few seconds: it only
-        moves when events arrive or time passes, and filters are applied to the cached order.
+        The unfiltered ranking is cached per (window, half-life) for ``TRENDING_TTL`` seconds
+        (the refresh thread renews the default one before it expires, so requests rarely pay
+        for it): decay scales every item alike as time passes, only the window edge moves, and a
+        new snapshot starts a new cache when events arrive. Filters apply to the cached order.
         """
         key = (window_days, half_life_days)
         cached = self._trending_cache.get(key)
-        if cached is None or abs(cached[0] - now) > 5.0:
-            mask = self.times >= now - window_days * SECONDS_PER_DAY
-            w = self.event_weights[mask] * decay(now - self.times[mask], half_life_days)
-            scores = np.bincount(self.event_items[mask], weights=w, minlength=len(self.item_ids))
-            order = top_n(scores, int(np.count_nonzero(scores)))
-            cached = (now, order, scores)
-            self._trending_cache[key] = cached
+        if cached is None or abs(cached[0] - now) > TRENDING_TTL:
+            cached = self.rank_trending(now, window_days, half_life_days)
         _, order, scores = cached
         blocked = set(exclude)
         out: dict[int, float] = {}
@@ -191,11 +206,13 @@ class BehaviourModel:
     """A worker's snapshot of all events, refreshed from SQL on a background thread."""
 
     def __init__(self, *, event_weights: Mapping[str, float], rating_neutral: float,
-                 popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0):
+                 popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0,
+                 trending_window_days: float = 7.0, trending_half_life_days: float = 3.0):
         self.weights = dict(event_weights)
         self.rating_neutral = rating_neutral
         self.popularity_damping = popularity_damping
         self.user_damping = user_damping
+        self.trending_default = (trending_window_days, trending_half_life_days)
         self.refresh_seconds = refresh_seconds
         self.snapshot: Snapshot = EMPTY
         self._users: list[np.ndarray] = []
@@ -212,23 +229,41 @@ class BehaviourModel:
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
         self._stop = threading.Event()
+        self._dirty = False
+        self._built_at = 0.0
+        self._build_seconds = 0.0
         self.last_refresh = 0.0
 
     def refresh(self, session: Session) -> bool:
         """Pull new events and catalog changes; rebuild the snapshot if anything changed."""
         with self._lock:
             changed = self._pull_events(session) | self._pull_items(session)
-            if changed or self.snapshot is EMPTY:
+            self._dirty |= changed
+            # Rebuilding costs about 1.7 s per million events: wait at least ten build times
+            # between rebuilds, so a busy event stream takes at most a tenth of a core.
+            due = time.monotonic() - self._built_at >= REBUILD_SPACING * self._build_seconds
+            if (self._dirty and due) or self.snapshot is EMPTY:
                 started = time.perf_counter()
                 cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
                 self.snapshot = Snapshot(cat(self._users, np.int64), cat(self._items, np.int64),
                                          cat(self._weights, np.float64), cat(self._times, np.float64),
                                          Catalog(dict(self._kinds), dict(self._categories), frozenset(self._deleted)),
                                          self.popularity_damping, self.user_damping)
+                self._build_seconds = time.perf_counter() - started
+                self._built_at, self._dirty = time.monotonic(), False
                 log.debug("behaviour snapshot rebuilt: %d events in %.3f s", self.snapshot.event_count,
-                          time.perf_counter() - started)
+                          self._build_seconds)
             self.last_refresh = time.monotonic()
-            return changed
+        self._warm_trending()
+        return changed
+
+    def _warm_trending(self) -> None:
+        """Renew the default trending ranking here (a background thread) before it goes stale."""
+        snap, (window, half_life) = self.snapshot, self.trending_default
+        cached = snap._trending_cache.get((window, half_life))
+        now = time.time()
+        if cached is None or now - cached[0] > TRENDING_TTL / 2:
+            snap.rank_trending(now, window, half_life)
 
     def _pull_events(self, session: Session) -> bool:
         floor = max(self._watermark - ID_OVERLAP, 0)

@@ -123,7 +123,7 @@ class Ask:
     category: str | None = None
     exclude: frozenset[int] = frozenset()
     diversity: float = 0.0
-    weights: Mapping[str, float] = field(default_factory=lambda: {"profile": 0.5, "co_engagement": 1.0, "trending": 0.1})
+    weights: Mapping[str, float] = field(default_factory=lambda: {"profile": 0.1, "co_engagement": 1.0, "trending": 0.03})
     now: float = 0.0
     strategy: str = "average"  # examples: average vector, or best score per example
     # Cold start: fall back to all-time popularity when nothing is trending in the window.

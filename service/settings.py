@@ -62,9 +62,10 @@ class Settings:
     # Weights of the candidate sources in the blended score (each source is scaled to [0, 1]):
     # profile = FAISS search with the user's profile vector, co_engagement = "people who
     # interacted with X also interacted with Y", trending = decayed recent popularity.
-    # `recsys eval --tune --write-settings` writes tuned values to the settings file.
+    # Small content and trending weights still reorder close co-engagement scores and carry
+    # new items and quiet users; `recsys eval --tune --write-settings` fits them to a catalog.
     blend_weights: Mapping[str, float] = field(
-        default_factory=lambda: {"profile": 0.5, "co_engagement": 1.0, "trending": 0.1}
+        default_factory=lambda: {"profile": 0.1, "co_engagement": 1.0, "trending": 0.03}
     )
     # Candidates drawn from each source before blending.
     candidates_per_source: int = 200

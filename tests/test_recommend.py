@@ -141,10 +141,9 @@ def test_also_similar_examples_and_sessions(world):
     assert sorted(h["id"] for h in also["hits"]) == ["k2", "k3", "k4", "k5"] and also["strategy"] == "also"
     ex = c.post("/recommend", json={"positive": ["o1"], "negative": ["k2"], "k": 3}).get_json()
     assert ex["strategy"] == "examples" and all(h["id"].startswith("o") for h in ex["hits"])
-    best = c.post("/recommend", json={"positive": ["o1", "k2"], "strategy": "best_score", "k": 4,
-                                      "co_engagement": None} if False else
-                  {"positive": ["o1", "k2"], "strategy": "best_score", "k": 4}).get_json()
+    best = c.post("/recommend", json={"positive": ["o1", "k2"], "strategy": "best_score", "k": 8}).get_json()
     assert {h["id"][0] for h in best["hits"]} == {"o", "k"}  # both examples are served
+    assert not {"o1", "k2"} & {h["id"] for h in best["hits"]}
     session = c.post("/recommend", json={"session": ["k1", "k2"], "k": 3}).get_json()
     assert session["strategy"] == "session" and all(h["id"].startswith("k") for h in session["hits"])
     app = world["app"]
