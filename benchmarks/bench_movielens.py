@@ -136,7 +136,7 @@ def plot(rows: dict, k: int, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("test set, higher is better")
     ax.set_title("MovieLens-100K, last 2 positives per user held out")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
