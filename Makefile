@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(MAKE) serve
 
 serve: $(STAMP)
-	@echo "serving on http://$(HOST):$(PORT)/  (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "serving on http://$(HOST):$(PORT)/  (open it for the search page; API docs: http://$(HOST):$(PORT)/docs)"
 	$(BIN)/gunicorn -w 2 -k gthread --threads 2 -b $(HOST):$(PORT) 'service.app:create_app()'
 
 test: $(STAMP)
