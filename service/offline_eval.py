@@ -117,6 +117,7 @@ class Evaluator:
         self.log, self.split, self.space, self.settings, self.k = log, split, space, settings, k
         self.session_factory = session_factory
         self._snapshots: dict[tuple, Snapshot] = {}
+        self._fit_sets: dict[str, set[int]] = {}
         self._users = {u: np.flatnonzero(log.users == u) for u in split.users.tolist()}
         with session_factory() as session:
             self.catalog_ids = list(session.scalars(select(Item.id).where(Item.deleted_at.is_(None)).order_by(Item.id)))
@@ -141,7 +142,9 @@ class Evaluator:
 
     def history(self, user, phase: str) -> tuple[History, float]:
         """The user's fitting rows as the endpoint's history (newest first) and "now"."""
-        fit = set(self.fit_rows(phase).tolist())
+        if phase not in self._fit_sets:
+            self._fit_sets[phase] = set(self.fit_rows(phase).tolist())
+        fit = self._fit_sets[phase]
         rows = [i for i in self._users[user] if i in fit]
         held = [i for i in self._users[user] if i not in fit]
         now = float(self.log.times[held].min()) if held else float(self.log.times[rows].max())
