@@ -201,7 +201,8 @@ def recommend_post(body):
     given = [n for n in ("positive", "positive_vectors", "session", "user_id") if body.get(n)]
     if len(given) == 0:
         raise invalid("body", "give positive examples (ids or vectors), a session, or a user_id")
-    if body.get("session") and (body["positive"] or body["positive_vectors"] or body.get("user_id")):
+    if body.get("session") and (body["positive"] or body["negative"] or body["positive_vectors"]
+                                or body["negative_vectors"] or body.get("user_id")):
         raise invalid("session", "use a session on its own, not with examples or a user_id")
     examples = body["positive"] + body["negative"] + body["session"]
     if len(examples) + len(body["positive_vectors"]) + len(body["negative_vectors"]) > MAX_EXAMPLES:
