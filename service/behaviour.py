@@ -234,15 +234,18 @@ class BehaviourModel:
         self._build_seconds = 0.0
         self.last_refresh = 0.0
 
-    def refresh(self, session: Session) -> bool:
-        """Pull new events and catalog changes; rebuild the snapshot if anything changed."""
+    def refresh(self, session: Session, *, force: bool = False) -> bool:
+        """Pull new events and catalog changes; rebuild the snapshot if anything changed.
+
+        Rebuilds are spaced by their cost (see ``REBUILD_SPACING``) unless ``force``.
+        """
         with self._lock:
             changed = self._pull_events(session) | self._pull_items(session)
             self._dirty |= changed
             # Rebuilding costs about 1.7 s per million events: wait at least ten build times
             # between rebuilds, so a busy event stream takes at most a tenth of a core.
             due = time.monotonic() - self._built_at >= REBUILD_SPACING * self._build_seconds
-            if (self._dirty and due) or self.snapshot is EMPTY:
+            if (self._dirty and (due or force)) or self.snapshot is EMPTY:
                 started = time.perf_counter()
                 cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
                 self.snapshot = Snapshot(cat(self._users, np.int64), cat(self._items, np.int64),

@@ -224,7 +224,7 @@ def test_other_users_events_reach_co_engagement_after_a_refresh(world):
     # Two people who bought the pepper mill also bought the tent.
     post_events(c, [{"user_id": f"z{u}", "item_id": i, "type": "purchase"} for u in range(2) for i in ("k5", "o3")])
     with world["factory"]() as session:
-        rt.behaviour.refresh(session)
+        rt.behaviour.refresh(session, force=True)
     assert rt.behaviour.snapshot.event_count == before + 4
     assert "o3" in hits(c.get("/items/k5/also?k=5"))
     assert np.isfinite([h["score"] for h in c.get("/items/k5/also?k=5").get_json()["hits"]]).all()
