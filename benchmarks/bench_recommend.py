@@ -78,7 +78,6 @@ import cProfile
 import csv
 import datetime as dt
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -426,28 +425,24 @@ def workload_ids(db: Path) -> dict[str, Any]:
 # =============================================================================================
 
 
+def run_for(worker, clients: int, duration: float, stop: threading.Event, *, poll: float, join_timeout: float) -> None:
+    """Run ``clients`` threads of ``worker`` until they finish or ``duration`` s pass (then ``stop``)."""
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
+        time.sleep(poll)
+    stop.set()
+    for t in threads:
+        t.join(timeout=join_timeout)
+
+
 class HttpClient(bs.Client):
     """bench_service's keep-alive client, with POST."""
 
     def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes, float]:
-        if method == "GET" and body is None:
-            return self.get(path)
-        t0 = time.perf_counter()
-        try:
-            conn = self._connect()
-            conn.request(method, path, body=body, headers={"Accept": "application/json",
-                                                           "Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            dt_s = time.perf_counter() - t0
-            headers = {k.lower(): v for k, v in resp.getheaders()}
-            if resp.getheader("connection", "").lower() == "close":
-                self.close()
-            return resp.status, headers, data, dt_s
-        except (OSError, http.client.HTTPException) as exc:
-            dt_s = time.perf_counter() - t0
-            self.close()
-            return 0, {}, f"{type(exc).__name__}: {exc}".encode(), dt_s
+        return self.request(method, path, body)
 
     @classmethod
     def adopt(cls, other: bs.Client) -> "HttpClient":
@@ -678,16 +673,8 @@ def run_load(port: int, reqs: list[Req], clients: int, duration: float, max_requ
                     errors.append(f"{status}: {data[:200]!r}")
         c.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        time.sleep(0.05)
-    stop.set()
-    for t in threads:
-        t.join(timeout=60)
+    run_for(worker, clients, duration, stop, poll=0.05, join_timeout=60)
     elapsed = time.perf_counter() - t0
     return {"clients": clients, **lat_stats(lat, elapsed), "statuses": {str(k): v for k, v in statuses.items()},
             "errors": sum(v for k, v in statuses.items() if k != 200), "error_samples": errors}
@@ -732,16 +719,8 @@ def run_posts(server: RecServer, db: Path, bodies: list[bytes], clients: int, du
                     errors.append(f"{status}: {data[:300]!r}")
         c.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        time.sleep(0.02)
-    stop.set()
-    for t in threads:
-        t.join(timeout=120)
+    run_for(worker, clients, duration, stop, poll=0.02, join_timeout=120)
     wall = max(t_last[0], t0) - t0
     stored = count_stored(db, prefix)
     sent = accepted["batches"] * batch_size

@@ -615,10 +615,17 @@ class Client:
 
     def get(self, path: str) -> tuple[int, dict[str, str], bytes, float]:
         """(status, headers, body, seconds); status 0 and the error text as body on a failure."""
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes, float]:
+        """Any method; a body is sent as JSON. Same return shape as :meth:`get`."""
         t0 = time.perf_counter()
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             conn = self._connect()
-            conn.request("GET", path, headers={"Accept": "application/json"})
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
             dt = time.perf_counter() - t0
