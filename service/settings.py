@@ -49,8 +49,9 @@ class Settings:
     event_weights: Mapping[str, float] = field(
         default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0, "rating": 1.0}
     )
-    # Time decay of behaviour signals (half-life in days).
-    event_half_life_days: float = 30.0
+    # Time decay of a user's history (half-life in days): recent interest counts most (7 and 3
+    # days scored alike on MovieLens-100K, 30 days clearly worse).
+    event_half_life_days: float = 7.0
     # Ratings are weighted by value: event_weights["rating"] * (value - rating_neutral), so a 5
     # counts twice a 4 and ratings at or below neutral push the profile away.
     rating_neutral: float = 3.0
