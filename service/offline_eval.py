@@ -43,7 +43,7 @@ TUNE_GRID = {
     "profile": (0.0, 0.01, 0.03, 0.1, 0.3),
     "trending": (0.0, 0.01, 0.03, 0.1),
     "damping": (0.0,),
-    "half_life_days": (3.0, 30.0),
+    "half_life_days": (3.0, 7.0, 30.0),
 }
 
 
