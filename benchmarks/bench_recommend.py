@@ -92,7 +92,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -922,7 +922,7 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
     from service.events import _insert_ignoring_conflicts
     from service.items import item_ids_by_external
     from service.models import Event, utcnow
-    from service.recommend import Ask, _profile_scores, explain_recs, rank, seeds_from_history, Sources
+    from service.recommend import _profile_scores, explain_recs, rank, seeds_from_history, Sources
     from service.records import parse_event
 
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("RECSYS_")}
@@ -972,13 +972,13 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
                 seeds = _timed(steps, "seeds_from_history", lambda: seeds_from_history(
                     history, weights=s.event_weights, rating_neutral=s.rating_neutral,
                     half_life_days=s.event_half_life_days, now=now))
-                exclude = _timed(steps, "consumed_items (SQL)", lambda: frozenset(consumed_items(
-                    session=session, user_id=history.user_id, types=s.exclude_seen_types)))
+                exclude = _timed(steps, "consumed_items", lambda: frozenset(consumed_items(
+                    session=session, history=history, types=s.exclude_seen_types)))
                 args = {"k": 10, "diversity": 0.3 if explain else None, "kind": None, "category": None}
                 ask = _ask(rt, args, exclude=exclude)
                 ncand = engine.candidates_per_source
                 snap = engine.behaviour
-                found, profile, _done = _timed(steps, "gather: profile (vectors_of + FAISS k=n+excluded)",
+                found, _done = _timed(steps, "gather: profile (vectors_of + FAISS k=n+excluded)",
                                                lambda: _profile_scores(engine, seeds, ask, ncand))
                 allowed = lambda items: {k: v for k, v in items.items() if snap.catalog.allows(k, ask.kinds, ask.category)}  # noqa: E731
                 co = _timed(steps, "gather: co_engaged (scipy.sparse)",
@@ -986,7 +986,7 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
                 tr = _timed(steps, "gather: trending", lambda: snap.trending(
                     now=ask.now, window_days=engine.trending_window_days, half_life_days=engine.trending_half_life_days,
                     n=ncand, kinds=ask.kinds, category=ask.category, exclude=ask.exclude))
-                sources = Sources({"profile": allowed(found), "co_engagement": co, "trending": tr}, profile, False)
+                sources = Sources({"profile": allowed(found), "co_engagement": co, "trending": tr}, False)
                 sizes["excluded"].append(len(exclude))
                 sizes["seed_items"].append(len(seeds.items))
                 sizes["co_candidates"].append(len(co))

@@ -72,7 +72,7 @@ import time
 import urllib.parse
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -1454,8 +1454,7 @@ def run_profile(data_dir: Path, queries: list[str], torch_threads: int, n: int, 
 
     from service.api.schemas import SearchOut
     from service.app import create_app
-    from service.api.search import respond
-    from service.search import Filters, fill_page, item_json, load_items, vector_candidates
+    from service.search import item_json, load_items, vector_candidates
 
     overrides = {"data_dir": str(data_dir), "clip_enabled": False}
     if torch_threads:

@@ -194,6 +194,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         rt.metrics.requests.labels(rule, request.method, f"{response.status_code // 100}xx").observe(elapsed)
+        if "error_code" in g:
+            rt.metrics.errors.labels(g.error_code).inc()
         response.headers["X-Response-Time-ms"] = f"{elapsed * 1000:.2f}"
         return response
 

@@ -164,6 +164,11 @@ class Snapshot:
         return out
 
     # --- trending -------------------------------------------------------------------------------
+    def trending_computed_at(self, window_days: float, half_life_days: float) -> float | None:
+        """When the cached ranking for (window, half-life) was computed (None: not cached)."""
+        cached = self._trending_cache.get((window_days, half_life_days))
+        return None if cached is None else cached[0]
+
     def rank_trending(self, now: float, window_days: float, half_life_days: float) -> tuple[float, np.ndarray, np.ndarray]:
         """Score every item and cache the order: (computed at, rows best first, scores)."""
         mask = self.times >= now - window_days * SECONDS_PER_DAY
@@ -263,9 +268,8 @@ class BehaviourModel:
     def _warm_trending(self) -> None:
         """Renew the default trending ranking here (a background thread) before it goes stale."""
         snap, (window, half_life) = self.snapshot, self.trending_default
-        cached = snap._trending_cache.get((window, half_life))
-        now = time.time()
-        if cached is None or now - cached[0] > TRENDING_TTL / 2:
+        computed, now = snap.trending_computed_at(window, half_life), time.time()
+        if computed is None or now - computed > TRENDING_TTL / 2:
             snap.rank_trending(now, window, half_life)
 
     def _pull_events(self, session: Session) -> bool:

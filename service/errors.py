@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("recsys.service")
@@ -52,6 +52,8 @@ def invalid(field: str, reason: str) -> APIError:
 
 
 def error_response(status: int, code: str, message: str, details: Any = None, headers: dict | None = None):
+    # The app's after-request hook counts it in recsys_errors_total{code}.
+    g.error_code = code
     body = {"error": {"code": code, "message": message, "details": details if details is not None else {}}}
     response = jsonify(body)
     response.status_code = status

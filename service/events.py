@@ -125,6 +125,8 @@ class History:
     types: list[str] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
     times: list = field(default_factory=list)
+    # True when these are all of the user's events (fewer than the limit came back).
+    complete: bool = True
 
 
 def user_history(*, session: Session, external_id: str, limit: int) -> History:
@@ -142,15 +144,21 @@ def user_history(*, session: Session, external_id: str, limit: int) -> History:
         history.types.append(type_)
         history.values.append(value)
         history.times.append(occurred_at)
+    history.complete = len(rows) < limit
     return history
 
 
-def consumed_items(*, session: Session, user_id: int, types: Sequence[str], limit: int = 50_000) -> set[int]:
-    """Items the user already consumed (any event of the given types), for exclusion."""
-    if not types:
+def consumed_items(*, session: Session, history: History, types: Sequence[str], limit: int = 50_000) -> set[int]:
+    """Items the user already consumed (any event of the given types), for exclusion.
+
+    Read from the history when it holds every event of the user; else one query over all of them.
+    """
+    if not types or history.user_id is None:
         return set()
+    if history.complete:
+        return {item for item, t in zip(history.item_ids, history.types) if t in types}
     return set(session.scalars(
-        select(Event.item_id).where(Event.user_id == user_id, Event.type.in_(list(types))).distinct().limit(limit)
+        select(Event.item_id).where(Event.user_id == history.user_id, Event.type.in_(list(types))).distinct().limit(limit)
     ))
 
 

@@ -136,10 +136,9 @@ class Ask:
 
 @dataclass
 class Sources:
-    """Candidates per source (item -> raw score) plus what explanations need."""
+    """Candidates per source (item -> raw score); exhausted when no source could give more."""
 
     scores: dict[str, dict[int, float]]
-    profile: np.ndarray | None
     exhausted: bool
 
 
@@ -151,10 +150,10 @@ class Rec:
     reasons: list[dict] = field(default_factory=list)
 
 
-def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dict[int, float], np.ndarray | None, bool]:
+def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dict[int, float], bool]:
     """Content candidates: FAISS search with the profile (or, for best_score, per example)."""
     if engine.space is None:
-        return {}, None, True
+        return {}, True
     ids = list(seeds.items)
     vecs, found = engine.vectors(ids)
     weights = np.array([seeds.items[i] for i in ids], dtype=np.float64)
@@ -166,10 +165,10 @@ def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dic
         return _best_score(engine, matrix, all_w, blocked, n)
     profile = profile_vector(matrix, all_w) if len(all_w) else None
     if profile is None:
-        return {}, None, True
+        return {}, True
     cands, exhausted = vector_candidates(engine.space, engine.delta, profile, n + len(blocked))
     out = {i: s for i, s, _ in cands if i not in blocked}
-    return dict(list(out.items())[:n]), profile, exhausted
+    return dict(list(out.items())[:n]), exhausted
 
 
 def _best_score(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: set[int], n: int):
@@ -185,14 +184,14 @@ def _best_score(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked
     pool -= blocked
     ids = sorted(pool)
     if not ids:
-        return {}, None, exhausted
+        return {}, exhausted
     vecs, _found = engine.vectors(ids)
     best_pos = (vecs @ pos.T).max(axis=1)
     best_neg = (vecs @ neg.T).max(axis=1) if len(neg) else np.full(len(ids), -np.inf)
     # Shifted to stay positive for the blend's [0, 1] scaling: winners in (1, 2], losers in [0, 1).
     score = np.where(best_pos > best_neg, 1.0 + (best_pos + 1) / 2, (1 - best_neg) / 2)
     order = np.argsort(-score)[:n]
-    return {ids[j]: float(score[j]) for j in order}, None, exhausted
+    return {ids[j]: float(score[j]) for j in order}, exhausted
 
 
 def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sources:
@@ -200,11 +199,10 @@ def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sour
     n = n or engine.candidates_per_source
     scores: dict[str, dict[int, float]] = {}
     exhausted = True
-    profile = None
     snap = engine.behaviour
     allowed = lambda items: {i: s for i, s in items.items() if snap.catalog.allows(i, ask.kinds, ask.category)}  # noqa: E731
     if seeds and (ask.weights.get("profile", 0) > 0 or ask.strategy == "best_score"):
-        found, profile, done = _profile_scores(engine, seeds, ask, n)
+        found, done = _profile_scores(engine, seeds, ask, n)
         scores["profile"] = allowed(found)
         exhausted &= done
     if seeds.items and ask.weights.get("co_engagement", 0) > 0:
@@ -221,7 +219,7 @@ def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sour
                                   kinds=ask.kinds, category=ask.category, exclude=ask.exclude)
         exhausted &= len(found) < n
         scores["trending"] = found
-    return Sources(scores, profile, exhausted)
+    return Sources(scores, exhausted)
 
 
 def _newest(session: Session, ask: Ask, n: int) -> dict[int, float]:
@@ -292,8 +290,10 @@ def explain_recs(engine: Engine, seeds: Seeds, sources: Sources, recs: list[Rec]
             sims = rec_vecs @ seed_vecs[seed_found].T
             seed_ids = np.asarray(liked)[seed_found]
             content_seed = {i: int(seed_ids[int(np.argmax(sims[j]))]) for j, i in enumerate(ids) if rec_found[j]}
-    titles = dict(session.execute(select(Item.id, Item.title).where(Item.id.in_(set(co_seed.values()) | set(content_seed.values())))).all())
-    external = dict(session.execute(select(Item.id, Item.external_id).where(Item.id.in_(titles))).all()) if titles else {}
+    named = session.execute(select(Item.id, Item.title, Item.external_id)
+                            .where(Item.id.in_(set(co_seed.values()) | set(content_seed.values())))).all()
+    titles = {i: title for i, title, _ in named}
+    external = {i: ext for i, _, ext in named}
     for rec in recs:
         for signal in rec.signals:
             seed = co_seed.get(rec.item.id) if signal == "co_engagement" else content_seed.get(rec.item.id) if signal == "profile" else None

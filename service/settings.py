@@ -215,7 +215,7 @@ def load_settings(
                 raise SettingsError(f"settings file {path}: unknown or unsettable setting {name!r}")
             # The file sits under the environment and the overrides.
             if name not in values:
-                values[name] = _coerce(name, hints[name], raw if not isinstance(raw, (list, dict)) else json.dumps(raw))
+                values[name] = _coerce(name, hints[name], raw)
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -245,10 +245,8 @@ def write_settings_file(s: Settings, updates: Mapping[str, Any]) -> Path:
 def _validate(s: Settings) -> None:
     if not 0.0 < s.recall_floor <= 1.0:
         raise SettingsError(f"setting recall_floor: must be in (0, 1], got {s.recall_floor}")
-    for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample", "max_query_chars", "max_k"):
-        if getattr(s, name) < 1:
-            raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
-    for name in ("history_limit", "candidates_per_source"):
+    for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample", "max_query_chars", "max_k",
+                 "history_limit", "candidates_per_source"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
     for name, value in s.blend_weights.items():

@@ -208,9 +208,13 @@ def test_diversity_spreads_the_page_across_groups(world):
 def test_history_and_users_queries(world):
     with world["factory"]() as session:
         h = user_history(session=session, external_id="alice", limit=2)
-        assert len(h.item_ids) == 2 and h.times[0] >= h.times[1]
-        assert len(consumed_items(session=session, user_id=h.user_id, types=("view",))) == 4
-        assert consumed_items(session=session, user_id=h.user_id, types=("purchase",)) == set()
+        assert len(h.item_ids) == 2 and h.times[0] >= h.times[1] and not h.complete
+        # A truncated history asks SQL; a complete one answers from itself: the same items.
+        assert len(consumed_items(session=session, history=h, types=("view",))) == 4
+        full = user_history(session=session, external_id="alice", limit=500)
+        assert full.complete and consumed_items(session=session, history=full, types=("view",)) == \
+            consumed_items(session=session, history=h, types=("view",))
+        assert consumed_items(session=session, history=h, types=("purchase",)) == set()
         users = active_users(session=session, limit=3)
         assert users[0][0] == "alice" and users[0][1] == 4
     body = world["client"].get("/users?k=2").get_json()
@@ -228,3 +232,14 @@ def test_other_users_events_reach_co_engagement_after_a_refresh(world):
     assert rt.behaviour.snapshot.event_count == before + 4
     assert "o3" in hits(c.get("/items/k5/also?k=5"))
     assert np.isfinite([h["score"] for h in c.get("/items/k5/also?k=5").get_json()["hits"]]).all()
+
+
+def test_errors_and_recommendations_are_counted_in_metrics(world):
+    c = world["client"]
+    assert c.get("/users/alice/recommendations?diversity=2").status_code == 400
+    assert c.get("/items/nope/also").status_code == 404
+    assert c.get("/users/alice/recommendations?k=2").status_code == 200
+    text = c.get("/metrics").get_data(as_text=True)
+    assert 'recsys_errors_total{code="validation_error"} 1.0' in text
+    assert 'recsys_errors_total{code="not_found"} 1.0' in text
+    assert 'recsys_recommendations_total{strategy="personalized"} 1.0' in text

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import numpy as np
-from flask import request
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
@@ -15,7 +14,7 @@ from service.api import require_read
 from service.api.schemas import (
     ItemRecommendArgs, RecommendArgs, RecommendBody, RecommendOut, TrendingArgs, UsersArgs, UsersOut,
 )
-from service.api.search import load_form, served_space
+from service.api.search import served_space
 from service.app import Runtime, db_session, runtime
 from service.behaviour import to_seconds
 from service.errors import APIError, invalid
@@ -113,8 +112,8 @@ def user_recommendations(args, user_id: str):
     seeds = seeds_from_history(history, weights=s.event_weights, rating_neutral=s.rating_neutral,
                                half_life_days=s.event_half_life_days, now=now)
     exclude = frozenset()
-    if args["exclude_seen"] and history.user_id is not None:
-        exclude = frozenset(consumed_items(session=session, user_id=history.user_id, types=s.exclude_seen_types))
+    if args["exclude_seen"]:
+        exclude = frozenset(consumed_items(session=session, history=history, types=s.exclude_seen_types))
     ask = _ask(rt, args, exclude=exclude)
     with rt.metrics.stage("recommend"):
         recs = recommend(engine, seeds, ask, session=session, explain=args["explain"])
@@ -230,8 +229,8 @@ def recommend_post(body):
         for item, w in user_seeds.items.items():
             seeds.items[item] = seeds.items.get(item, 0.0) + w
             seeds.via.setdefault(item, user_seeds.via[item])
-        if body["exclude_seen"] and history.user_id is not None:
-            exclude |= consumed_items(session=session, user_id=history.user_id, types=s.exclude_seen_types)
+        if body["exclude_seen"]:
+            exclude |= consumed_items(session=session, history=history, types=s.exclude_seen_types)
         strategy = "personalized" if strategy == "examples" and not (body["positive"] or pos_vecs) else strategy
     if (body["positive"] or pos_vecs) and engine.space is None and body["strategy"] == "best_score":
         raise APIError(503, "best_score needs the text space, and no index is published yet")
