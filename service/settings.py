@@ -102,18 +102,54 @@ class Settings:
     # Image loading: worker threads decoding and resizing, max pixels (decompression bombs).
     image_workers: int = 4
     max_image_pixels: int = 40_000_000
+    # Content-addressed image store (every image the service serves or embeds lives here, by
+    # sha256 of its bytes); empty means <data_dir>/images.
+    image_dir: str = ""
+    # Import CLI only: local image paths must resolve inside this folder, symlinks included
+    # (empty = the folder of the file being imported). The HTTP API never reads server paths.
+    import_root: str = ""
+    # Image URLs (API and import) are fetched by the service itself: loopback, private,
+    # link-local, multicast and cloud-metadata addresses are refused unless listed here
+    # (CIDRs such as "10.0.0.0/8", or exact host names).
+    image_fetch_allow: tuple[str, ...] = ()
+    # Image URLs: time limit for the whole fetch (seconds) and size limit (MB).
+    image_fetch_timeout_seconds: float = 10.0
+    image_fetch_max_mb: float = 20.0
 
     # Index build: memory budget for one space's index, recall floor and sample size.
     index_memory_budget_mb: float = 4096.0
     recall_floor: float = 0.95
     recall_sample: int = 1000
 
-    # Service: keys for write and admin endpoints (X-API-Key header); reads can require a key too.
+    # Service: API keys by scope (X-API-Key header or Authorization: Bearer). A write key can
+    # also read, an admin key can do everything. With no key configured at all the service is
+    # open (development only: it logs a warning and /status says so).
+    read_keys: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
+    # Catalog reads (search, items, trending, the web page, /metrics, /openapi.json, /docs,
+    # /status) need a read key too; health probes stay open.
     read_requires_key: bool = False
-    # Requests per minute per API key (or client IP without one); 0 disables the limit.
+    # A user's recommendations and POST /recommend with a user_id (personal data) need a read
+    # key whenever any key is configured.
+    personal_reads_require_key: bool = True
+    # Requests per minute per client: the authenticated key, or the client address for
+    # anonymous requests; 0 disables the limit.
     rate_limit_per_minute: int = 0
+    # Where rate-limit counters live: memory:// (per process) or redis://host:6379 (shared by
+    # every worker and replica).
+    rate_limit_storage_uri: str = "memory://"
+    # Reverse proxies in front of the service whose X-Forwarded-For is trusted for the client
+    # address (0 = use the connecting address).
+    trusted_proxies: int = 0
+    # Events: |value| must not exceed this (ratings, custom values), and a timestamp may lie at
+    # most this many seconds in the future (clock skew); older than 1970 is refused too.
+    event_value_limit: float = 1_000_000.0
+    max_future_skew_seconds: float = 300.0
+    # JSON request bodies: deepest nesting accepted.
+    max_json_depth: int = 32
+    # Retry-After (seconds) sent with 503 when the database or the disk is unavailable.
+    outage_retry_after_seconds: int = 5
     # Request limits (clear 4xx errors beyond them).
     max_query_chars: int = 512
     max_k: int = 100
@@ -133,6 +169,11 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(Path(self.data_dir) / 'recsys.db').resolve()}"
+
+    @property
+    def image_path(self) -> Path:
+        """Folder of the content-addressed image store."""
+        return Path(self.image_dir) if self.image_dir else Path(self.data_dir) / "images"
 
     @property
     def index_path(self) -> Path:
@@ -162,7 +203,10 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
                 raise ValueError("expected an integer")
             return int(raw)
         if hint is float:
-            return float(raw)
+            number = float(raw)
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError("expected a finite number")
+            return number
         if hint is Path:
             return Path(raw)
         if hint is str:
@@ -176,7 +220,10 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
         if origin in (Mapping, dict, abc.Mapping):
             if not isinstance(value, Mapping):
                 raise ValueError("expected a JSON object")
-            return {str(k): float(v) for k, v in value.items()}
+            out = {str(k): float(v) for k, v in value.items()}
+            if any(v != v or abs(v) == float("inf") for v in out.values()):
+                raise ValueError("expected finite numbers")
+            return out
     except (TypeError, ValueError, json.JSONDecodeError) as exc:
         raise SettingsError(f"setting {name}: cannot use {raw!r} ({exc})") from exc
     return raw
@@ -260,11 +307,18 @@ def _validate(s: Settings) -> None:
     for name in ("co_engagement_popularity_damping", "co_engagement_user_damping"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0")
-    for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads"):
+    for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads", "trusted_proxies",
+                 "max_future_skew_seconds"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
     if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:
         raise SettingsError("settings max_upload_mb and index_poll_seconds must be > 0")
+    for name in ("image_fetch_timeout_seconds", "image_fetch_max_mb", "event_value_limit", "max_json_depth",
+                 "outage_retry_after_seconds"):
+        if not getattr(s, name) > 0:
+            raise SettingsError(f"setting {name}: must be > 0, got {getattr(s, name)}")
+    if not s.rate_limit_storage_uri.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+        raise SettingsError("setting rate_limit_storage_uri: use memory:// or redis://host:port")
     if s.event_half_life_days <= 0:
         raise SettingsError("setting event_half_life_days: must be > 0")
     for t in s.custom_event_types:
