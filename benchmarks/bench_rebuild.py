@@ -87,7 +87,7 @@ def bench_catalog(name: str, items_file: Path, folder: Path, change_fraction: fl
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
-    n = import_items(items_file, session_factory=factory, progress=False).inserted
+    n = import_items(items_file, session_factory=factory, settings=settings, progress=False).inserted
     out: dict = {"catalog": name, "items": n}
     out["first"] = timed_run(Pipeline(settings, factory, progress=True))
     if embed_rounds:
@@ -103,7 +103,8 @@ def bench_catalog(name: str, items_file: Path, folder: Path, change_fraction: fl
             row["image"] = str((items_file.parent / row["image"]).resolve())  # the change file lives elsewhere
     change_file = folder / "changed.jsonl"
     change_file.write_text("".join(json.dumps(r) + "\n" for r in changed))
-    import_items(change_file, session_factory=factory, progress=False)
+    # Its image paths point beside the original file: that folder is the import root.
+    import_items(change_file, session_factory=factory, settings=settings, import_root=items_file.parent, progress=False)
     out["changed"] = timed_run(Pipeline(settings, factory))
     out["changed"]["items_changed"] = len(changed)
     first = out["first"]["seconds"]

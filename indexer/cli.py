@@ -7,6 +7,7 @@ Exit codes a scheduler can act on:
 1     the build failed (the published version is unchanged)
 2     bad usage or configuration
 3     the recall floor could not be met (index too lossy for the budget)
+74    disk full or I/O error (free space, then run it again); the published version is unchanged
 75    another build is running (try again later)
 130   interrupted (Ctrl-C or SIGTERM); the published version is unchanged
 ====  ================================================================
@@ -14,8 +15,11 @@ Exit codes a scheduler can act on:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -25,8 +29,47 @@ import click
 from service import artifacts
 from service.cli import Context, pass_ctx
 
-EXIT_FAILED, EXIT_RECALL, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 3, 75, 130
+EXIT_FAILED, EXIT_RECALL, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 3, 74, 75, 130
 log = logging.getLogger("recsys.indexer")
+
+# errno -> what a disk or I/O failure is called in the one-line message (exit 74).
+_IO_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large",
+              errno.EIO: "I/O error", errno.EROFS: "read-only file system"}
+# FAISS (RuntimeError) and SQL drivers report the same failures only in words.
+_IO_TEXTS = (("no space left on device", "disk full"), ("database or disk is full", "disk full"),
+             ("disk quota exceeded", "disk quota exceeded"), ("disk i/o error", "I/O error"),
+             ("input/output error", "I/O error"), ("read-only file system", "read-only file system"))
+# numpy's tofile (under np.save) reports a full disk as a short write, without an errno.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def io_failure(exc: BaseException | None) -> str | None:
+    """``"disk full (No space left on device)"`` when ``exc`` or what caused it is a disk/I/O failure."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _IO_ERRNOS:
+            return f"{_IO_ERRNOS[exc.errno]} ({exc.strerror or os.strerror(exc.errno)})"
+        text = str(exc)
+        for needle, what in _IO_TEXTS:
+            at = text.lower().find(needle)
+            if at >= 0:
+                return f"{what} ({text[at:at + len(needle)]})"
+        if isinstance(exc, OSError) and (short := _SHORT_WRITE.search(text)):
+            return f"disk full (short write: {short.group(0)})"
+        # SQLAlchemy keeps the driver's error on .orig; otherwise follow the raise ... from chain.
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """Type and first line of the message (SQL errors append the statement on later lines)."""
+    from indexer.pipeline import BuildError
+
+    text = (str(exc).strip().splitlines() or [""])[0][:500]
+    if isinstance(exc, (BuildError, artifacts.ArtifactError)):  # ours: the message says it all
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _raise_interrupt(signum, _frame):
@@ -38,10 +81,13 @@ def _raise_interrupt(signum, _frame):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Overrides RECSYS_DATA_DIR.")
 @click.option("--database-url", help="Overrides RECSYS_DATABASE_URL.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug log, with the traceback of a failed build.")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, quiet: bool) -> None:
+def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, quiet: bool, verbose: bool) -> None:
     """Offline index rebuilds: embed the catalog, build FAISS indexes, publish versions."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:  # our loggers only: libraries' debug output would drown the build's
+        logging.getLogger("recsys").setLevel(logging.DEBUG)
     ctx.obj = Context.from_options(data_dir, database_url)
 
 
@@ -53,7 +99,7 @@ def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, qui
 def build(c: Context, full: bool, force: bool, no_publish: bool) -> None:
     """Build a new index version from the catalog (incremental by default) and publish it."""
     from indexer.index_build import RecallTooLow
-    from indexer.pipeline import BuildError, BuildLocked, Pipeline
+    from indexer.pipeline import BuildLocked, Pipeline, failed_stage
 
     c.require_migrated()
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -69,10 +115,13 @@ def build(c: Context, full: bool, force: bool, no_publish: bool) -> None:
     except KeyboardInterrupt:
         click.echo("build interrupted; the published version is unchanged.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except (BuildError, ValueError, OSError, artifacts.ArtifactError) as exc:
-        # Whatever broke, the scheduler gets exit 1 and one line; the log has the details.
-        click.echo(f"build failed: {exc}. The published version is unchanged.", err=True)
-        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the scheduler gets one line and an exit code
+        stage = failed_stage(exc) or pipeline.failed_stage
+        where = f" in stage {stage}" if stage else ""
+        log.debug("build failed%s", where, exc_info=exc)  # the traceback, at -v only
+        io = io_failure(exc)
+        click.echo(f"build failed{where}: {io or _one_line(exc)}. The published version is unchanged.", err=True)
+        sys.exit(EXIT_IO if io else EXIT_FAILED)
     _print_build(report)
 
 
@@ -99,12 +148,16 @@ def status(c: Context, as_json: bool) -> None:
     """Show the published version, stale builds and the last build recorded in SQL."""
     from sqlalchemy import select
 
+    from indexer.pipeline import build_running
     from service.db import session_scope
     from service.models import IndexVersion
 
     index_dir = c.settings.index_path
-    current = artifacts.current_version(index_dir)
+    pointer = artifacts.read_pointer(index_dir)
+    current = pointer.version
     data: dict = {"index_dir": str(index_dir), "published": current, "stale_builds": [p.name for p in artifacts.stale_builds(index_dir)]}
+    if pointer.error:
+        data["error"] = pointer.error
     if current:
         try:
             manifest = artifacts.verify_version(artifacts.version_dir(index_dir, current), checksums=False)
@@ -118,10 +171,13 @@ def status(c: Context, as_json: bool) -> None:
         last = session.scalar(select(IndexVersion).order_by(IndexVersion.created_at.desc(), IndexVersion.id.desc()).limit(1))
         if last is not None:
             data["last_build"] = {"version": last.version, "status": last.status, "message": last.message}
+            if last.status == "building" and not build_running(index_dir):
+                # SIGKILL (OOM killer, kill -9) leaves the row at "building"; only a live build holds the lock.
+                data["last_build"].update(status="killed", message="interrupted: no build is running; run recsys-indexer gc")
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(f"published: {current or 'nothing yet (run recsys-indexer build)'}")
+        click.echo(f"published: {current or ('none usable' if pointer.error else 'nothing yet (run recsys-indexer build)')}")
         for name, info in data.get("spaces", {}).items():
             click.echo(f"  {name:5} {info['count']:>8} vectors  {info['index_key']:<14} recall@10 {info['recall_at_10']:.3f}")
         for name, reason in data.get("skipped_spaces", {}).items():

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from indexer.vector_cache import VectorCache
 from service import artifacts
 from service.db import session_scope
 from service.encoders import EncoderUnavailable
+from service.images import ImageStore, is_key
 from service.items import chunked
 from service.models import IndexVersion, Item, utcnow
 from service.settings import Settings
@@ -36,6 +38,7 @@ from service.settings import Settings
 log = logging.getLogger("recsys.indexer")
 
 LOCK_FILE = ".build.lock"
+LEGACY_IMAGE = "legacy image location (not in the image store): run `recsys images migrate`"
 
 
 class BuildError(RuntimeError):
@@ -44,6 +47,18 @@ class BuildError(RuntimeError):
 
 class BuildLocked(BuildError):
     """Another build holds the lock."""
+
+
+def failed_stage(exc: BaseException) -> str | None:
+    """The pipeline stage an exception (or the one it was raised from) escaped from, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        stage = getattr(exc, "build_stage", None)
+        if stage:
+            return stage
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -121,9 +136,15 @@ def read_items(session: Session) -> list[ItemRow]:
 
 def embed_space(
     space: str, rows: list[ItemRow], encoder: Any, *, session: Session, cache_root: Path,
-    full: bool, progress: bool,
+    full: bool, progress: bool, image_store: ImageStore | None = None,
 ) -> SpaceVectors:
-    """Embed stage: cached vectors for unchanged items, the encoder for the rest."""
+    """Embed stage: cached vectors for unchanged items, the encoder for the rest.
+
+    Images are read from ``image_store`` only (required for the clip space); an item whose
+    location is not a store key (legacy path or URL) is never read: it is a per-item error.
+    """
+    if space != "text" and image_store is None:
+        raise ValueError("embed_space: the clip space needs the image store")
     members = space_members(space, rows)
     info = {"name": encoder.name, "revision": encoder.revision, "dim": int(encoder.dim)}
     cache = VectorCache(cache_root, space, encoder.name, encoder.revision, encoder.dim)
@@ -134,6 +155,9 @@ def embed_space(
         found, cached_vectors = cache.lookup(hashes)
         vectors[found] = cached_vectors
         ok[found] = True
+    if space != "text":
+        # A vector cached from a legacy location was read from outside the store: not reused.
+        ok &= np.array([is_key(r.image_location) for r in members], dtype=bool)
     misses = np.flatnonzero(~ok)
     errors: dict[int, str] = {}
     if len(misses):
@@ -143,12 +167,24 @@ def embed_space(
             vectors[misses] = encoder.encode(texts, progress=progress)
             ok[misses] = True
         else:
-            sources = [members[i].image_location for i in misses]
+            sources: list[Path] = []
+            positions: list[int] = []
+            for i in misses:
+                location = members[i].image_location
+                if not is_key(location):
+                    errors[members[i].id] = LEGACY_IMAGE
+                    continue
+                path = image_store.path_of(location)
+                if not path.is_file():
+                    errors[members[i].id] = f"image {location} is missing from the image store"
+                    continue
+                sources.append(path)
+                positions.append(int(i))
             got, ok_idx, bad = encoder.encode_images(sources, progress=progress)
-            ok_idx = np.asarray(ok_idx, dtype=np.int64)
-            vectors[misses[ok_idx]] = got
-            ok[misses[ok_idx]] = True
-            errors = {members[misses[i]].id: reason for i, reason in bad.items()}
+            placed = np.asarray(positions, dtype=np.int64)[np.asarray(ok_idx, dtype=np.int64)]
+            vectors[placed] = got
+            ok[placed] = True
+            errors.update({members[positions[i]].id: reason for i, reason in bad.items()})
             for pk, reason in list(errors.items())[:20]:
                 log.warning("clip: item %d skipped: %s", pk, reason)
             if len(errors) > 20:
@@ -227,6 +263,26 @@ def build_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def build_running(index_dir: Path) -> bool:
+    """Whether some process holds the build lock now (tested without waiting, creating nothing).
+
+    Takes a shared lock for an instant: a build starting in that instant exits 75 (try later).
+    """
+    try:
+        fd = os.open(Path(index_dir) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # build_lock creates the file before locking it: never locked
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 # --- the pipeline -----------------------------------------------------------------------------
 
 
@@ -257,14 +313,28 @@ class Pipeline:
         self.reader, self.embedder, self.index_builder, self.verifier = reader, embedder, index_builder, verifier
         self.progress = progress
         self.index_dir = settings.index_path
+        self.image_store = ImageStore.from_settings(settings)
         self.timings: dict[str, float] = {}
+        self.failed_stage: str | None = None  # set when run() fails: the stage it failed in (or None)
+
+    @contextlib.contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        """Remember the step an exception escapes from, so the error can say where it happened."""
+        try:
+            yield
+        except BaseException as exc:
+            if getattr(exc, "build_stage", None) is None:  # the innermost step names it
+                with contextlib.suppress(AttributeError):  # an exception type without __dict__
+                    exc.build_stage = name  # type: ignore[attr-defined]
+            raise
 
     @contextlib.contextmanager
     def _stage(self, name: str) -> Iterator[None]:
         log.info("stage %s ...", name)
         start = time.perf_counter()
         try:
-            yield
+            with self._step(name):
+                yield
         finally:
             self.timings[name] = round(time.perf_counter() - start, 4)
             log.info("stage %s done in %.2f s", name, self.timings[name])
@@ -274,8 +344,17 @@ class Pipeline:
 
         Raises:
             BuildError: any stage failed (message says which and why); nothing was published.
+            Other exceptions of a stage pass through unchanged, with the stage in
+            :func:`failed_stage` (and ``self.failed_stage``).
         """
-        self.timings = {}
+        self.timings, self.failed_stage = {}, None
+        try:
+            return self._run(full=full, force=force, publish=publish)
+        except BaseException as exc:
+            self.failed_stage = failed_stage(exc)
+            raise
+
+    def _run(self, *, full: bool, force: bool, publish: bool) -> BuildReport:
         started = time.perf_counter()
         with build_lock(self.index_dir):
             read_at = utcnow()
@@ -294,25 +373,25 @@ class Pipeline:
                     self.timings["total"] = round(time.perf_counter() - started, 4)
                     return BuildReport("up-to-date", current, old, dict(self.timings), msg)
             version = artifacts.new_version_name()
-            building = artifacts.start_version(self.index_dir, version)
-            self._record(version, "building", building)
+            building = Path(self.index_dir) / f"{artifacts.BUILDING_PREFIX}{version}"
             try:
+                with self._step("start"):
+                    artifacts.start_version(self.index_dir, version)
+                    self._record(version, "building", building)
                 manifest = self._build(version, building, rows, prints, full=full)
                 # Writes after this instant are not in the version: the service keeps them in its delta.
                 manifest["read_at"] = read_at.isoformat() + "Z"
                 manifest["timings"] = dict(self.timings)
-                artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
-                final = artifacts.finish_version(self.index_dir, building, version)
-                self._record(version, "ready", final, manifest=manifest)
+                with self._step("finish"):
+                    artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
+                    final = artifacts.finish_version(self.index_dir, building, version)
+                    self._record(version, "ready", final, manifest=manifest)
                 if publish:
                     with self._stage("publish"):
                         publish_version(self.settings, self.session_factory, version)
                 self.timings["total"] = round(time.perf_counter() - started, 4)
             except BaseException as exc:  # KeyboardInterrupt and SystemExit too: clean up, then re-raise
-                artifacts.remove_tree(building) if building.exists() else None
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self._record(version, "failed", building, message=reason)
-                log.error("build %s failed: %s; the published version is unchanged", version, reason)
+                self._fail(version, building, exc)
                 raise
         status = "published" if publish else "ready"
         return BuildReport(status, version, manifest, dict(self.timings), f"version {version} {status}")
@@ -343,7 +422,8 @@ class Pipeline:
                 manifest["skipped_spaces"][space] = str(exc)
                 continue
             with self._stage(f"embed:{space}"), session_scope(self.session_factory) as session:
-                sv = self.embedder(space, rows, encoder, session=session, cache_root=cache_root, full=full, progress=self.progress)
+                sv = self.embedder(space, rows, encoder, session=session, cache_root=cache_root, full=full,
+                                   progress=self.progress, image_store=self.image_store)
             if not len(sv.ids):
                 manifest["skipped_spaces"][space] = f"no item could be embedded ({len(sv.errors)} errors)"
                 continue
@@ -367,6 +447,26 @@ class Pipeline:
         if "text" not in manifest["spaces"]:
             raise BuildError("nothing to index: the catalog has no live items")
         return manifest
+
+    def _fail(self, version: str, building: Path, exc: BaseException) -> None:
+        """Remove the build folder and record the failure; neither may hide the original error.
+
+        On a full disk or a dead database both can fail too: that is logged, not raised.
+        """
+        stage = failed_stage(exc)
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = f"in stage {stage}: {what}" if stage else what
+        try:
+            if building.exists():
+                artifacts.remove_tree(building)
+        except OSError as cleanup:
+            log.warning("could not remove %s (run recsys-indexer gc): %s", building, cleanup)
+        try:
+            self._record(version, "failed", building, message=reason)
+        except Exception as record:  # noqa: BLE001 - the database may be full or gone: keep the first error
+            first = (str(record).splitlines() or [type(record).__name__])[0]
+            log.warning("could not record build %s as failed: %s", version, first)
+        log.error("build %s failed (%s); the published version is unchanged", version, reason)
 
     def _record(self, version: str, status: str, path: Path, *, manifest: dict | None = None, message: str | None = None) -> None:
         """Keep the ``index_versions`` row in step (its own transaction: it must survive failures)."""
@@ -430,6 +530,10 @@ def garbage_collect(settings: Settings, session_factory: sessionmaker[Session], 
                 removed.append(path.name)
             for path in Path(index_dir).glob(".deleting-*"):
                 shutil.rmtree(path, ignore_errors=True)
+            # With the lock held, a row still "building" belongs to a killed build.
+            with session_scope(session_factory) as session:
+                session.execute(update(IndexVersion).where(IndexVersion.status == "building")
+                                .values(status="failed", message="killed (never finished); cleaned up by gc"))
     except BuildLocked:
         log.info("a build is running: build folders are left alone")
     candidates = [v for v in artifacts.list_versions(index_dir) if not v.published]  # newest first

@@ -2,7 +2,7 @@
 
 Serve with gunicorn (see README)::
 
-    gunicorn -w 2 -k gthread --threads 2 -b 127.0.0.1:8000 'service.app:create_app()'
+    gunicorn -w 2 -k service.gunicorn_worker.JsonErrorThreadWorker --threads 2 -b 127.0.0.1:8000 'service.app:create_app()'
 
 Nothing heavy happens at import. The factory opens the database engine, the index store (which
 loads the published version and, with it, the query encoder) and registers the blueprints; each
@@ -21,12 +21,13 @@ from flask import Flask, current_app, g, request
 from sqlalchemy.orm import Session
 
 from service.behaviour import BehaviourModel, Snapshot
+from service.boundary import register_boundary
 from service.db import make_engine, make_session_factory
 from service.delta import DeltaSet
 from service.errors import APIError, register_error_handlers
 from service.index_store import IndexStore, LoadedVersion
 from service.metrics import Metrics
-from service.security import RateLimiter, presented_key
+from service.security import build_limiter, install as install_security
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("recsys.service")
@@ -69,7 +70,7 @@ class Runtime:
             trending_half_life_days=settings.trending_half_life_days,
             refresh_seconds=settings.behaviour_refresh_seconds,
         )
-        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        self.limiter = build_limiter(settings)  # Flask-Limiter, attached to the app in create_app
         self.clip_error: str | None = None
         self._suggester = None
         self._suggester_lock = threading.Lock()
@@ -182,12 +183,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     register_api(app)
     register_error_handlers(app)
+    register_boundary(app)
 
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        if rt.limiter is not None and not request.path.startswith("/health"):
-            rt.limiter.check(presented_key(request) or request.remote_addr or "unknown")
+
+    # After _start, so rate-limited answers are timed too: proxies, rate limit, docs gating.
+    install_security(app, rt.limiter, settings)
 
     @app.after_request
     def _observe(response):

@@ -149,13 +149,50 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def current_version(index_dir: Path) -> str | None:
-    """The published version's name, or None when nothing is published."""
+@dataclass(frozen=True)
+class Pointer:
+    """What ``CURRENT`` says: a usable version name, nothing (no file), or why it is unusable."""
+
+    version: str | None
+    error: str | None = None
+
+
+# A pointer holds one version name; reading more than this means the file is not a pointer.
+_POINTER_MAX_BYTES = 4096
+
+
+def read_pointer(index_dir: Path) -> Pointer:
+    """Read ``CURRENT`` without ever raising: a damaged pointer is reported, not thrown.
+
+    A missing file means nothing is published (``Pointer(None)``); an empty, oversized,
+    non-UTF-8 or non-file pointer, or one that names no valid version, gives ``error``.
+    """
+    path = Path(index_dir) / CURRENT
     try:
-        name = (Path(index_dir) / CURRENT).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    return name or None
+        if not path.exists():
+            return Pointer(None)
+        if not path.is_file():  # a directory (or a FIFO, which would block a read)
+            return Pointer(None, f"{CURRENT} is not a file")
+        with open(path, "rb") as fh:
+            raw = fh.read(_POINTER_MAX_BYTES + 1)
+    except OSError as exc:
+        return Pointer(None, f"{CURRENT} is unreadable ({exc.strerror or exc})")
+    if len(raw) > _POINTER_MAX_BYTES:
+        return Pointer(None, f"{CURRENT} is over {_POINTER_MAX_BYTES} bytes: not a version name")
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return Pointer(None, f"{CURRENT} is not UTF-8 text")
+    if not name:
+        return Pointer(None, f"{CURRENT} is empty")
+    if not is_version_name(name):
+        return Pointer(None, f"{CURRENT} names no valid version: {name[:80]!r}")
+    return Pointer(name)
+
+
+def current_version(index_dir: Path) -> str | None:
+    """The published version's name, or None when nothing (usable) is published; never raises."""
+    return read_pointer(index_dir).version
 
 
 def set_current(index_dir: Path, version: str) -> None:

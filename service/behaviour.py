@@ -34,6 +34,9 @@ log = logging.getLogger("recsys.behaviour")
 # Events re-read below the watermark on each pull: on PostgreSQL an id can commit after a
 # larger one was already read (concurrent transactions); seen ids are skipped.
 ID_OVERLAP = 2000
+# Event times later than this past the moment they are read are clamped (legacy rows only: the
+# API refuses them beyond max_future_skew_seconds).
+FUTURE_SLACK_SECONDS = 300.0
 EPOCH = dt.datetime(1970, 1, 1)
 # Minimum time between snapshot rebuilds, in multiples of the last rebuild's duration.
 REBUILD_SPACING = 10.0
@@ -285,7 +288,10 @@ class BehaviourModel:
         self._users.append(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
         self._items.append(np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)))
         self._weights.append(event_weights([r[3] for r in rows], [r[4] for r in rows], self.weights, self.rating_neutral))
-        self._times.append(np.fromiter((to_seconds(r[5]) for r in rows), dtype=np.float64, count=len(rows)))
+        # A time far in the future (stored before timestamps were bounded) would count as "now"
+        # for years: such events count from the moment they are read instead.
+        times = np.fromiter((to_seconds(r[5]) for r in rows), dtype=np.float64, count=len(rows))
+        self._times.append(np.minimum(times, time.time() + FUTURE_SLACK_SECONDS))
         self._watermark = max(self._watermark, int(ids.max()))
         self._recent_ids = {i for i in self._recent_ids if i > self._watermark - ID_OVERLAP}
         self._recent_ids.update(int(i) for i in ids if i > self._watermark - ID_OVERLAP)

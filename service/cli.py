@@ -164,8 +164,12 @@ def _run_import(c: Context, kind: str, path: Path, fmt, skip_bad: bool, report: 
     if skip_bad and report is None:
         report = _default_report(c, path)
     func = import_items if kind == "items" else import_events
+    if kind == "items":
+        kwargs["settings"] = c.settings  # the image store, the fetch guard and the import root
     if kind == "events":
         kwargs["event_types"] = c.settings.event_types
+        kwargs["event_limits"] = {"value_limit": c.settings.event_value_limit,
+                                  "max_future_skew_seconds": c.settings.max_future_skew_seconds}
     try:
         summary = func(
             path, session_factory=c.session_factory, fmt=fmt, skip_bad=skip_bad, report=report,
@@ -205,10 +209,12 @@ def import_group() -> None:
 @_fmt_option
 @_skip_option
 @_report_option
+@click.option("--import-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Image paths must lie inside this folder (overrides RECSYS_IMPORT_ROOT; default: the file's folder).")
 @pass_ctx
-def import_items_cmd(c: Context, path: Path, fmt, skip_bad: bool, report: Path | None) -> None:
-    """Upsert catalog items by external id (unchanged rows are left alone)."""
-    _run_import(c, "items", path, fmt, skip_bad, report)
+def import_items_cmd(c: Context, path: Path, fmt, skip_bad: bool, report: Path | None, import_root: Path | None) -> None:
+    """Upsert catalog items by external id (unchanged rows are left alone); images go to the image store."""
+    _run_import(c, "items", path, fmt, skip_bad, report, import_root=import_root)
 
 
 @import_group.command("events")
@@ -221,6 +227,43 @@ def import_items_cmd(c: Context, path: Path, fmt, skip_bad: bool, report: Path |
 def import_events_cmd(c: Context, path: Path, fmt, skip_bad: bool, report: Path | None, batch_size: int | None) -> None:
     """Import events in batches; duplicates (same event id) are skipped and counted."""
     _run_import(c, "events", path, fmt, skip_bad, report, batch_size=batch_size or c.settings.import_batch_size)
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+@cli.group()
+def images() -> None:
+    """The content-addressed image store."""
+
+
+@images.command("migrate")
+@click.option("--import-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Legacy file paths are copied only from inside this folder (default: RECSYS_IMPORT_ROOT; one is required).")
+@pass_ctx
+def images_migrate(c: Context, import_root: Path | None) -> None:
+    """Move legacy image locations (paths and URLs from before the image store) into the store, or clear them.
+
+    A file inside the import root is copied, a URL is fetched through the guard, anything else is
+    cleared (one line per item). The next index build re-embeds the changed items.
+    """
+    from service.db import session_scope
+    from service.image_migration import migrate_legacy_images
+    from service.image_sources import ImageSources
+
+    c.require_migrated()
+    root = import_root or (Path(c.settings.import_root) if c.settings.import_root else None)
+    if root is None:
+        raise click.UsageError("give --import-root (or set RECSYS_IMPORT_ROOT): legacy file paths are copied only from inside it")
+    sources = ImageSources.from_settings(c.settings)
+    with session_scope(c.session_factory) as session:
+        report = migrate_legacy_images(session=session, sources=sources, import_root=root,
+                                       workers=c.settings.image_workers)
+    for line in report.lines:
+        click.echo(f"  {line}")
+    click.echo(f"legacy image locations: {report.legacy}: stored {report.stored}, cleared {report.cleared}")
+    if report.stored or report.cleared:
+        click.echo("run `recsys-indexer build` to re-embed the changed items")
 
 
 # --- inspection ---------------------------------------------------------------------------
@@ -366,7 +409,8 @@ def demo(c: Context) -> None:
 
     upgrade(c.engine)
     click.echo(f"data directory: {Path(c.settings.data_dir).resolve()}")
-    _run_import(c, "items", ITEMS_FILE, None, False, None)
+    # The demo's images sit beside its catalog, whatever import_root says.
+    _run_import(c, "items", ITEMS_FILE, None, False, None, import_root=ITEMS_FILE.parent)
     _run_import(c, "events", EVENTS_FILE, None, False, None, batch_size=c.settings.import_batch_size)
     _print_stats(stats_dict(c))
 

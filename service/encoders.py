@@ -24,8 +24,6 @@ import json
 import logging
 import os
 import pickle
-import urllib.error
-import urllib.request
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -52,10 +50,6 @@ DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # fallback to random weights.
 RANDOM_INIT_FOR_TESTS = "random-init-for-tests"
 _RANDOM_INIT_SEED = 0
-
-# Images fetched over http(s): short timeout, capped size (a URL is untrusted input).
-URL_TIMEOUT_S = 10.0
-MAX_URL_BYTES = 64 * 1024 * 1024
 
 # Decoded batches the image workers may run ahead of the model (memory bound: ~this many batches).
 _PREFETCH_BATCHES = 2
@@ -373,11 +367,11 @@ class ClipEncoder:
         batch_size: int | None = None,
         progress: bool = False,
     ) -> tuple[np.ndarray, list[int], dict[int, str]]:
-        """Embed images given as paths, http(s) URLs, bytes or PIL images.
+        """Embed images given as file paths, bytes or PIL images (never URLs: nothing is fetched here).
 
         Decoding and preprocessing run in ``image_workers`` threads that stay up to two batches
         ahead of the model. An item that cannot be used (missing, not an image, truncated, too
-        many pixels, unreachable URL) is skipped and reported; nothing is raised for it.
+        many pixels, a URL) is skipped and reported; nothing is raised for it.
 
         Returns:
             ``(vectors, ok_indices, errors)``: float32 ``(m, dim)`` unit-norm vectors for the good
@@ -514,8 +508,9 @@ class ClipEncoder:
             return source
         if isinstance(source, (bytes, bytearray, memoryview)):
             return Image.open(io.BytesIO(bytes(source)))
-        if isinstance(source, str) and source.lower().startswith(("http://", "https://")):
-            return Image.open(io.BytesIO(_fetch_url(source)))
+        if isinstance(source, str) and "://" in source:
+            # URLs are fetched by the service through its guard (service.fetch) and stored first.
+            raise _ImageRejected("URLs are not fetched by the encoder; pass a file path or bytes")
         if isinstance(source, (str, os.PathLike)):
             return Image.open(Path(source))
         raise TypeError(f"unsupported image source type {type(source).__name__}")
@@ -560,19 +555,6 @@ def _split_preprocess(preprocess: Any) -> tuple[Any, tuple[Any, Any] | None]:
 
 class _ImageRejected(ValueError):
     """An image was refused by a policy check (size), as opposed to failing to decode."""
-
-
-def _fetch_url(url: str) -> bytes:
-    """GET an image over http(s) with a short timeout and a size cap."""
-    request = urllib.request.Request(url, headers={"User-Agent": "recsys-search/encoders"})
-    try:
-        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:  # noqa: S310
-            data = response.read(MAX_URL_BYTES + 1)
-    except (urllib.error.URLError, http.client.HTTPException, TimeoutError) as exc:
-        raise OSError(f"cannot fetch {url}: {exc}") from exc
-    if len(data) > MAX_URL_BYTES:
-        raise _ImageRejected(f"{url} is larger than {MAX_URL_BYTES} bytes")
-    return data
 
 
 def _register_config_file(path: Path) -> str:

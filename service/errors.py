@@ -8,10 +8,11 @@ no stack trace ever reaches a client.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
-from flask import Flask, g, jsonify
+from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("recsys.service")
@@ -99,5 +100,50 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        outage = outage_of(exc)
+        if outage is not None:
+            dependency, reason = outage
+            log.error("%s unavailable: %s: %s", dependency, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            retry = _retry_after()
+            return error_response(
+                503, "unavailable", f"the {dependency} is unavailable ({reason}); nothing was changed, retry later",
+                {"dependency": dependency, "reason": reason, "retry_after_s": retry}, {"Retry-After": str(retry)})
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal error; the request was not completed")
+
+
+# errno values that mean "the disk cannot take this write", not "the code is wrong".
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def outage_of(exc: BaseException) -> tuple[str, str] | None:
+    """``(dependency, reason)`` when ``exc`` means a dependency is down or full, else None.
+
+    Database errors that are about the connection or the server (SQLAlchemy's OperationalError,
+    InterfaceError, pool timeouts, invalidated connections) are outages; so is a full or
+    read-only disk, whether SQLite or the filesystem reports it.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return "disk", "full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else errno.errorcode.get(exc.errno, "error").lower()
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)) or (
+            isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        text = str(getattr(exc, "orig", exc)).lower()
+        if "disk is full" in text or "disk i/o error" in text or "no space left" in text:
+            return "disk", "full"
+        if "no such table" in text or "does not exist" in text:
+            return "database", "not migrated: run `recsys db upgrade`"
+        if "locked" in text or "busy" in text:
+            return "database", "busy"
+        if isinstance(exc, sa_exc.TimeoutError):
+            return "database", "no free connection"
+        return "database", "unreachable"
+    return None
+
+
+def _retry_after() -> int:
+    try:
+        return int(current_app.extensions["recsys"].settings.outage_retry_after_seconds)
+    except (RuntimeError, KeyError, AttributeError):
+        return 5

@@ -10,9 +10,12 @@ because events are idempotent by client event id.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,7 +26,8 @@ from tqdm import tqdm
 from service.db import session_scope
 from service.events import record_events
 from service.items import UpsertCounts, chunked, item_ids_by_external, upsert_items
-from service.records import EventRecord, FieldError, ItemRecord, parse_event, parse_item
+from service.records import EventRecord, FieldError, ImageRef, ItemRecord, parse_event, parse_item
+from service.settings import Settings
 
 FORMATS = ("jsonl", "csv")
 
@@ -158,34 +162,51 @@ def import_items(
     path: Path,
     *,
     session_factory: sessionmaker[Session],
+    settings: Settings | None = None,
+    import_root: Path | None = None,
     fmt: str | None = None,
     skip_bad: bool = False,
     report: Path | None = None,
     progress: bool = True,
 ) -> ImportSummary:
-    """Upsert a catalog file by external id in one transaction; image paths are relative to it.
+    """Upsert a catalog file by external id in one transaction, its images put in the image store.
+
+    Image paths are relative to the file and must lie inside ``import_root`` (default: the
+    setting, else the file's folder); URLs are fetched through the guard. An image that cannot
+    be stored is a bad row like any other.
+
+    Args:
+        settings: the image store, fetch guard and import root; needed when rows have images.
 
     Raises:
         ImportRejected: bad rows and ``skip_bad`` is False (nothing written).
+        ValueError: rows have images but no ``settings`` were given.
     """
     import time
 
     started = time.perf_counter()
     path = Path(path)
     fmt = detect_format(path, fmt)
-    base_dir = path.resolve().parent
 
     def parse(raw: dict[str, Any]) -> ItemRecord:
-        return parse_item(raw, base_dir=base_dir, extra_as_attributes=(fmt == "csv"))
+        return parse_item(raw, allow_paths=True, extra_as_attributes=(fmt == "csv"))
 
     summary = ImportSummary(file=str(path))
-    records: list[ItemRecord] = []
-    for _lineno, rec in tqdm(_validated(path, fmt, parse), desc="validate items", unit=" rows", disable=not progress):
+    parsed: list[tuple[int, ItemRecord]] = []
+    for lineno, rec in tqdm(_validated(path, fmt, parse), desc="validate items", unit=" rows", disable=not progress):
         summary.rows += 1
         if isinstance(rec, RowError):
             summary.errors.append(rec)
         else:
-            records.append(rec)
+            parsed.append((lineno, rec))
+    if any(rec.image is not None for _, rec in parsed):
+        if settings is None:
+            raise ValueError("import_items: the catalog has images; pass settings (the image store)")
+        base_dir = Path(os.path.realpath(path)).parent
+        root = Path(import_root or settings.import_root or base_dir)
+        parsed = _ingest_images(parsed, summary, settings=settings, base_dir=base_dir, root=root, progress=progress)
+        summary.errors.sort(key=lambda e: e.line)
+    records = [rec for _, rec in parsed]
     _finish_validation(summary, skip_bad, report)
 
     counts = UpsertCounts()
@@ -198,6 +219,37 @@ def import_items(
     return summary
 
 
+def _ingest_images(
+    parsed: list[tuple[int, ItemRecord]], summary: ImportSummary, *, settings: Settings, base_dir: Path, root: Path,
+    progress: bool,
+) -> list[tuple[int, ItemRecord]]:
+    """Put every row's image in the store (``image_workers`` at a time); failures become row errors."""
+    from service.image_sources import INGEST_ERRORS, ImageSources
+
+    sources = ImageSources.from_settings(settings)
+    refs = list(dict.fromkeys(rec.image for _, rec in parsed if rec.image is not None))
+
+    def ingest(ref: ImageRef) -> str | Exception:
+        try:
+            return sources.ingest(ref, base_dir=base_dir, root=root)
+        except INGEST_ERRORS as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="import-image") as pool:
+        outcomes = dict(zip(refs, tqdm(pool.map(ingest, refs), total=len(refs), desc="store images",
+                                       unit=" images", disable=not progress)))
+    kept: list[tuple[int, ItemRecord]] = []
+    for lineno, rec in parsed:
+        outcome = outcomes.get(rec.image) if rec.image is not None else None
+        if isinstance(outcome, Exception):
+            summary.errors.append(RowError(str(summary.file), lineno, "image", outcome.reason))  # type: ignore[attr-defined]
+        elif outcome is not None:
+            kept.append((lineno, dataclasses.replace(rec, image_location=outcome, image=None)))
+        else:
+            kept.append((lineno, rec))
+    return kept
+
+
 def import_events(
     path: Path,
     *,
@@ -208,8 +260,12 @@ def import_events(
     report: Path | None = None,
     batch_size: int = 5000,
     progress: bool = True,
+    event_limits: dict[str, float] | None = None,
 ) -> ImportSummary:
     """Import an event log: validate everything (fields and item references), then write batches.
+
+    ``event_limits`` (``value_limit``, ``max_future_skew_seconds``) override the documented
+    bounds of :func:`service.records.parse_event`.
 
     Raises:
         ImportRejected: bad rows and ``skip_bad`` is False (nothing written).
@@ -221,7 +277,7 @@ def import_events(
     fmt = detect_format(path, fmt)
 
     def parse(raw: dict[str, Any]) -> EventRecord:
-        return parse_event(raw, event_types=event_types)
+        return parse_event(raw, event_types=event_types, **(event_limits or {}))
 
     summary = ImportSummary(file=str(path))
     records: list[tuple[int, EventRecord]] = []

@@ -39,7 +39,13 @@ def upsert_items(*, session: Session, records: Sequence[ItemRecord], now: dt.dat
     """Insert new items, update changed ones, leave unchanged ones untouched; apply tombstones.
 
     A later record for the same external id in ``records`` wins.
+
+    Raises:
+        ValueError: a record whose image was not ingested yet (``record.image`` is set).
     """
+    pending = next((r.external_id for r in records if r.image is not None and not r.deleted), None)
+    if pending is not None:
+        raise ValueError(f"item {pending!r}: its image was not put in the image store (ingest it first)")
     now = now or utcnow()
     latest = {r.external_id: r for r in records}
     existing: dict[str, tuple[int, str, dt.datetime | None]] = {}

@@ -64,7 +64,8 @@ class Item(Base):
     kind: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(String(500))
     text: Mapped[str] = mapped_column(Text, default="")
-    # A file path (absolute, resolved at import) or an http(s) URL; fetching is the indexer's job.
+    # The image store key (sha256:<hex>, see service/images.py). Anything else is a legacy path or
+    # URL from before the store: never read or served (`recsys images migrate` converts it).
     image_location: Mapped[str | None] = mapped_column(String(2048))
     category: Mapped[str | None] = mapped_column(String(255))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)

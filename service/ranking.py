@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 SECONDS_PER_DAY = 86_400.0
+# Largest absolute weight one event can carry (float32 sums of many such stay finite).
+MAX_EVENT_WEIGHT = 1e6
 
 
 def event_weights(types: Sequence[str], values: Sequence[float | None], weights: Mapping[str, float],
@@ -25,7 +27,10 @@ def event_weights(types: Sequence[str], values: Sequence[float | None], weights:
     for i, (t, v) in enumerate(zip(types, values)):
         base = float(weights.get(t, 1.0))
         out[i] = base * (float(v) - rating_neutral) if t == "rating" and v is not None else base
-    return out
+    # Values are bounded at the API, but rows stored before that (or written around it) must not
+    # turn into inf/NaN in float32 arrays and poison every score: drop what is not finite and
+    # keep the rest within float32's comfortable range.
+    return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), -MAX_EVENT_WEIGHT, MAX_EVENT_WEIGHT)
 
 
 def decay(ages_seconds: np.ndarray, half_life_days: float) -> np.ndarray:

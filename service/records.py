@@ -10,10 +10,14 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from service.fetch import FetchRefused, parse_url
+from service.images import KEY_PREFIX, is_key
 from service.models import ITEM_KINDS
 
 MAX_ID_LEN = 255
@@ -33,16 +37,31 @@ class FieldError(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    """An item's image as given, before it is put in the image store.
+
+    ``kind``: ``key`` (a blob already in the store), ``url`` (http or https, fetched through the
+    guard) or ``path`` (a local file; the import CLI only).
+    """
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
 class ItemRecord:
     external_id: str
     kind: str
     title: str
     text: str = ""
+    # The image store key (sha256:...); set by ingestion, never by parsing.
     image_location: str | None = None
     category: str | None = None
     tags: tuple[str, ...] = ()
     attributes: Mapping[str, Any] = field(default_factory=dict)
     deleted: bool = False
+    # The image reference still to ingest (``image_location`` is None until then).
+    image: ImageRef | None = None
 
     @property
     def content_hash(self) -> str:
@@ -78,6 +97,19 @@ def _required_str(raw: Mapping[str, Any], name: str, max_len: int, aliases: Sequ
     value = value.strip()
     if len(value) > max_len:
         raise FieldError(name, f"longer than {max_len} characters")
+    return check_chars(value, name)
+
+
+# NUL cannot be stored in PostgreSQL text; a lone surrogate cannot be encoded as UTF-8 at all.
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_chars(value: str, name: str) -> str:
+    """Return ``value``, or raise FieldError when it holds a NUL or an unpaired surrogate."""
+    found = _BAD_CHARS.search(value)
+    if found is not None:
+        what = "a NUL character" if found.group() == "\x00" else "an unpaired surrogate (not valid Unicode)"
+        raise FieldError(name, f"contains {what}")
     return value
 
 
@@ -160,34 +192,69 @@ def _coerce_scalar(text: str) -> Any:
     return text
 
 
-def resolve_image_location(value: str, base_dir: Path | None) -> str:
-    """Keep URLs as they are; resolve file paths against the input file's folder and check them."""
-    lowered = value.lower()
-    if lowered.startswith(("http://", "https://")):
-        return value
-    if "://" in value:
-        raise FieldError("image", f"unsupported URL scheme in {value!r} (use http, https or a file path)")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        if base_dir is None:
-            raise FieldError("image", "relative path given but no base folder is known; use an absolute path")
-        path = base_dir / path
-    path = path.resolve()
-    if not path.is_file():
-        raise FieldError("image", f"file not found: {path}")
-    return str(path)
+# "scheme:" of two or more letters (a one-letter one would be a Windows drive).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+PATHS_CLI_ONLY = "file paths are accepted only by the import CLI"
+
+
+def parse_image_ref(value: str, *, allow_paths: bool) -> ImageRef:
+    """Classify an ``image`` value without touching the filesystem or the network.
+
+    Raises:
+        FieldError: a malformed store key or URL, another URL scheme, or a file path when
+            ``allow_paths`` is False (the HTTP API never reads server paths).
+    """
+    if value.startswith(KEY_PREFIX):
+        if not is_key(value):
+            raise FieldError("image", "not a valid image store key (sha256: and 64 lowercase hex digits)")
+        return ImageRef("key", value)
+    if value.lower().startswith(("http://", "https://")):
+        try:
+            parse_url(value)
+        except FetchRefused as exc:
+            raise FieldError("image", exc.reason) from exc
+        return ImageRef("url", value)
+    if _SCHEME.match(value):
+        raise FieldError("image", "unsupported URL scheme (use http or https)")
+    if not allow_paths:
+        raise FieldError("image", PATHS_CLI_ONLY)
+    return ImageRef("path", value)
+
+
+def resolve_image_location(value: str, *, base_dir: Path, root: Path) -> Path:
+    """The real path of an import CLI image path; it must lie inside ``root``, symlinks resolved.
+
+    A relative ``value`` is relative to ``base_dir`` (the folder of the imported file).
+
+    Raises:
+        FieldError: a ``..`` component, a real path outside the real ``root``, or no such file.
+    """
+    raw = Path(value)
+    if ".." in raw.parts:
+        raise FieldError("image", "'..' is not allowed in image paths")
+    path = raw if raw.is_absolute() else Path(base_dir) / raw
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise FieldError("image", "the path leads outside the import root (import_root)")
+    if not os.path.isfile(real):
+        raise FieldError("image", "file not found")
+    return Path(real)
 
 
 ITEM_FIELDS = {"id", "external_id", "kind", "title", "text", "image", "image_location", "category", "tags", "attributes", "deleted"}
 
 
-def parse_item(raw: Mapping[str, Any], *, base_dir: Path | None = None, extra_as_attributes: bool = False) -> ItemRecord:
-    """Validate one catalog row.
+def parse_item(raw: Mapping[str, Any], *, allow_paths: bool = False, extra_as_attributes: bool = False) -> ItemRecord:
+    """Validate one catalog row; never touches the filesystem or the network.
+
+    The image comes back as ``record.image`` (a reference); ingestion puts it in the image store
+    and sets ``image_location`` (see :mod:`service.image_sources`).
 
     Args:
         raw: the row (``id``, ``kind``, ``title``, ``text``, ``image``, ``category``, ``tags``,
             ``attributes``, ``deleted``).
-        base_dir: folder relative image paths are resolved against.
+        allow_paths: accept local file paths as ``image`` (the import CLI; never over HTTP).
         extra_as_attributes: put unknown keys into ``attributes`` (CSV columns) instead of rejecting.
 
     Raises:
@@ -209,9 +276,9 @@ def parse_item(raw: Mapping[str, Any], *, base_dir: Path | None = None, extra_as
         raise FieldError("text", "must be a string")
     if len(text) > MAX_TEXT_LEN:
         raise FieldError("text", f"longer than {MAX_TEXT_LEN} characters")
-    image = _optional_str(raw, "image", MAX_LOCATION_LEN, aliases=("image_location",))
-    image_location = resolve_image_location(image, base_dir) if image else None
-    if kind == "image" and image_location is None:
+    image_value = _optional_str(raw, "image", MAX_LOCATION_LEN, aliases=("image_location",))
+    image = parse_image_ref(image_value, allow_paths=allow_paths) if image_value else None
+    if kind == "image" and image is None:
         raise FieldError("image", "required for items of kind image")
     attributes = _parse_attributes(raw.get("attributes"))
     unknown = [k for k in raw if k not in ITEM_FIELDS]
@@ -226,33 +293,55 @@ def parse_item(raw: Mapping[str, Any], *, base_dir: Path | None = None, extra_as
         kind=kind,
         title=title,
         text=text.strip(),
-        image_location=image_location,
         category=_optional_str(raw, "category", MAX_ID_LEN),
         tags=_parse_tags(raw.get("tags")),
         attributes=attributes,
+        image=image,
     )
 
 
-def parse_timestamp(value: Any, name: str = "timestamp") -> dt.datetime:
-    """ISO 8601 (``Z`` or an offset; naive means UTC) or Unix seconds -> naive UTC."""
+# Events: the documented bounds (settings event_value_limit and max_future_skew_seconds
+# override them for the API and the import).
+EVENT_VALUE_LIMIT = 1_000_000.0
+MAX_FUTURE_SKEW_SECONDS = 300.0
+EARLIEST_EVENT = dt.datetime(1970, 1, 1)
+
+
+def parse_timestamp(value: Any, name: str = "timestamp", *, latest: dt.datetime | None = None) -> dt.datetime:
+    """ISO 8601 (``Z`` or an offset; naive means UTC) or Unix seconds -> naive UTC.
+
+    Args:
+        latest: the newest acceptable time (now plus the allowed clock skew); None = no bound.
+            A far-future time would otherwise count as "now" in every decay for years.
+
+    Raises:
+        FieldError: not a time, before 1970, or after ``latest``.
+    """
     if isinstance(value, bool):
         raise FieldError(name, "must be ISO 8601 or Unix seconds")
     if isinstance(value, (int, float)) or (isinstance(value, str) and _is_number(value)):
         seconds = float(value)
         if not math.isfinite(seconds) or not 0 <= seconds < 4_102_444_800:  # before 2100
-            raise FieldError(name, f"Unix time out of range: {value!r}")
-        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
-    if not isinstance(value, str) or not value.strip():
-        raise FieldError(name, "must be ISO 8601 or Unix seconds")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise FieldError(name, f"not an ISO 8601 time: {value!r}") from exc
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            raise FieldError(name, f"Unix time out of range: {str(value)[:40]!r}")
+        parsed = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+    else:
+        if not isinstance(value, str) or not value.strip():
+            raise FieldError(name, "must be ISO 8601 or Unix seconds")
+        text = value.strip()
+        if len(text) > 64:
+            raise FieldError(name, "not an ISO 8601 time (too long)")
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+            if parsed.tzinfo is not None:
+                parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except (ValueError, OverflowError) as exc:  # OverflowError: year 1 with a positive offset
+            raise FieldError(name, f"not an ISO 8601 time: {text[:40]!r}") from exc
+    if parsed < EARLIEST_EVENT:
+        raise FieldError(name, "before 1970-01-01")
+    if latest is not None and parsed > latest:
+        raise FieldError(name, f"in the future (after {latest.isoformat(timespec='seconds')}Z, the allowed clock skew)")
     return parsed
 
 
@@ -278,6 +367,9 @@ def parse_event(
     *,
     event_types: Sequence[str],
     default_time: dt.datetime | None = None,
+    value_limit: float = EVENT_VALUE_LIMIT,
+    max_future_skew_seconds: float = MAX_FUTURE_SKEW_SECONDS,
+    now: dt.datetime | None = None,
 ) -> EventRecord:
     """Validate one event row.
 
@@ -287,6 +379,9 @@ def parse_event(
         event_types: accepted types (built-in plus configured custom ones).
         default_time: used when ``timestamp`` is absent (the API passes "now"); without it a
             timestamp is required whenever ``event_id`` is absent, so derived ids are stable.
+        value_limit: ``|value|`` may not exceed it (one huge rating would swamp everyone's
+            trending and co-engagement).
+        max_future_skew_seconds: how far past ``now`` (default: the clock) a timestamp may lie.
 
     Raises:
         FieldError: the first invalid field.
@@ -310,10 +405,12 @@ def parse_event(
             raise FieldError("value", "must be a number")
         try:
             value = float(value_raw)
-        except (TypeError, ValueError) as exc:
-            raise FieldError("value", f"must be a number, got {value_raw!r}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise FieldError("value", f"must be a number, got {str(value_raw)[:40]!r}") from exc
         if not math.isfinite(value):
             raise FieldError("value", "must be finite")
+        if abs(value) > value_limit:
+            raise FieldError("value", f"must be between {-value_limit:g} and {value_limit:g}")
     if type_ == "rating" and value is None:
         raise FieldError("value", "required for rating events")
     client_id = _optional_str(raw, "event_id", MAX_ID_LEN, aliases=("client_event_id",))
@@ -323,7 +420,9 @@ def parse_event(
             raise FieldError("timestamp", "required (or give event_id)" if client_id is None else "required")
         occurred_at = default_time
     else:
-        occurred_at = parse_timestamp(ts_raw)
+        latest = (now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)) + dt.timedelta(
+            seconds=max_future_skew_seconds)
+        occurred_at = parse_timestamp(ts_raw, latest=latest)
     if client_id is None:
         client_id = derive_event_id(user, item, type_, value, occurred_at)
     return EventRecord(

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import quote
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.delta import Delta
+from service.images import is_key
 from service.index_store import LoadedSpace
 from service.items import chunked
 from service.models import Item
@@ -49,7 +51,7 @@ class Filters:
     def matches(self, item: Item) -> bool:
         if item.id in self.exclude:
             return False
-        if self.require_image and not item.image_location:
+        if self.require_image and not is_key(item.image_location):
             return False
         if self.kinds and item.kind not in self.kinds:
             return False
@@ -177,10 +179,11 @@ def fill_page(
 
 
 def item_json(item: Item, *, score: float | None = None, signals: Sequence[str] = (), text_chars: int = 300) -> dict[str, Any]:
-    """The public view of an item (no server file paths: images are served by the API)."""
-    image = None
-    if item.image_location:
-        image = item.image_location if item.image_location.startswith(("http://", "https://")) else f"/items/{item.external_id}/image"
+    """The public view of an item (no server file paths, no outside URLs: images come from the store).
+
+    Legacy image locations (not store keys) count as no image.
+    """
+    image = f"/items/{quote(item.external_id, safe='')}/image" if is_key(item.image_location) else None
     out: dict[str, Any] = {
         "id": item.external_id,
         "kind": item.kind,

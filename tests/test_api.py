@@ -67,7 +67,7 @@ def built(tmp_path_factory):
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
-    import_items(root / "items.jsonl", session_factory=factory, progress=False)
+    import_items(root / "items.jsonl", session_factory=factory, settings=settings, progress=False)
     Pipeline(settings, factory).run()
     return {"root": root, "overrides": overrides, "settings": settings, "factory": factory}
 
@@ -268,6 +268,9 @@ def test_item_write_validation(client):
     assert_error(client.put("/items/x", json={"kind": "video", "title": "x"}), 400, "kind")
     assert_error(client.put("/items/x", json={"kind": "product"}), 400, "title")
     assert_error(client.put("/items/x", json={"kind": "product", "title": "x", "image": "relative.png"}), 400, "image")
+    # A server path is never read over HTTP (tests/test_images.py covers the rest).
+    assert "import CLI" in assert_error(client.put("/items/x", json={"kind": "product", "title": "x", "image": "/etc/passwd"}),
+                                        400, "image")["message"]
     assert_error(client.put("/items/x", data="not json", content_type="application/json"), 400)
 
 
@@ -275,7 +278,8 @@ def test_item_get_and_image(client):
     body = client.get("/items/jacket").get_json()
     assert body["title"].startswith("Green") and body["image_url"] == "/items/jacket/image"
     img = client.get("/items/jacket/image")
-    assert img.status_code == 200 and img.data.startswith(b"\x89PNG")
+    assert img.status_code == 200 and img.data == _image("green") and img.mimetype == "image/png"
+    assert img.headers["X-Content-Type-Options"] == "nosniff"
     assert_error(client.get("/items/knife/image"), 404)
 
 
@@ -306,7 +310,7 @@ def test_api_keys_guard_writes_and_optionally_reads(make_client):
     client = make_client(api_keys='["w-key"]', admin_keys='["a-key"]')
     body = {"kind": "article", "title": "Keyed"}
     assert_error(client.put("/items/keyed", json=body), 401)
-    assert_error(client.put("/items/keyed", json=body, headers={"X-API-Key": "wrong"}), 403)
+    assert_error(client.put("/items/keyed", json=body, headers={"X-API-Key": "wrong"}), 401)  # no identity
     assert client.put("/items/keyed", json=body, headers={"X-API-Key": "w-key"}).status_code == 201
     assert client.delete("/items/keyed", headers={"Authorization": "Bearer a-key"}).status_code == 200
     assert client.get("/search?q=x").status_code == 200  # reads are public by default

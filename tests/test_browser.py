@@ -75,7 +75,7 @@ def server(tmp_path_factory):
         engine = make_engine(settings)
         upgrade(engine)
         factory = make_session_factory(engine)
-        import_items(ITEMS_FILE, session_factory=factory, progress=False)
+        import_items(ITEMS_FILE, session_factory=factory, settings=settings, progress=False)
         import_events(EVENTS_FILE, session_factory=factory, event_types=settings.event_types, progress=False)
         version = Pipeline(settings, factory).run().version
         app = create_app(overrides)

@@ -1,11 +1,13 @@
 """The ``recsys`` command line, run in-process with click's runner on the embedded SQLite default."""
 
+import hashlib
 import json
 
 import pytest
 from click.testing import CliRunner
 
 from service.cli import cli
+from service.demo import ITEMS_FILE
 
 
 @pytest.fixture
@@ -69,10 +71,16 @@ def test_bad_setting_is_a_usage_error(run, monkeypatch):
     assert res.exit_code == 2 and "import_batch_size" in res.output
 
 
-def test_demo_twice_reports_everything_unchanged(run):
+def test_demo_twice_reports_everything_unchanged(run, tmp_path, monkeypatch):
+    # The demo's images sit beside its catalog: an import_root set elsewhere does not apply to it.
+    monkeypatch.setenv("RECSYS_IMPORT_ROOT", str(tmp_path))
     first = run("demo")
     assert first.exit_code == 0, first.output
     assert "updated 0, unchanged 0" in first.output and "rejected 0" in first.output
+    rows = [json.loads(line) for line in ITEMS_FILE.read_text().splitlines()]
+    images = [ITEMS_FILE.parent / r["image"] for r in rows if r.get("image")]
+    stored = {p.name for p in (tmp_path / "data" / "images").rglob("*") if p.is_file()}
+    assert len(images) == 182 and stored == {hashlib.sha256(p.read_bytes()).hexdigest() for p in images}
     second = run("demo")
     assert second.exit_code == 0
     items_line = next(line for line in second.output.splitlines() if line.startswith("items:") and "rows" in line)

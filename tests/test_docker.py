@@ -438,12 +438,15 @@ def _mounts(service: dict) -> dict[str, str]:
 
 
 def _recsys_services(compose: dict) -> dict[str, dict]:
-    return {name: s for name, s in compose["services"].items() if name != "postgres"}
+    return {name: s for name, s in compose["services"].items() if name not in ("postgres", "redis")}
 
 
 def test_compose_services_and_wiring(compose):
     services = compose["services"]
-    assert {"postgres", "migrate", "demo", "indexer", "service"} <= set(services)
+    assert {"postgres", "migrate", "demo", "indexer", "service", "redis"} <= set(services)
+    # The rate limit is shared through Redis, and the service waits for it.
+    assert _environment(services["service"])["RECSYS_RATE_LIMIT_STORAGE_URI"].startswith("redis://redis:")
+    assert services["service"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
     pg = services["postgres"]
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])

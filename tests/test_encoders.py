@@ -373,14 +373,21 @@ def http_server(image_files):
     server.server_close()
 
 
-def test_encode_images_from_urls(tiny_clip, image_files, http_server):
-    vectors, ok, errors = tiny_clip.encode_images(
-        [f"{http_server}/a.png", f"{http_server}/missing.png", f"{http_server}/notes.png"]
-    )
-    assert ok == [0] and sorted(errors) == [1, 2]
-    assert "404" in errors[1]
-    local, _, _ = tiny_clip.encode_images([image_files["png"]])
-    np.testing.assert_allclose(vectors, local, atol=1e-6)
+def test_encoder_never_fetches_urls(tiny_clip, image_files, http_server):
+    """URLs are fetched by the service through its guard (service.fetch), never by the encoder."""
+    requests_seen = []
+    handler_class = http.server.SimpleHTTPRequestHandler
+    original = handler_class.do_GET
+    handler_class.do_GET = lambda self: (requests_seen.append(self.path), original(self))[1]
+    try:
+        vectors, ok, errors = tiny_clip.encode_images([f"{http_server}/a.png", image_files["png"]])
+    finally:
+        handler_class.do_GET = original
+    assert ok == [1] and list(errors) == [0] and "URL" in errors[0]
+    assert requests_seen == []
+    with open(image_files["png"], "rb") as fh:
+        from_bytes, _, _ = tiny_clip.encode_images([fh.read()])
+    np.testing.assert_allclose(vectors, from_bytes, atol=1e-6)
 
 
 def test_text_and_image_vectors_share_the_space(tiny_clip, image_files):

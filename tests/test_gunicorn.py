@@ -37,14 +37,14 @@ def served(tmp_path_factory):
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
-    import_items(ITEMS_FILE, session_factory=factory, progress=False)
+    import_items(ITEMS_FILE, session_factory=factory, settings=settings, progress=False)
     first = Pipeline(settings, factory).run().version
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update({"RECSYS_DATA_DIR": str(data), "RECSYS_CLIP_ENABLED": "false", "RECSYS_INDEX_POLL_SECONDS": "0.5"})
     gunicorn = Path(sys.executable).parent / "gunicorn"
     proc = subprocess.Popen(
-        [str(gunicorn), "-w", "2", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}",
+        [str(gunicorn), "-w", "2", "-k", "service.gunicorn_worker.JsonErrorThreadWorker", "--threads", "4", "-b", f"127.0.0.1:{port}",
          "--graceful-timeout", "5", "service.app:create_app()"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -137,3 +137,28 @@ def test_fresh_item_reaches_every_worker_at_once(served):
         ids = [h["id"] for h in requests.get(f"{base}/search", params={"q": "paddle board", "k": 5},
                                              headers={"Connection": "close"}, timeout=10).json()["hits"]]
         assert "http-fresh" not in ids
+
+
+def test_errors_gunicorn_answers_itself_are_json(served):
+    """A request line over gunicorn's limit never reaches the app; the answer is still our JSON."""
+    host, port = served["base"].removeprefix("http://").split(":")
+    for request_line, status in ((f"GET /search?q={'a' * 9000} HTTP/1.1", 414), ("GARBAGE\x01 / HTTP/1.1", 400)):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"{request_line}\r\nHost: x\r\n\r\n".encode("latin-1"))
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0].startswith(f"HTTP/1.1 {status}".encode()), head
+        assert b"Content-Type: application/json" in head
+        error = __import__("json").loads(body)["error"]
+        assert error["code"] in ("uri_too_long", "bad_request") and error["message"]
+
+
+def test_hostile_path_and_query_bytes_over_http(served):
+    base = served["base"]
+    for url in (f"{base}/items/a%00b", f"{base}/search?q=a%00b", f"{base}/users/%00/recommendations",
+                f"{base}/search?q=x&cursor=bzotNQ"):  # base64("o:-5"): a negative offset
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 400, (url, r.status_code, r.text[:200])
+        assert r.headers["Content-Type"].startswith("application/json") and r.json()["error"]["message"]

@@ -19,7 +19,7 @@ from service.keyword import (
 )
 from service.models import Item
 
-IMAGE = "https://example.com/img.png"
+IMAGE = "sunrise.png"  # beside the imported file; the import puts it in the image store
 
 CATALOG = [
     {"id": "p-trail", "kind": "product", "title": "Trailblaze 3 waterproof trail running shoe",
@@ -54,9 +54,13 @@ def write_jsonl(path, rows):
 
 
 @pytest.fixture
-def catalog(tmp_path, session_factory):
+def catalog(tmp_path, session_factory, settings):
     """The catalog imported, then p-gone soft-deleted; returns external id -> item id."""
-    import_items(write_jsonl(tmp_path / "items.jsonl", CATALOG), session_factory=session_factory, progress=False)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (250, 160, 40)).save(tmp_path / IMAGE)
+    import_items(write_jsonl(tmp_path / "items.jsonl", CATALOG), session_factory=session_factory, settings=settings,
+                 progress=False)
     import_items(
         write_jsonl(tmp_path / "delete.jsonl", [{"id": "p-gone", "deleted": True}]),
         session_factory=session_factory,

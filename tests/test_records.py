@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from service.records import FieldError, derive_event_id, parse_event, parse_item, parse_timestamp
+from service.records import FieldError, ImageRef, derive_event_id, parse_event, parse_item, parse_timestamp
 from service.settings import BUILTIN_EVENT_TYPES
 
 TYPES = BUILTIN_EVENT_TYPES
@@ -14,14 +14,14 @@ def item(**kw):
     return row
 
 
-def test_item_round_trip_and_hash_tracks_content(tmp_path):
-    (tmp_path / "a.png").write_bytes(b"png")
-    rec = parse_item(item(image="a.png", tags=["run", "trail", "run"], attributes={"price": 9.5}), base_dir=tmp_path)
-    assert rec.image_location == str((tmp_path / "a.png").resolve())
+def test_item_round_trip_and_hash_tracks_content():
+    # Parsing never touches the filesystem: the image comes back as a reference to ingest.
+    rec = parse_item(item(image="a.png", tags=["run", "trail", "run"], attributes={"price": 9.5}), allow_paths=True)
+    assert rec.image == ImageRef("path", "a.png") and rec.image_location is None
     assert rec.tags == ("run", "trail")
-    same = parse_item(item(image="a.png", tags=["run", "trail"], attributes={"price": 9.5}), base_dir=tmp_path)
+    same = parse_item(item(image="a.png", tags=["run", "trail"], attributes={"price": 9.5}), allow_paths=True)
     assert same.content_hash == rec.content_hash
-    assert parse_item(item(title="Trail shoe 2"), base_dir=tmp_path).content_hash != rec.content_hash
+    assert parse_item(item(title="Trail shoe 2")).content_hash != rec.content_hash
 
 
 @pytest.mark.parametrize(
@@ -32,8 +32,12 @@ def test_item_round_trip_and_hash_tracks_content(tmp_path):
         (item(title=""), "title"),
         (item(title="x" * 501), "title"),
         (item(text=5), "text"),
-        (item(image="missing.png"), "image"),
+        (item(image="a.png"), "image"),  # a file path, and paths are not allowed (the HTTP API)
+        (item(image="/etc/passwd"), "image"),
         (item(image="ftp://host/a.png"), "image"),
+        (item(image="file:///etc/passwd"), "image"),
+        (item(image="http://user:pw@host/a.png"), "image"),
+        (item(image="sha256:1234"), "image"),
         (item(kind="image"), "image"),
         (item(tags="[not json"), "tags"),
         (item(tags=[1, 2]), "tags"),
@@ -43,21 +47,22 @@ def test_item_round_trip_and_hash_tracks_content(tmp_path):
         (item(deleted="perhaps"), "deleted"),
     ],
 )
-def test_bad_items_name_the_field(tmp_path, row, field):
+def test_bad_items_name_the_field(row, field):
     with pytest.raises(FieldError) as info:
-        parse_item(row, base_dir=tmp_path)
+        parse_item(row)
     assert info.value.field == field
 
 
-def test_csv_conventions_tags_with_pipes_and_extra_columns_as_attributes(tmp_path):
-    rec = parse_item(item(tags="a|b", price="12.50", stock="3", color="red"), base_dir=tmp_path, extra_as_attributes=True)
+def test_csv_conventions_tags_with_pipes_and_extra_columns_as_attributes():
+    rec = parse_item(item(tags="a|b", price="12.50", stock="3", color="red"), extra_as_attributes=True)
     assert rec.tags == ("a", "b")
     assert rec.attributes == {"price": 12.5, "stock": 3, "color": "red"}
 
 
-def test_urls_are_kept_as_given(tmp_path):
-    rec = parse_item(item(image="https://example.com/x.jpg"), base_dir=tmp_path)
-    assert rec.image_location == "https://example.com/x.jpg"
+def test_image_references_are_classified_without_fetching():
+    assert parse_item(item(image="https://example.com/x.jpg")).image == ImageRef("url", "https://example.com/x.jpg")
+    key = "sha256:" + "ab" * 32
+    assert parse_item(item(image=key)).image == ImageRef("key", key)
 
 
 def test_tombstone_needs_only_the_id():

@@ -9,14 +9,22 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from service.api import require_admin, require_read
+from service.api.schemas import HealthOut, ReloadOut, StatusOut
 from service.app import db_session, runtime
 from service.errors import APIError
+from service.security import is_open
 
 blp = Blueprint("ops", __name__, description="Health, metrics, index status and admin")
 
 
+def json_doc(schema) -> dict:
+    """Document a 200 JSON body without serializing through ``schema`` (it would drop unlisted keys)."""
+    return {"responses": {200: {"content": {"application/json": {"schema": schema}}}}}
+
+
 @blp.route("/health/live")
 @blp.response(200, description="the process is up")
+@blp.doc(**json_doc(HealthOut))
 def live():
     """Liveness: the process answers."""
     return {"status": "ok"}
@@ -24,6 +32,7 @@ def live():
 
 @blp.route("/health/ready")
 @blp.response(200, description="database reachable and an index loaded")
+@blp.doc(**json_doc(HealthOut))
 @blp.alt_response(503, description="not ready (details say why)")
 def ready():
     """Readiness: database reachable and an index version loaded."""
@@ -43,8 +52,10 @@ def ready():
 
 @blp.route("/metrics")
 @blp.response(200, description="Prometheus text format")
+@blp.doc(responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics():
     """Prometheus metrics."""
+    require_read()
     rt = runtime()
     rt.metrics.behaviour_events.set(rt.behaviour.snapshot.event_count)
     for name, size in rt.deltas.size().items():
@@ -56,6 +67,7 @@ def status_payload() -> dict:
     rt = runtime()
     version = rt.store.current
     out: dict = {"index_version": version.name if version else None, "spaces": {}, "refused": rt.store.refused()}
+    out["index_fallback"] = rt.store.fallback  # set while serving another version than CURRENT names
     if version is not None:
         manifest = version.manifest
         out["built_at"] = manifest.get("created_at")
@@ -70,6 +82,7 @@ def status_payload() -> dict:
         if rt.clip_error:
             out["clip_error"] = rt.clip_error
     # Recent request latency per route, from this worker's ring buffer (each gunicorn worker has its own).
+    out["auth"] = "open" if is_open(rt.settings) else "keys"  # open: no key configured (development)
     out["latency"] = {"scope": "this worker", "worker_pid": os.getpid(), "window": rt.metrics.recent.size,
                       "routes": rt.metrics.recent.summary()}
     return out
@@ -77,6 +90,7 @@ def status_payload() -> dict:
 
 @blp.route("/status")
 @blp.response(200, description="index version, counts, recall, build time")
+@blp.doc(**json_doc(StatusOut))
 def status():
     """The served index version: counts per space, measured recall, build time."""
     require_read()
@@ -85,7 +99,7 @@ def status():
 
 @blp.route("/admin/reload", methods=["POST"])
 @blp.response(200, description="the version now served")
-@blp.doc(security=[{"ApiKey": []}])
+@blp.doc(security=[{"ApiKey": []}], **json_doc(ReloadOut))
 def reload():
     """Check for a newly published index version now (instead of waiting for the poll)."""
     require_admin()

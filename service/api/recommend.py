@@ -10,7 +10,7 @@ import numpy as np
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
-from service.api import require_read
+from service.api import require_admin, require_personal, require_read
 from service.api.schemas import (
     ItemRecommendArgs, RecommendArgs, RecommendBody, RecommendOut, TrendingArgs, UsersArgs, UsersOut,
 )
@@ -87,8 +87,10 @@ def _item_pk(external_id: str) -> int:
 @blp.route("/users")
 @blp.arguments(UsersArgs, location="query")
 @blp.response(200, UsersOut)
+@blp.doc(security=[{"ApiKey": []}])
 def users(args):
-    """The most recently active users (for demos and debugging)."""
+    """The most recently active users (for demos and debugging; admin key)."""
+    require_admin()  # lists everyone who has a history: never public once keys are configured
     found = active_users(session=db_session(), limit=args["k"])
     return {"users": [{"id": u, "events": n, "last_event_at": t} for u, n, t in found]}
 
@@ -101,7 +103,9 @@ def user_recommendations(args, user_id: str):
     """What this user should see next: profile similarity, co-engagement and trending, blended.
 
     An unknown user, or one without history, gets trending items (cold start), not an error.
+    Needs a read key whenever any key is configured (``personal_reads_require_key``).
     """
+    require_personal()
     started = time.perf_counter()
     rt = runtime()
     s = rt.settings
@@ -193,6 +197,8 @@ def recommend_post(body):
     ``strategy=average`` searches with the mean of the positives minus the negatives;
     ``best_score`` scores each candidate by its closest positive against its closest negative.
     """
+    if body.get("user_id"):
+        require_personal()  # seeded from that user's history
     started = time.perf_counter()
     rt = runtime()
     s = rt.settings

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+import datetime as dt
+
+from flask_smorest.fields import Upload
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, fields, validate
 
 from service.models import ITEM_KINDS
 
 # Hard caps; the configured limits (max_k, max_query_chars, ...) are checked in the views.
 _K = validate.Range(min=1, max=1000)
+
+
+def setting(name: str, description: str | None = None) -> dict:
+    """Field metadata naming the setting that limits it: ``/openapi.json`` states that app's value
+    (the maximum, maxLength or maxItems; see ``service.api.register_api``), not the hard cap."""
+    meta = {"x-setting": name}
+    if description:
+        meta["description"] = description
+    return meta
+
+
+class UtcDateTime(fields.DateTime):
+    """A datetime the database holds naive in UTC, rendered with its offset (a valid date-time)."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return super()._serialize(value, attr, obj, **kwargs)
 
 
 class CommaList(fields.List):
@@ -35,13 +56,13 @@ class FilterArgs(Schema):
 
 
 class PageArgs(Schema):
-    k = fields.Integer(load_default=10, validate=_K)
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    k = fields.Integer(load_default=10, validate=_K, metadata=setting("max_k"))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0), metadata=setting("max_offset"))
     cursor = fields.String(metadata={"description": "next_cursor of a previous page (overrides offset)"})
 
 
 class SearchArgs(FilterArgs, PageArgs):
-    q = fields.String(required=True, validate=validate.Length(min=1), metadata={"description": "the query text"})
+    q = fields.String(required=True, validate=validate.Length(min=1), metadata=setting("max_query_chars", "the query text"))
     mode = fields.String(load_default="hybrid", validate=validate.OneOf(["semantic", "keyword", "hybrid"]))
     space = fields.String(load_default="text", validate=validate.OneOf(["text", "clip"]),
                           metadata={"description": "text: sentence embeddings; clip: text-to-image through CLIP"})
@@ -59,8 +80,14 @@ class ImageSearchForm(FilterArgs, PageArgs):
     """Form fields sent with an uploaded image (multipart/form-data, file field ``image``)."""
 
 
+class ImageSearchUpload(ImageSearchForm):
+    """The whole multipart body of a search by image, for the document (the view reads the file itself)."""
+
+    image = Upload(required=True, metadata={"description": "JPEG, PNG, WebP, GIF or BMP"})
+
+
 class RecommendArgs(FilterArgs):
-    k = fields.Integer(load_default=10, validate=_K)
+    k = fields.Integer(load_default=10, validate=_K, metadata=setting("max_k"))
     exclude_seen = fields.Boolean(load_default=True, metadata={"description": "leave out items the user already consumed"})
     diversity = fields.Float(validate=validate.Range(min=0, max=1),
                              metadata={"description": "0 = relevance only, 1 = most diverse (maximal marginal relevance)"})
@@ -68,7 +95,7 @@ class RecommendArgs(FilterArgs):
 
 
 class ItemRecommendArgs(FilterArgs):
-    k = fields.Integer(load_default=10, validate=_K)
+    k = fields.Integer(load_default=10, validate=_K, metadata=setting("max_k"))
     space = fields.String(load_default="text", validate=validate.OneOf(["text", "clip"]))
     explain = fields.Boolean(load_default=False)
 
@@ -77,7 +104,7 @@ class TrendingArgs(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    k = fields.Integer(load_default=10, validate=_K)
+    k = fields.Integer(load_default=10, validate=_K, metadata=setting("max_k"))
     kind = CommaList(fields.String(validate=validate.OneOf(ITEM_KINDS)))
     category = fields.String(validate=validate.Length(min=1, max=255))
     window = fields.String(validate=validate.Regexp(r"^\d+(\.\d+)?[hdw]?$", error="use hours, days or weeks: 24h, 7d, 2w"),
@@ -98,7 +125,7 @@ class RecommendBody(Schema):
                           metadata={"description": "an anonymous session: recently seen item ids, oldest first"})
     user_id = fields.String(validate=validate.Length(min=1, max=255))
     strategy = fields.String(load_default="average", validate=validate.OneOf(["average", "best_score"]))
-    k = fields.Integer(load_default=10, validate=_K)
+    k = fields.Integer(load_default=10, validate=_K, metadata=setting("max_k"))
     kind = fields.List(fields.String(validate=validate.OneOf(ITEM_KINDS)), load_default=list)
     category = fields.String(validate=validate.Length(min=1, max=255))
     diversity = fields.Float(validate=validate.Range(min=0, max=1))
@@ -110,7 +137,7 @@ class SuggestArgs(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    q = fields.String(required=True)
+    q = fields.String(required=True, metadata=setting("max_query_chars", "the start of a title or of a word in it"))
     k = fields.Integer(load_default=8, validate=validate.Range(min=1, max=50))
     kind = fields.String(validate=validate.OneOf(ITEM_KINDS))
 
@@ -127,7 +154,8 @@ class ItemOut(Schema):
 
 
 class HitOut(ItemOut):
-    score = fields.Float()
+    # null only if a score came out non-finite (the JSON writer never sends NaN).
+    score = fields.Float(allow_none=True)
     signals = fields.List(fields.String(), metadata={"description": "semantic, keyword, fresh"})
 
 
@@ -146,7 +174,7 @@ class SearchOut(Schema):
 class ReasonOut(Schema):
     signal = fields.String()
     text = fields.String()
-    item_id = fields.String(metadata={"description": "the item behind the reason, when there is one"})
+    item_id = fields.String(allow_none=True, metadata={"description": "the item behind the reason, when there is one"})
 
 
 class RecHitOut(HitOut):
@@ -166,7 +194,7 @@ class RecommendOut(Schema):
 class UserOut(Schema):
     id = fields.String()
     events = fields.Integer()
-    last_event_at = fields.DateTime()
+    last_event_at = UtcDateTime(allow_none=True)
 
 
 class UsersOut(Schema):
@@ -202,7 +230,13 @@ class ItemIn(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(ITEM_KINDS))
     title = fields.String(required=True, validate=validate.Length(min=1, max=500))
     text = fields.String(load_default="")
-    image = fields.String(allow_none=True, metadata={"description": "http(s) URL or absolute path on the server"})
+    image = fields.String(allow_none=True, metadata={"description": (
+        "an http(s) URL (the service fetches it; private, loopback and metadata addresses are refused) or "
+        "sha256:<64 hex>, an image already in the store; never a file path"
+    )})
+    image_base64 = fields.String(allow_none=True, metadata={"description": (
+        "the image bytes in base64 (a data: URL too): JPEG, PNG, WebP, GIF or BMP"
+    )})
     category = fields.String(allow_none=True)
     tags = fields.List(fields.String(), load_default=list)
     attributes = fields.Dict(load_default=dict)
@@ -211,8 +245,9 @@ class ItemIn(Schema):
 class ItemWriteOut(Schema):
     id = fields.String()
     status = fields.String(metadata={"description": "inserted, updated, unchanged or deleted"})
-    searchable = fields.Dict(metadata={"description": "per space: true when embedded into the fresh delta"})
-    errors = fields.Dict()
+    searchable = fields.Dict(keys=fields.String(), values=fields.Boolean(),
+                             metadata={"description": "per space: true when embedded into the fresh delta"})
+    errors = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"description": "per space: why not"})
 
 
 class EventIn(Schema):
@@ -228,15 +263,54 @@ class EventIn(Schema):
     recommendation_id = fields.String(allow_none=True)
 
 
+class EventResultOut(Schema):
+    index = fields.Integer(metadata={"description": "position in the request"})
+    status = fields.String(metadata={"description": "accepted, duplicate or rejected"})
+    event_id = fields.String(metadata={"description": "the client event id (given or derived); absent when rejected"})
+    reason = fields.String(metadata={"description": "why it was rejected"})
+
+
 class EventsOut(Schema):
     accepted = fields.Integer()
     duplicates = fields.Integer()
     rejected = fields.Integer()
-    results = fields.List(fields.Dict())
+    results = fields.List(fields.Nested(EventResultOut))
+
+
+class ErrorDetailOut(Schema):
+    code = fields.String(required=True, metadata={"description": "stable, machine-readable: validation_error, not_found, ..."})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True, metadata={"description": "per code: the field, the valid choices, retry_after_s, ..."})
 
 
 class ErrorOut(Schema):
-    error = fields.Dict(metadata={"description": "{code, message, details}"})
+    """The body of every 4xx and 5xx answer (service/errors.py)."""
+
+    error = fields.Nested(ErrorDetailOut, required=True)
+
+
+# Documentation only (``ops.json_doc``): these views return plain dicts, which a response
+# schema would filter down to the fields it lists.
+
+
+class HealthOut(Schema):
+    status = fields.String(required=True, metadata={"description": "ok"})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"description": "readiness: database, index"})
+
+
+class StatusOut(Schema):
+    class Meta:
+        unknown = INCLUDE  # also build time, skipped spaces, auth mode, latency per route, ...
+
+    index_version = fields.String(required=True, allow_none=True)
+    spaces = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True,
+                         metadata={"description": "per space: count, dim, index_key, recall_at_10, encoder, fresh"})
+    refused = fields.Dict(keys=fields.String(), values=fields.String(),
+                          metadata={"description": "versions that could not be served, with the reason"})
+
+
+class ReloadOut(StatusOut):
+    swapped = fields.Boolean(required=True, metadata={"description": "a newer version is now served"})
 
 
 def parse_ranges(values: list[str] | None) -> dict[str, tuple[float | None, float | None]]:

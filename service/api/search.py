@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from service.api import require_read
 from service.api.schemas import (
-    ImageSearchForm, SearchArgs, SearchOut, SimilarBody, SuggestArgs, SuggestOut, parse_ranges,
+    ImageSearchForm, ImageSearchUpload, SearchArgs, SearchOut, SimilarBody, SuggestArgs, SuggestOut, parse_ranges,
 )
 from service.app import Runtime, db_session, runtime
 from service.errors import APIError, invalid
@@ -42,8 +42,11 @@ def page_args(args: dict[str, Any], rt: Runtime) -> tuple[int, int]:
     k, offset = args["k"], args["offset"]
     if args.get("cursor"):
         try:
-            offset = int(base64.urlsafe_b64decode(args["cursor"].encode() + b"==").decode().removeprefix("o:"))
-        except (ValueError, UnicodeDecodeError) as exc:
+            text = base64.urlsafe_b64decode(args["cursor"].encode("ascii") + b"==").decode("ascii")
+            if not text.startswith("o:") or not text[2:].isdigit():
+                raise ValueError(text)
+            offset = int(text[2:])
+        except (ValueError, UnicodeError) as exc:  # binascii.Error is a ValueError
             raise invalid("cursor", "not a cursor this service issued") from exc
     if k > rt.settings.max_k:
         raise invalid("k", f"at most {rt.settings.max_k}")
@@ -160,10 +163,12 @@ class Search(MethodView):
                     return vector_candidates(space, delta, qv[0], n)
 
         def keyword(n: int):
-            from service.keyword import keyword_search
+            from service.keyword import MAX_KEYWORD_LIMIT, keyword_search
 
             with rt.metrics.stage("keyword"):
-                found = keyword_search(session=session, query=query, limit=n,
+                # Deep pages with filters ask for more than keyword search serves (was a 500); fewer
+                # than n back then reads as exhausted, which it is.
+                found = keyword_search(session=session, query=query, limit=min(n, MAX_KEYWORD_LIMIT),
                                        kinds=filters.kinds or None, category=filters.category)
             return [(i, s, ("keyword",)) for i, s in found], len(found) < n
 
@@ -183,10 +188,8 @@ class Search(MethodView):
                        k=k, offset=offset, started=started)
 
     @blp.response(200, SearchOut)
-    @blp.doc(requestBody={"content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "image": {"type": "string", "format": "binary"}, "k": {"type": "integer"},
-            "kind": {"type": "string"}, "category": {"type": "string"}}, "required": ["image"]}},
+    @blp.doc(requestBody={"required": True, "content": {
+        "multipart/form-data": {"schema": ImageSearchUpload},
         "application/json": {"schema": SimilarBody},
     }})
     @blp.alt_response(400, description="invalid field")
@@ -218,7 +221,10 @@ def image_search(rt: Runtime, started: float) -> dict[str, Any]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (w, h) = img.format, img.size
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:  # not an OSError: Pillow refused the header's size
+        raise invalid("image", f"more pixels than the limit of {rt.settings.max_image_pixels}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # Pillow's openers raise several types on malformed headers; all mean "not an image".
         raise APIError(415, "image: not a supported image type (JPEG, PNG, WebP, GIF, BMP)") from exc
     if fmt not in IMAGE_FORMATS:
         raise APIError(415, f"image: {fmt} is not supported (JPEG, PNG, WebP, GIF, BMP)")

@@ -712,7 +712,8 @@
       state.usersApi = true;
     } catch (err) {
       state.usersApi = false;
-      // The demo catalog's users, so clicks still carry a user while the users API is missing.
+      // The demo catalog's users, so clicks still carry a user while the users API is missing
+      // or refused (401/403: listing users needs an admin key once keys are configured).
       users = Array.from({ length: 12 }, (_, i) => ({ id: `u-${String(i + 1).padStart(3, "0")}` }));
     }
     const guest = guestId();
