@@ -28,7 +28,7 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	@echo "serving on http://$(HOST):$(PORT)/  (open it for the search page; API docs: http://$(HOST):$(PORT)/docs)"
-	$(BIN)/gunicorn -w 2 -k service.gunicorn_worker.JsonErrorThreadWorker --threads 2 -b $(HOST):$(PORT) 'service.app:create_app()'
+	$(BIN)/gunicorn -w 2 -k service.web.gunicorn_worker.JsonErrorThreadWorker --threads 2 -b $(HOST):$(PORT) 'service.web.app:create_app()'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.movielens import DEFAULT_DATA_DIR, MovieLensData, load_split  # noqa: E402
-from service.evaluation import evaluate  # noqa: E402
+from service.recommend.evaluation import evaluate  # noqa: E402
 
 SEED = 42
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "movielens_baselines.json"

@@ -128,7 +128,7 @@ def bench_text(args, device: str) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from service.encoders import load_text_encoder
+    from service.vectors.encoders import load_text_encoder
     from service.settings import load_settings
 
     settings = load_settings(
@@ -256,7 +256,7 @@ def bench_clip(args, device: str) -> dict:
         return {"skipped": f"open_clip not importable ({exc})"}
     import torch
 
-    from service.encoders import RANDOM_INIT_FOR_TESTS, load_clip_encoder
+    from service.vectors.encoders import RANDOM_INIT_FOR_TESTS, load_clip_encoder
     from service.settings import load_settings
 
     settings = load_settings(
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from service.encoders import EncoderUnavailable, resolve_device
+    from service.vectors.encoders import EncoderUnavailable, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """Event import throughput on SQLite and PostgreSQL.
 
 Generates a catalog of items and an event log (CSV, with client event ids), imports the catalog,
-then times ``recsys import events`` code path (``service.importing.import_events``) on a fresh,
+then times ``recsys import events`` code path (``service.store.importing.import_events``) on a fresh,
 migrated database per backend and round. Reports the median events/s.
 
     .venv/bin/python benchmarks/bench_import.py --events 100000 --rounds 3
@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from service.importing import import_events, import_items  # noqa: E402
-from service.models import Event  # noqa: E402
+from service.store.db import make_engine, make_session_factory, upgrade  # noqa: E402
+from service.store.importing import import_events, import_items  # noqa: E402
+from service.store.models import Event  # noqa: E402
 from service.settings import BUILTIN_EVENT_TYPES  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.index_build import build_index, tune_search_params  # noqa: E402
 from indexer.index_choice import MIB, choose_index  # noqa: E402
-from service.vector_index import make_search_params, search  # noqa: E402
+from service.vectors.vector_index import make_search_params, search  # noqa: E402
 
 K = 10
 

@@ -9,7 +9,7 @@ One run:
 2. sets up the service's embedded default in ``benchmarks/_data/movielens-service``: the 1,682
    movies imported as items (text from title, year and genres), all 100,000 ratings imported as
    ``rating`` events, and the text index built with the packaged MiniLM (reused on later runs);
-3. scores, on that one split, through :class:`service.offline_eval.Evaluator` (which calls the
+3. scores, on that one split, through :class:`service.recommend.offline_eval.Evaluator` (which calls the
    same ``recommend()`` as ``GET /users/{id}/recommendations``): content only, co-engagement
    only, trending only, the shipped default blend, and the blend tuned on the validation split;
 4. scores the baselines of ``benchmarks/baselines.py`` (most popular; implicit's ALS, BPR and
@@ -48,9 +48,9 @@ PLOT = REPO / "docs" / "img" / "movielens.png"
 def prepare_service(data, root: Path):
     """The embedded default with ML-100K imported and indexed (reused when already there)."""
     from indexer.pipeline import Pipeline
-    from service import artifacts
-    from service.db import make_engine, make_session_factory, upgrade
-    from service.importing import import_events, import_items
+    from service.vectors import artifacts
+    from service.store.db import make_engine, make_session_factory, upgrade
+    from service.store.importing import import_events, import_items
     from service.settings import load_settings
 
     settings = load_settings({"data_dir": str(root), "clip_enabled": False}, environ={})
@@ -72,9 +72,9 @@ def prepare_service(data, root: Path):
 
 def service_log(data, settings, factory):
     """The benchmark's positives as the evaluator's event log, row for row (same split indices)."""
-    from service.items import item_ids_by_external
-    from service.offline_eval import EventLog
-    from service.ranking import event_weights
+    from service.store.items import item_ids_by_external
+    from service.recommend.offline_eval import EventLog
+    from service.recommend.ranking import event_weights
 
     with factory() as session:
         pk = item_ids_by_external(session=session, external_ids=[data.item_external(c) for c in range(data.n_items)])
@@ -89,8 +89,8 @@ def service_log(data, settings, factory):
 def run_service(data, settings, factory, version, k: int) -> dict:
     from tqdm.auto import tqdm
 
-    from service.index_store import load_version
-    from service.offline_eval import NAMED_BLENDS, Blend, Evaluator, best_blend
+    from service.vectors.index_store import load_version
+    from service.recommend.offline_eval import NAMED_BLENDS, Blend, Evaluator, best_blend
 
     space = load_version(settings.index_path, version).spaces["text"]
     log = service_log(data, settings, factory)

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from indexer.pipeline import Pipeline  # noqa: E402
-from service.db import make_engine, make_session_factory, upgrade  # noqa: E402
+from service.store.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from service.demo import ITEMS_FILE  # noqa: E402
-from service.importing import import_items  # noqa: E402
+from service.store.importing import import_items  # noqa: E402
 from service.settings import load_settings  # noqa: E402
 
 
@@ -53,8 +53,8 @@ def embed_vs_bare(settings, factory, items_file: Path, rounds: int) -> dict:
     Wall and CPU time both: CPU time is what to trust on a machine shared with other jobs.
     """
     from indexer.pipeline import embed_space, read_items
-    from service.db import session_scope
-    from service.encoders import load_text_encoder
+    from service.store.db import session_scope
+    from service.vectors.encoders import load_text_encoder
 
     encoder = load_text_encoder(settings)
     with session_scope(factory) as session:

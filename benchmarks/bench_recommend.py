@@ -13,7 +13,7 @@ Data (cached under ``benchmarks/_data/recommend-<N>/``; ``prepared.json`` says w
 is checked before reuse; ``--rebuild-data`` starts over):
 
 * N catalog items from ``bench_service.make_catalog`` (products and articles with categories),
-  imported with ``service.importing.import_items``;
+  imported with ``service.store.importing.import_items``;
 * item vectors from a FAKE text encoder injected into ``indexer.pipeline.Pipeline``. Embedding
   100k texts with MiniLM takes ~75 minutes on this machine, and what the vectors mean does not
   change what a FAISS search costs: that depends on the number of vectors, their dimension and
@@ -30,7 +30,7 @@ is checked before reuse; ``--rebuild-data`` starts over):
   over the 60 days before preparation; among them ``--heavy`` users (default 50) with exactly
   500 events each: the subjects of the latency target. Written as CSV in the service's import
   format (``event_id,user_id,item_id,type,value,timestamp``) and imported with
-  ``service.importing.import_events``.
+  ``service.store.importing.import_events``.
 
 First (phase S; ``--no-startup-check`` skips it) the service is started once with exactly
 ``make serve``'s command line, whose gunicorn worker timeout is the default 30 s: a worker that
@@ -303,9 +303,9 @@ def checkpoint(db: Path) -> None:
 def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The data folder for these sizes: reused when its ``prepared.json`` matches, else built."""
     from indexer.pipeline import Pipeline
-    from service.db import make_engine, make_session_factory, upgrade
-    from service.encoders import load_text_encoder
-    from service.importing import import_events, import_items
+    from service.store.db import make_engine, make_session_factory, upgrade
+    from service.vectors.encoders import load_text_encoder
+    from service.store.importing import import_events, import_items
     from service.settings import BUILTIN_EVENT_TYPES
 
     data_dir = args.data_root / f"recommend-{args.items}"
@@ -470,7 +470,7 @@ class RecServer(bs.Server):
         if not self.make_serve:
             return cmd
         return [cmd[0], "-w", str(self.workers), "-k", "gthread", "--threads", str(self.threads),
-                "-b", f"127.0.0.1:{self.port}", "service.app:create_app()"]
+                "-b", f"127.0.0.1:{self.port}", "service.web.app:create_app()"]
 
     def env(self) -> dict[str, str]:
         env = super().env()
@@ -804,9 +804,9 @@ def self_rss_mib() -> float | None:
     return None
 
 
-CODE_FILES = ("service/app.py", "service/behaviour.py", "service/recommend.py", "service/ranking.py",
-              "service/events.py", "service/search.py", "service/db.py", "service/settings.py",
-              "service/api/recommend.py", "service/api/items.py", "service/records.py", "indexer/pipeline.py")
+CODE_FILES = ("service/web/app.py", "service/recommend/behaviour.py", "service/recommend/recommender.py", "service/recommend/ranking.py",
+              "service/store/events.py", "service/search/hybrid.py", "service/store/db.py", "service/settings.py",
+              "service/web/recommend.py", "service/web/items.py", "service/store/records.py", "indexer/pipeline.py")
 
 
 def code_fingerprint() -> dict[str, str]:
@@ -828,15 +828,15 @@ def _timed(steps: dict[str, list[float]], name: str, fn: Callable[[], Any]) -> A
 
 
 _GROUPS = [
-    ("SQL (sqlalchemy/sqlite3)", ("sqlalchemy", "sqlite3", "service/events.py", "service/items.py")),
+    ("SQL (sqlalchemy/sqlite3)", ("sqlalchemy", "sqlite3", "service/store/events.py", "service/items.py")),
     ("scipy.sparse (co-engagement)", ("scipy",)),
     ("numpy", ("numpy",)),
     ("faiss", ("faiss",)),
     ("marshmallow/flask_smorest/webargs", ("marshmallow", "flask_smorest", "webargs", "apispec")),
     ("flask/werkzeug/json", ("flask", "werkzeug", "json")),
     ("prometheus_client", ("prometheus_client",)),
-    ("service recommend/behaviour/ranking", ("service/recommend.py", "service/behaviour.py", "service/ranking.py",
-                                             "service/search.py", "service/api/recommend.py")),
+    ("service recommend/behaviour/ranking", ("service/recommend/recommender.py", "service/recommend/behaviour.py", "service/recommend/ranking.py",
+                                             "service/search/hybrid.py", "service/web/recommend.py")),
 ]
 
 
@@ -862,7 +862,7 @@ def behaviour_costs(rt) -> dict[str, Any]:
     import gc
     import inspect
 
-    from service.behaviour import BehaviourModel, Catalog, Snapshot
+    from service.recommend.behaviour import BehaviourModel, Catalog, Snapshot
 
     s = rt.settings
     wanted = {"event_weights": s.event_weights, "rating_neutral": s.rating_neutral,
@@ -914,16 +914,16 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
     """The recommendation view's steps and a 100-event POST, timed one by one in this process."""
     from flask import json as flask_json
 
-    from service.api.recommend import _ask, _engine, _respond
-    from service.api.schemas import RecommendOut
-    from service.app import create_app
-    from service.behaviour import to_seconds
-    from service.events import consumed_items, ensure_users, existing_event_ids, user_history
-    from service.events import _insert_ignoring_conflicts
-    from service.items import item_ids_by_external
-    from service.models import Event, utcnow
-    from service.recommend import _profile_scores, explain_recs, rank, seeds_from_history, Sources
-    from service.records import parse_event
+    from service.web.recommend import _ask, _engine, _respond
+    from service.web.schemas import RecommendOut
+    from service.web.app import create_app
+    from service.store.models import to_seconds
+    from service.store.events import consumed_items, ensure_users, existing_event_ids, user_history
+    from service.store.events import _insert_ignoring_conflicts
+    from service.store.items import item_ids_by_external
+    from service.store.models import Event, utcnow
+    from service.recommend.recommender import _profile_scores, explain_recs, rank, seeds_from_history, Sources
+    from service.store.records import parse_event
 
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("RECSYS_")}
     rss0 = self_rss_mib()

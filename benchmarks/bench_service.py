@@ -5,7 +5,7 @@ One run:
 1. prepares (or reuses) ``benchmarks/_data/service-<N>/``: a SQLite database with N realistic
    catalog items (composed from the demo vocabularies in ``service/demo/_vocab.py``: invented
    brands and models, product copy, buying/care/how-to articles), imported with
-   ``service.importing.import_items``, and a published index built by ``indexer.pipeline.Pipeline``
+   ``service.store.importing.import_items``, and a published index built by ``indexer.pipeline.Pipeline``
    with the packaged MiniLM (CLIP off). Embedding 100k items (~80-200 tokens each) on 2 shared
    cores takes 45-90 minutes; later runs reuse the folder (``--rebuild-data`` starts over; an
    index this checkout can no longer read is rebuilt from the vector cache, without re-embedding);
@@ -364,8 +364,8 @@ def bench_settings(data_dir: Path, **extra):
 def prepare_data(n_items: int, root: Path, rebuild: bool) -> tuple[Path, dict]:
     """The data folder for ``n_items``: reused when its ``prepared.json`` matches, else built."""
     from indexer.pipeline import Pipeline
-    from service.db import make_engine, make_session_factory, upgrade
-    from service.importing import import_items
+    from service.store.db import make_engine, make_session_factory, upgrade
+    from service.store.importing import import_items
 
     data_dir = root / f"service-{n_items}"
     marker = data_dir / PREPARED
@@ -434,8 +434,8 @@ def prepare_data(n_items: int, root: Path, rebuild: bool) -> tuple[Path, dict]:
 
 def published_problem(data_dir: Path) -> str | None:
     """Why the published version cannot be served by this checkout's code, or None if it can."""
-    from service import artifacts
-    from service.index_store import load_version
+    from service.vectors import artifacts
+    from service.vectors.index_store import load_version
 
     index_dir = bench_settings(data_dir).index_path
     version = artifacts.current_version(index_dir)
@@ -695,7 +695,7 @@ class Server:
             gunicorn = Path(shutil.which("gunicorn") or "gunicorn")
         return [str(gunicorn), "-w", str(self.workers), "-k", "gthread", "--threads", str(self.threads),
                 "-b", f"127.0.0.1:{self.port}", "--keep-alive", "30", "--timeout", "120",
-                "--graceful-timeout", "10", "--log-level", "warning", "service.app:create_app()"]
+                "--graceful-timeout", "10", "--log-level", "warning", "service.web.app:create_app()"]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -1046,7 +1046,7 @@ def _build_version_child(data_dir: str, publish: bool, conn) -> None:
     sys.path.insert(0, str(REPO))
     import service  # noqa: F401
     from indexer.pipeline import Pipeline
-    from service.db import make_engine, make_session_factory
+    from service.store.db import make_engine, make_session_factory
 
     try:
         settings = bench_settings(Path(data_dir))
@@ -1083,7 +1083,7 @@ def run_swap(server: Server, data_dir: Path, queries: list[str], clients: int, d
              mode: str, prebuilt: str | None) -> dict[str, Any]:
     """Phase E: load for ``duration`` s; publish a new version at ``swap_at`` s; who switched when."""
     from indexer.pipeline import publish_version
-    from service.db import make_engine, make_session_factory
+    from service.store.db import make_engine, make_session_factory
 
     old_version = None
     c = Client(server.port)
@@ -1225,8 +1225,8 @@ def _latency_windows(timeline, load_res, published) -> dict[str, Any]:
 
 def load_published(data_dir: Path, version: str | None):
     """(index, ids, search_params, version) of ``version`` (default: the published one)."""
-    from service import artifacts
-    from service.index_store import load_version
+    from service.vectors import artifacts
+    from service.vectors.index_store import load_version
 
     settings = bench_settings(data_dir)
     version = version or artifacts.current_version(settings.index_path)
@@ -1241,7 +1241,7 @@ def bare_state(data_dir: Path, version: str | None):
     """(encoder, space) loaded once in this process, for the bare loop."""
     key = f"{data_dir}:{version}"
     if _BARE.get("key") != key:
-        from service.encoders import load_text_encoder
+        from service.vectors.encoders import load_text_encoder
 
         space, version = load_published(data_dir, version)
         encoder = _BARE.get("encoder") or load_text_encoder(bench_settings(data_dir))
@@ -1259,7 +1259,7 @@ def run_paired(server: Server, data_dir: Path, queries: list[str], version: str 
     """
     import torch
 
-    from service.vector_index import search
+    from service.vectors.vector_index import search
 
     encoder, space, version = bare_state(data_dir, version)
     saved = torch.get_num_threads()
@@ -1312,7 +1312,7 @@ def run_bare(data_dir: Path, queries: list[str], version: str | None, torch_thre
     """Phase B: encode([q]) + FAISS search (k=11, the manifest's params) per query, no service."""
     import torch
 
-    from service.vector_index import search
+    from service.vectors.vector_index import search
 
     encoder, space, version = bare_state(data_dir, version)
     default_threads = torch.get_num_threads()
@@ -1343,9 +1343,9 @@ def run_bare(data_dir: Path, queries: list[str], version: str | None, torch_thre
 
 _LIB_GROUPS = [
     ("encode (torch/transformers/tokenizers)", ("torch", "transformers", "sentence_transformers", "tokenizers",
-                                                "service/encoders.py")),
+                                                "service/vectors/")),
     ("faiss", ("faiss",)),
-    ("SQL (sqlalchemy/sqlite3)", ("sqlalchemy", "sqlite3", "service/search.py", "service/keyword.py",
+    ("SQL (sqlalchemy/sqlite3)", ("sqlalchemy", "sqlite3", "service/search/hybrid.py", "service/search/keyword.py",
                                   "service/delta.py")),
     ("marshmallow/flask_smorest/webargs", ("marshmallow", "flask_smorest", "webargs", "apispec")),
     ("flask/werkzeug/json", ("flask", "werkzeug", "json")),
@@ -1382,7 +1382,7 @@ def encode_alternatives(encoder, space, queries: list[str]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from service.vector_index import search
+    from service.vectors.vector_index import search
 
     st = encoder.model
     tok, auto = st.tokenizer, st[0].auto_model
@@ -1452,9 +1452,11 @@ def run_profile(data_dir: Path, queries: list[str], torch_threads: int, n: int, 
     import torch
     from flask import json as flask_json
 
-    from service.api.schemas import SearchOut
-    from service.app import create_app
-    from service.search import item_json, load_items, vector_candidates
+    from service.web.schemas import SearchOut
+    from service.web.app import create_app
+    from service.web.schemas import item_json
+    from service.store.items import load_items
+    from service.vectors.nearest import vector_candidates
 
     overrides = {"data_dir": str(data_dir), "clip_enabled": False}
     if torch_threads:
@@ -1513,7 +1515,7 @@ def run_profile(data_dir: Path, queries: list[str], torch_threads: int, n: int, 
                 session.rollback()  # end the read transaction, as the request's teardown would
                 # Keyword half of hybrid, for reference.
                 t6 = time.perf_counter()
-                from service.keyword import keyword_search
+                from service.search.keyword import keyword_search
                 keyword_search(session=session, query=q, limit=11)
                 steps["keyword_search (FTS5, hybrid only)"].append(time.perf_counter() - t6)
                 session.rollback()
@@ -1723,8 +1725,8 @@ def main() -> int:
 
     # Versions: drop old unpublished ones, build the one E publishes before any timing starts.
     from indexer.pipeline import garbage_collect
-    from service import artifacts
-    from service.db import make_engine, make_session_factory
+    from service.vectors import artifacts
+    from service.store.db import make_engine, make_session_factory
 
     settings = bench_settings(data_dir)
     engine = make_engine(settings)

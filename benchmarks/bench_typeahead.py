@@ -29,9 +29,10 @@ from sqlalchemy import insert
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from service.keyword import Suggester, keyword_search  # noqa: E402
-from service.models import Item, utcnow  # noqa: E402
+from service.store.db import make_engine, make_session_factory, upgrade  # noqa: E402
+from service.search.suggest import Suggester  # noqa: E402
+from service.search.keyword import keyword_search  # noqa: E402
+from service.store.models import Item, utcnow  # noqa: E402
 from bench_import import fresh_database  # noqa: E402  (throwaway SQLite file or PostgreSQL database)
 
 

@@ -21,7 +21,7 @@ still carries it) or left None (item 267, title and year ``unkonwn``, titled ``u
 Ids exported to the service are prefixed: item 242 -> ``"ml-242"``, user 196 -> ``"u196"``.
 
 The benchmark protocol (:func:`load_split`): positive interactions are ratings >= 4; the split
-is :func:`service.evaluation.holdout_split` over the positives in file order (see
+is :func:`service.recommend.evaluation.holdout_split` over the positives in file order (see
 :data:`SPLIT_DESCRIPTION`).
 """
 
@@ -45,7 +45,7 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.evaluation import Split, holdout_split, item_popularity  # noqa: E402
+from service.recommend.evaluation import Split, holdout_split, item_popularity  # noqa: E402
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k/"
@@ -67,7 +67,7 @@ SPLIT_DESCRIPTION = (
     "not evaluated. Hyperparameters are tuned by fitting on train and scoring validation; the "
     "reported numbers fit on train + validation and score test. Items the user has in the fitting "
     "data are excluded from recommendations; the candidate set is the whole catalog (1,682 movies). "
-    "Implemented by service.evaluation.holdout_split (deterministic)."
+    "Implemented by service.recommend.evaluation.holdout_split (deterministic)."
 )
 
 
@@ -229,7 +229,7 @@ def _iso(ts: int) -> str:
 
 
 def catalog_record(movie: Movie, kind: str = "product") -> dict:
-    """One line of the service's item JSONL (fields of ``service.records.parse_item``)."""
+    """One line of the service's item JSONL (fields of ``service.store.records.parse_item``)."""
     return {
         "id": movie.external_id,
         "kind": kind,

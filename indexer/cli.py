@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from service import artifacts
+from service.vectors import artifacts
 from service.cli import Context, pass_ctx
 
 EXIT_FAILED, EXIT_RECALL, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 3, 74, 75, 130
@@ -149,8 +149,8 @@ def status(c: Context, as_json: bool) -> None:
     from sqlalchemy import select
 
     from indexer.pipeline import build_running
-    from service.db import session_scope
-    from service.models import IndexVersion
+    from service.store.db import session_scope
+    from service.store.models import IndexVersion
 
     index_dir = c.settings.index_path
     pointer = artifacts.read_pointer(index_dir)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from indexer.index_choice import IndexSpec
-from service.vector_index import find_layer, search
+from service.vectors.vector_index import find_layer, search
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class TuneResult:
     """Outcome of :func:`tune_search_params`.
 
     Attributes:
-        params: search parameters to pass to ``service.vector_index.search`` ({} for exact indexes).
+        params: search parameters to pass to ``service.vectors.vector_index.search`` ({} for exact indexes).
         recall: recall@k measured with them.
         tried: every (params, recall) measured, in order.
     """
@@ -131,7 +131,7 @@ def measure_recall(
 
     Raises:
         ValueError: vectors not matching the index (shape, dtype, count), ``k`` not in
-            ``[1, n]``, ``sample < 1``, or bad ``params`` (see ``service.vector_index.search``).
+            ``[1, n]``, ``sample < 1``, or bad ``params`` (see ``service.vectors.vector_index.search``).
     """
     queries, exact = _ground_truth(index, vectors, k, sample, seed)
     return _recall(index, queries, exact, k, params)

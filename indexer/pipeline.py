@@ -27,12 +27,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.vector_cache import VectorCache
-from service import artifacts
-from service.db import session_scope
-from service.encoders import EncoderUnavailable
-from service.images import ImageStore, is_key
-from service.items import chunked
-from service.models import IndexVersion, Item, utcnow
+from service.vectors import artifacts
+from service.store.db import session_scope
+from service.vectors.encoders import EncoderUnavailable
+from service.store.images import ImageStore, is_key
+from service.store.items import chunked
+from service.store.models import IndexVersion, Item, utcnow
 from service.settings import Settings
 
 log = logging.getLogger("recsys.indexer")
@@ -206,7 +206,7 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
     """Index stage: choose, build and tune the FAISS index, write it with the id map."""
     from indexer.index_build import build_index, tune_search_params
     from indexer.index_choice import choose_index
-    from service.vector_index import write_index
+    from service.vectors.vector_index import write_index
 
     spec = choose_index(len(sv.ids), sv.vectors.shape[1], settings.index_memory_budget_mb)
     log.info("%s: %d vectors -> %s", sv.space, len(sv.ids), spec.factory_key)
@@ -231,7 +231,7 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
 
 def verify_space(folder: Path, sv: SpaceVectors) -> None:
     """Verify stage: the written index loads, holds every vector, and finds stored items."""
-    from service.vector_index import read_index, search
+    from service.vectors.vector_index import read_index, search
 
     index = read_index(folder / artifacts.INDEX_FILE)
     ids = np.load(folder / artifacts.IDS_FILE, mmap_mode="r")
@@ -303,7 +303,7 @@ class Pipeline:
         progress: bool = False,
     ):
         if load_text_encoder is None or load_clip_encoder is None:
-            from service import encoders
+            from service.vectors import encoders
 
             load_text_encoder = load_text_encoder or encoders.load_text_encoder
             load_clip_encoder = load_clip_encoder or encoders.load_clip_encoder

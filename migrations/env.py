@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.db import include_object, make_engine
-from service.models import Base
+from service.store.db import include_object, make_engine
+from service.store.models import Base
 from service.settings import load_settings
 
 config = context.config

@@ -49,7 +49,7 @@ class Context:
     @property
     def engine(self):
         if self._engine is None:
-            from service.db import make_engine
+            from service.store.db import make_engine
 
             self._engine = make_engine(self.settings)
         return self._engine
@@ -57,14 +57,14 @@ class Context:
     @property
     def session_factory(self):
         if self._factory is None:
-            from service.db import make_session_factory
+            from service.store.db import make_session_factory
 
             self._factory = make_session_factory(self.engine)
         return self._factory
 
     def require_migrated(self) -> None:
         """Stop with a clear message when the database is behind the code."""
-        from service.db import current_revision, head_revision
+        from service.store.db import current_revision, head_revision
 
         current, head = current_revision(self.engine), head_revision()
         if current != head:
@@ -103,7 +103,7 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(c: Context, revision: str) -> None:
     """Migrate the database up (creates it when missing)."""
-    from service.db import current_revision, upgrade
+    from service.store.db import current_revision, upgrade
 
     upgrade(c.engine, revision)
     click.echo(f"database at revision {current_revision(c.engine)} ({c.engine.url.render_as_string()})")
@@ -115,7 +115,7 @@ def db_upgrade(c: Context, revision: str) -> None:
 @pass_ctx
 def db_downgrade(c: Context, revision: str) -> None:
     """Migrate the database down (``base`` drops everything)."""
-    from service.db import current_revision, downgrade
+    from service.store.db import current_revision, downgrade
 
     downgrade(c.engine, revision)
     click.echo(f"database at revision {current_revision(c.engine) or 'base'}")
@@ -125,7 +125,7 @@ def db_downgrade(c: Context, revision: str) -> None:
 @pass_ctx
 def db_check(c: Context) -> None:
     """Check that the database is at head and matches the models (exit 1 if not)."""
-    from service.db import current_revision, drift, head_revision
+    from service.store.db import current_revision, drift, head_revision
 
     current, head = current_revision(c.engine), head_revision()
     diffs = drift(c.engine) if current == head else []
@@ -158,7 +158,7 @@ def _default_report(c: Context, path: Path) -> Path:
 
 
 def _run_import(c: Context, kind: str, path: Path, fmt, skip_bad: bool, report: Path | None, **kwargs) -> None:
-    from service.importing import ImportRejected, import_events, import_items
+    from service.store.importing import ImportRejected, import_events, import_items
 
     c.require_migrated()
     if skip_bad and report is None:
@@ -247,9 +247,9 @@ def images_migrate(c: Context, import_root: Path | None) -> None:
     A file inside the import root is copied, a URL is fetched through the guard, anything else is
     cleared (one line per item). The next index build re-embeds the changed items.
     """
-    from service.db import session_scope
-    from service.image_migration import migrate_legacy_images
-    from service.image_sources import ImageSources
+    from service.store.db import session_scope
+    from service.store.image_migration import migrate_legacy_images
+    from service.store.image_sources import ImageSources
 
     c.require_migrated()
     root = import_root or (Path(c.settings.import_root) if c.settings.import_root else None)
@@ -270,9 +270,9 @@ def images_migrate(c: Context, import_root: Path | None) -> None:
 
 
 def stats_dict(c: Context) -> dict:
-    from service.db import session_scope
-    from service.events import count_events, count_users
-    from service.items import count_items
+    from service.store.db import session_scope
+    from service.store.events import count_events, count_users
+    from service.store.items import count_items
 
     with session_scope(c.session_factory) as session:
         return {
@@ -404,7 +404,7 @@ def config_cmd(c: Context, markdown: bool) -> None:
 @pass_ctx
 def demo(c: Context) -> None:
     """Set up the embedded default with the shipped demo catalog and show what was stored."""
-    from service.db import upgrade
+    from service.store.db import upgrade
     from service.demo import EVENTS_FILE, ITEMS_FILE
 
     upgrade(c.engine)
@@ -431,7 +431,7 @@ def eval_cmd(c: Context, n_test: int, n_valid: int, k: int, tune: bool, write_se
     Uses the published index's text space for content and the stored events for behaviour;
     reports Recall@k, NDCG@k, catalog coverage and popularity bias per blend setting.
     """
-    from service.offline_eval import run_cli_evaluation
+    from service.recommend.offline_eval import run_cli_evaluation
 
     if write_settings and not (tune and n_valid):
         raise click.UsageError("--write-settings needs --tune and a validation split (--valid >= 1)")

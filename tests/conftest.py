@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import service  # noqa: F401 - installs the torchvision hook before any test imports open_clip
-from service.db import make_engine, make_session_factory, upgrade
-from service.models import Base
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.store.models import Base
 from service.settings import load_settings
 
 POSTGRES_ADMIN_URL = os.environ.get("RECSYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

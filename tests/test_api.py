@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from indexer.pipeline import Pipeline
-from service import artifacts
-from service.app import create_app
-from service.db import make_engine, make_session_factory, upgrade
-from service.importing import import_items
+from service.vectors import artifacts
+from service.web.app import create_app
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.store.importing import import_items
 from service.settings import load_settings
 from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
 
@@ -208,12 +208,12 @@ def test_http_errors_use_the_same_shape(client):
 
 
 def test_unexpected_errors_hide_the_trace(client, monkeypatch):
-    from service import app as app_module
+    from service.web.runtime import Runtime
 
     def boom(*_a, **_k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(app_module.Runtime, "text_encoder", boom)
+    monkeypatch.setattr(Runtime, "text_encoder", boom)
     err = assert_error(client.get("/search?q=shoe&mode=semantic"), 500)
     assert "secret" not in json.dumps(err)
 

@@ -23,10 +23,10 @@ import pytest
 import requests
 
 from indexer.pipeline import Pipeline
-from service.app import create_app
-from service.db import make_engine, make_session_factory, upgrade
+from service.web.app import create_app
+from service.store.db import make_engine, make_session_factory, upgrade
 from service.demo import EVENTS_FILE, IMAGES_DIR, ITEMS_FILE
-from service.importing import import_events, import_items
+from service.store.importing import import_events, import_items
 from service.settings import load_settings
 from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
 

@@ -6,9 +6,9 @@ import sys
 from sqlalchemy import select
 
 from service.demo import EVENTS_FILE, ITEMS_FILE
-from service.images import ImageStore
-from service.importing import import_events, import_items
-from service.models import Item
+from service.store.images import ImageStore
+from service.store.importing import import_events, import_items
+from service.store.models import Item
 from service.settings import BUILTIN_EVENT_TYPES
 
 

@@ -196,7 +196,7 @@ def test_dockerignore_matcher_follows_docker_rules():
     assert excluded(".venv/bin/python", patterns)
     assert excluded("data/recsys.db", patterns) and not excluded("service/data.py", patterns)
     assert excluded("service/__pycache__/app.cpython-311.pyc", patterns) and excluded("x.pyc", patterns)
-    assert not excluded("service/app.py", patterns)
+    assert not excluded("service/web/app.py", patterns)
     assert excluded("benchmarks/_data/x.npy", patterns) and not excluded("benchmarks/bench_index.py", patterns)
     assert excluded("docs/benchmarks.md", patterns) and not excluded("docs/keep.md", patterns)
 
@@ -330,7 +330,7 @@ def test_service_healthcheck_uses_python_on_health_live(dockerfile):
     command = exec_form(check.split("CMD", 1)[1].strip())
     assert command[:2] == ["python", "-c"] and "/health/live" in command[2]
     assert "curl" not in check and "wget" not in check
-    assert '"/health/live"' in (ROOT / "service" / "api" / "ops.py").read_text(), "the route the check calls is gone"
+    assert '"/health/live"' in (ROOT / "service" / "web" / "ops.py").read_text(), "the route the check calls is gone"
 
 
 def test_indexer_target_is_the_build_job(dockerfile):

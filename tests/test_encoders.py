@@ -13,15 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.encoders import (
-    RANDOM_INIT_FOR_TESTS,
-    ClipEncoder,
-    EncoderUnavailable,
-    TextEncoder,
-    load_clip_encoder,
-    load_text_encoder,
-    resolve_device,
-)
+from service.vectors.encoders import RANDOM_INIT_FOR_TESTS, ClipEncoder, EncoderUnavailable, TextEncoder, load_clip_encoder, load_text_encoder, resolve_device
 from service.settings import load_settings
 
 try:  # tests/ as a package (a tests/__init__.py) or as a plain folder on sys.path
@@ -180,7 +172,7 @@ def image_files(tmp_path_factory):
 
 def test_random_init_only_when_asked(tiny_files, caplog):
     config, _ = tiny_files
-    with caplog.at_level(logging.WARNING, logger="service.encoders"):
+    with caplog.at_level(logging.WARNING, logger="service.vectors.encoders"):
         enc = load_clip_encoder(_settings(clip_model=str(config), clip_pretrained=RANDOM_INIT_FOR_TESTS))
     assert "RANDOM weights" in caplog.text
     assert enc.name.endswith("/" + RANDOM_INIT_FOR_TESTS)
@@ -374,7 +366,7 @@ def http_server(image_files):
 
 
 def test_encoder_never_fetches_urls(tiny_clip, image_files, http_server):
-    """URLs are fetched by the service through its guard (service.fetch), never by the encoder."""
+    """URLs are fetched by the service through its guard (service.store.fetch), never by the encoder."""
     requests_seen = []
     handler_class = http.server.SimpleHTTPRequestHandler
     original = handler_class.do_GET

@@ -1,4 +1,4 @@
-"""Known-answer tests for service.evaluation (split and top-k metrics)."""
+"""Known-answer tests for service.recommend.evaluation (split and top-k metrics)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.evaluation import (
-    Split,
-    catalog_coverage,
-    evaluate,
-    holdout_split,
-    item_popularity,
-    ndcg_at_k,
-    popularity_bias,
-    recall_at_k,
-    train_valid_indices,
-)
+from service.recommend.evaluation import Split, catalog_coverage, evaluate, holdout_split, item_popularity, ndcg_at_k, popularity_bias, recall_at_k, train_valid_indices
 
 
 def _log2(x: float) -> float:

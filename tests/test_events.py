@@ -8,11 +8,11 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from service import events
-from service.events import record_events
-from service.items import upsert_items
-from service.models import Event
-from service.records import EventRecord, ItemRecord
+from service.store import events
+from service.store.events import record_events
+from service.store.items import upsert_items
+from service.store.models import Event
+from service.store.records import EventRecord, ItemRecord
 
 T0 = dt.datetime(2026, 1, 1)
 

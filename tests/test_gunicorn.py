@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from indexer.pipeline import Pipeline, publish_version
-from service.db import make_engine, make_session_factory, upgrade
+from service.store.db import make_engine, make_session_factory, upgrade
 from service.demo import ITEMS_FILE
-from service.importing import import_items
+from service.store.importing import import_items
 from service.settings import load_settings
 
 QUERIES = ["waterproof jacket", "trail running shoes", "chef knife", "coffee maker", "desk lamp for reading",
@@ -44,8 +44,8 @@ def served(tmp_path_factory):
     env.update({"RECSYS_DATA_DIR": str(data), "RECSYS_CLIP_ENABLED": "false", "RECSYS_INDEX_POLL_SECONDS": "0.5"})
     gunicorn = Path(sys.executable).parent / "gunicorn"
     proc = subprocess.Popen(
-        [str(gunicorn), "-w", "2", "-k", "service.gunicorn_worker.JsonErrorThreadWorker", "--threads", "4", "-b", f"127.0.0.1:{port}",
-         "--graceful-timeout", "5", "service.app:create_app()"],
+        [str(gunicorn), "-w", "2", "-k", "service.web.gunicorn_worker.JsonErrorThreadWorker", "--threads", "4", "-b", f"127.0.0.1:{port}",
+         "--graceful-timeout", "5", "service.web.app:create_app()"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"

@@ -30,11 +30,11 @@ from PIL import Image
 from sqlalchemy import select, text
 
 from indexer.pipeline import Pipeline
-from service import artifacts
-from service.app import create_app
-from service.db import make_engine, make_session_factory, upgrade
-from service.importing import import_items
-from service.models import Event, Item, User
+from service.vectors import artifacts
+from service.web.app import create_app
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.store.importing import import_items
+from service.store.models import Event, Item, User
 from service.settings import load_settings
 from tests.conftest import IN_CI
 
@@ -439,7 +439,7 @@ def test_database_outage_under_load_is_503_and_loses_no_acknowledged_write(own_p
 def test_full_disk_is_503_with_retry_after(client, monkeypatch):
     import errno
 
-    import service.api.items as items_api
+    import service.web.items as items_api
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")

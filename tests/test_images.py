@@ -32,11 +32,11 @@ from sqlalchemy import select
 
 from indexer.pipeline import LEGACY_IMAGE, ItemRow, embed_space
 from service.cli import cli
-from service.db import make_engine, make_session_factory, upgrade
-from service.fetch import FetchFailed, FetchPolicy, FetchRefused, FetchTooLarge, check_address, denied_reason, fetch
-from service.images import ImageRejected, ImageStore, ImageTooLarge, InvalidKey, inspect_image, is_key, key_of
-from service.importing import ImportRejected, import_items
-from service.models import Item
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.store.fetch import FetchFailed, FetchPolicy, FetchRefused, FetchTooLarge, check_address, denied_reason, fetch
+from service.store.images import ImageRejected, ImageStore, ImageTooLarge, InvalidKey, inspect_image, is_key, key_of
+from service.store.importing import ImportRejected, import_items
+from service.store.models import Item
 from service.settings import load_settings
 
 MB = 1024 * 1024
@@ -390,7 +390,7 @@ def api(tmp_path, monkeypatch):
         overrides = {"data_dir": str(data), "clip_enabled": False, **extra}
         settings = load_settings(overrides, environ={})
         upgrade(make_engine(settings))
-        from service.app import create_app
+        from service.web.app import create_app
 
         app = create_app(overrides)
         app.testing = True
@@ -439,12 +439,12 @@ def test_upload_by_multipart_and_base64_then_served_from_the_store(api):
 
 def test_server_files_are_never_read_or_served(api, monkeypatch):
     client = api()
-    import service.records
+    import service.store.records
 
     def never(*_a, **_k):
         raise AssertionError("the HTTP API resolved a file path")
 
-    monkeypatch.setattr(service.records, "resolve_image_location", never)
+    monkeypatch.setattr(service.store.records, "resolve_image_location", never)
     db_file = Path(client.settings.data_dir) / "recsys.db"
     settings_file = Path(client.settings.data_dir) / "settings.json"
     assert db_file.is_file() and settings_file.is_file()

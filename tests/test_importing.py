@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from service.events import record_events
-from service.images import ImageStore, key_of
-from service.importing import ImportRejected, detect_format, import_events, import_items
-from service.models import Event, Item, User
-from service.records import parse_event
+from service.store.events import record_events
+from service.store.images import ImageStore, key_of
+from service.store.importing import ImportRejected, detect_format, import_events, import_items
+from service.store.models import Event, Item, User
+from service.store.records import parse_event
 from service.settings import BUILTIN_EVENT_TYPES
 
 

@@ -18,7 +18,7 @@ from indexer.index_build import (
     tune_search_params,
 )
 from indexer.index_choice import IndexSpec, choose_index
-from service.vector_index import find_layer, make_search_params, read_index, search, write_index
+from service.vectors.vector_index import find_layer, make_search_params, read_index, search, write_index
 
 N, DIM, LATENT = 10_000, 384, 12
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from indexer.pipeline import Pipeline
-from service import artifacts
-from service.app import create_app
-from service.db import make_engine, make_session_factory, upgrade
-from service.importing import import_items
-from service.index_store import IndexStore
+from service.vectors import artifacts
+from service.web.app import create_app
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.store.importing import import_items
+from service.vectors.index_store import IndexStore
 from service.settings import load_settings
 
 CATALOG = [

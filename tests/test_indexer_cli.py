@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from indexer.cli import EXIT_IO, EXIT_LOCKED, EXIT_RECALL, cli, io_failure
 from indexer.pipeline import Pipeline, build_lock
-from service import artifacts
+from service.vectors import artifacts
 from service.cli import cli as recsys
-from service.db import make_engine, make_session_factory, session_scope
-from service.models import IndexVersion
+from service.store.db import make_engine, make_session_factory, session_scope
+from service.store.models import IndexVersion
 from service.settings import load_settings
 
 
@@ -176,12 +176,12 @@ def test_a_full_database_that_cannot_even_record_the_failure_keeps_the_first_err
 
 
 def test_an_unexpected_error_is_one_line_with_stage_and_type_and_exit_1(run, monkeypatch, caplog):
-    import service.vector_index
+    import service.vectors.vector_index
 
     def broken(*_a, **_k):
         raise RuntimeError("the index writer broke\nwith a second line")
 
-    monkeypatch.setattr(service.vector_index, "write_index", broken)
+    monkeypatch.setattr(service.vectors.vector_index, "write_index", broken)
     res = run("build")
     assert res.exit_code == 1
     assert _failure_line(res) == ("build failed in stage index:text: RuntimeError: the index writer broke. "

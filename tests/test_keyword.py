@@ -7,17 +7,10 @@ import threading
 import pytest
 from sqlalchemy import select, update
 
-from service.importing import import_items
-from service.keyword import (
-    MAX_KEYWORD_LIMIT,
-    MAX_QUERY_TOKENS,
-    MAX_SUGGEST_LIMIT,
-    Suggester,
-    fts5_match_expression,
-    keyword_search,
-    query_terms,
-)
-from service.models import Item
+from service.store.importing import import_items
+from service.search.keyword import MAX_KEYWORD_LIMIT, MAX_QUERY_TOKENS, fts5_match_expression, keyword_search, query_terms
+from service.search.suggest import MAX_SUGGEST_LIMIT, Suggester
+from service.store.models import Item
 
 IMAGE = "sunrise.png"  # beside the imported file; the import puts it in the image store
 

@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import inspect, text
 
-from service.db import current_revision, downgrade, drift, head_revision, make_engine, upgrade
+from service.store.db import current_revision, downgrade, drift, head_revision, make_engine, upgrade
 
 TABLES = {"items", "users", "events", "index_versions"}
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from indexer.pipeline import Pipeline
 from service.cli import cli
-from service.offline_eval import Blend, Evaluator, load_event_log, split_log
+from service.recommend.offline_eval import Blend, Evaluator, load_event_log, split_log
 from service.settings import load_settings
 
 # Two tastes: group A engages with a0..a5, group B with b0..b5.
@@ -69,13 +69,13 @@ def test_recsys_eval_scores_the_real_path_tunes_and_writes_settings(tmp_path, se
 
 
 def _factory(settings):
-    from service.db import make_engine, make_session_factory
+    from service.store.db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(settings))
 
 
 def test_the_split_holds_out_the_latest_positives_and_the_evaluator_answers_from_the_rest(tmp_path, settings, session_factory):
-    from service.importing import import_events, import_items
+    from service.store.importing import import_events, import_items
 
     items, events = write_world(tmp_path)
     import_items(items, session_factory=session_factory, progress=False)

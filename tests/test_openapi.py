@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from service.app import create_app
-from service.db import make_engine, upgrade
+from service.web.app import create_app
+from service.store.db import make_engine, upgrade
 from service.settings import load_settings
 
 ERROR_REF = "#/components/schemas/Error"

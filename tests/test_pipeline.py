@@ -17,14 +17,14 @@ from PIL import Image
 from sqlalchemy import select
 
 from indexer.pipeline import BuildError, Pipeline, garbage_collect, publish_version
-from service import artifacts
-from service.db import session_scope
-from service.encoders import load_clip_encoder, load_text_encoder
-from service.images import ImageStore
-from service.importing import import_items
-from service.models import IndexVersion, Item
+from service.vectors import artifacts
+from service.store.db import session_scope
+from service.vectors.encoders import load_clip_encoder, load_text_encoder
+from service.store.images import ImageStore
+from service.store.importing import import_items
+from service.store.models import IndexVersion, Item
 from service.settings import load_settings
-from service.vector_index import read_index, search
+from service.vectors.vector_index import read_index, search
 from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
 
 COLORS = {"red": (200, 30, 30), "blue": (30, 60, 200), "green": (30, 160, 60)}
@@ -216,7 +216,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from indexer.pipeline import Pipeline, build_space_index
-    from service.db import make_engine, make_session_factory
+    from service.store.db import make_engine, make_session_factory
     from service.settings import load_settings
     import json
     settings = load_settings(json.loads(sys.argv[1]), environ={})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.behaviour import Catalog, Snapshot
-from service.ranking import blend, decay, event_weights, mmr, profile_vector, scale, top_n
+from service.recommend.behaviour import Catalog, Snapshot
+from service.recommend.ranking import blend, decay, event_weights, mmr, profile_vector, scale, top_n
 
 DAY = 86_400.0
 

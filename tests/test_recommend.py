@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from indexer.pipeline import Pipeline
-from service.app import create_app
-from service.events import active_users, consumed_items, user_history
-from service.importing import import_events, import_items
+from service.web.app import create_app
+from service.store.events import active_users, consumed_items, user_history
+from service.store.importing import import_events, import_items
 
 OUTDOOR = [("o1", "Waterproof hiking boots", "Leather boots with a grippy sole for mountain trails."),
            ("o2", "Trekking poles", "Light carbon poles that take the strain off your knees on descents."),

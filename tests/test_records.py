@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from service.records import FieldError, ImageRef, derive_event_id, parse_event, parse_item, parse_timestamp
+from service.store.records import FieldError, ImageRef, derive_event_id, parse_event, parse_item, parse_timestamp
 from service.settings import BUILTIN_EVENT_TYPES
 
 TYPES = BUILTIN_EVENT_TYPES

@@ -26,7 +26,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from service.app import create_app
+from service.web.app import create_app
 from tests.test_api import built  # noqa: F401 - the module-scoped catalog + index fixture
 
 pytestmark = [

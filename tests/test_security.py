@@ -18,9 +18,9 @@ from limits import parse
 from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder
 
-from service import security
-from service.app import create_app
-from service.db import make_engine, upgrade
+from service.web import security
+from service.web.app import create_app
+from service.store.db import make_engine, upgrade
 from service.settings import load_settings
 
 KEYS = {"read_keys": '["r-key"]', "api_keys": '["w-key"]', "admin_keys": '["a-key"]'}
@@ -178,7 +178,7 @@ def test_rotating_keys_do_not_bypass_the_limit(make_app):
 
 def test_a_flood_of_bogus_keys_does_not_reset_a_clients_bucket(make_app):
     app = make_app(rate_limit_per_minute=5, **KEYS)
-    limiter, settings = app.extensions["recsys"].limiter, app.extensions["recsys"].settings
+    limiter, settings = next(iter(app.extensions["limiter"])), app.extensions["recsys"].settings
     client = app.test_client()
     assert [client.get("/trending", headers=hdr("r-key")).status_code for _ in range(2)] == [200, 200]
     # Distinct bogus keys from another address, straight through the WSGI app: one bucket for all.

@@ -1,0 +1,1 @@
+"""Recommendation use cases: ranking arithmetic, behaviour, the recommender and its offline evaluation."""

@@ -1,0 +1,313 @@
+"""Recommendations: seeds in, ranked items with reasons out.
+
+Every recommendation endpoint, and the offline evaluation, goes through the same two steps:
+
+1. :func:`gather` draws candidates from each source: ``profile`` (FAISS search with the
+   weighted, time-decayed mean of the seed items' embeddings, plus raw vectors),
+   ``co_engagement`` (people who engaged with a seed also engaged with ...) and ``trending``;
+2. :func:`rank` blends them with weights, checks the page's items against SQL (live, filters),
+   diversifies with maximal marginal relevance and explains each item.
+
+*Seeds* are what is known about the person: a user's recent history, an anonymous session's
+items, or positive and negative examples. No seeds means cold start: trending items (in the
+requested category), then the newest items when nothing is trending.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.recommend.behaviour import Snapshot
+from service.store.models import to_seconds
+from service.vectors.delta import Delta
+from service.store.events import History
+from service.vectors.index_store import LoadedSpace
+from service.store.models import Item
+from service.recommend.ranking import blend, decay, event_weights, mmr, profile_vector
+from service.store.items import Filters, load_items
+from service.vectors.nearest import vector_candidates, vectors_of
+
+# Past tense of event types, for explanations ("because you viewed X").
+VERBS = {"view": "viewed", "click": "clicked", "cart": "added to cart", "purchase": "bought", "rating": "rated",
+         "session": "looked at", "example": "liked"}
+# Session items lose this much weight per step back in time (the latest item counts most).
+SESSION_DECAY = 0.85
+# Hydrated candidates per page item: enough for filters and diversity to choose from.
+POOL_FACTOR = 5
+# "All time" for popularity: a window and half-life longer than any catalog's history.
+ALL_TIME_DAYS = 100 * 365.0
+
+
+def new_recommendation_id() -> str:
+    """An id for one response, so clicks can be attributed (events take it as recommendation_id)."""
+    return "r-" + secrets.token_hex(8)
+
+
+@dataclass
+class Seeds:
+    """Weighted items (negative = disliked) and raw vectors describing what someone likes."""
+
+    items: dict[int, float] = field(default_factory=dict)
+    via: dict[int, str] = field(default_factory=dict)  # item -> event type, for explanations
+    vectors: list[tuple[np.ndarray, float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.items) or bool(self.vectors)
+
+
+def seeds_from_history(history: History, *, weights: Mapping[str, float], rating_neutral: float,
+                       half_life_days: float, now: float) -> Seeds:
+    """A user's events as seeds: type weight (ratings by value) times time decay, summed per item."""
+    seeds = Seeds()
+    if not history.item_ids:
+        return seeds
+    w = event_weights(history.types, history.values, weights, rating_neutral)
+    ages = now - np.array([to_seconds(t) for t in history.times])
+    w = w * decay(ages, half_life_days)
+    strongest: dict[int, float] = {}
+    for item, t, wi in zip(history.item_ids, history.types, w.tolist()):
+        seeds.items[item] = seeds.items.get(item, 0.0) + wi
+        if abs(wi) > strongest.get(item, -1.0):  # explain with the event that weighed most
+            strongest[item], seeds.via[item] = abs(wi), t
+    return seeds
+
+
+def seeds_from_session(item_ids: Sequence[int]) -> Seeds:
+    """An anonymous session (oldest first): the latest item weighs 1, earlier ones less."""
+    seeds = Seeds()
+    for back, item in enumerate(reversed(list(item_ids))):
+        seeds.items[item] = seeds.items.get(item, 0.0) + SESSION_DECAY ** back
+        seeds.via.setdefault(item, "session")
+    return seeds
+
+
+def seeds_from_examples(positive: Sequence[int], negative: Sequence[int] = (),
+                        positive_vectors: Sequence[np.ndarray] = (), negative_vectors: Sequence[np.ndarray] = ()) -> Seeds:
+    seeds = Seeds()
+    for item in positive:
+        seeds.items[item], seeds.via[item] = 1.0, "example"
+    for item in negative:
+        seeds.items[item] = -1.0
+    seeds.vectors = [(np.asarray(v, np.float32), 1.0) for v in positive_vectors]
+    seeds.vectors += [(np.asarray(v, np.float32), -1.0) for v in negative_vectors]
+    return seeds
+
+
+@dataclass
+class Engine:
+    """What recommendations read: the content space (with its fresh delta) and behaviour."""
+
+    space: LoadedSpace | None
+    delta: Delta | None
+    behaviour: Snapshot
+    trending_window_days: float = 7.0
+    trending_half_life_days: float = 3.0
+    candidates_per_source: int = 200
+
+    def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        if self.space is None:
+            return np.zeros((len(item_ids), 1), np.float32), np.zeros(len(item_ids), bool)
+        return vectors_of(self.space, self.delta, item_ids)
+
+
+@dataclass
+class Ask:
+    """One request: page size, filters, exclusions, diversity, blend weights and the clock."""
+
+    k: int = 10
+    kinds: tuple[str, ...] = ()
+    category: str | None = None
+    exclude: frozenset[int] = frozenset()
+    diversity: float = 0.0
+    weights: Mapping[str, float] = field(default_factory=lambda: {"profile": 0.1, "co_engagement": 1.0, "trending": 0.03})
+    now: float = 0.0
+    strategy: str = "average"  # examples: average vector, or best score per example
+    # Cold start: fall back to all-time popularity when nothing is trending in the window.
+    widen_trending: bool = True
+
+    @property
+    def filters(self) -> Filters:
+        return Filters(kinds=self.kinds, category=self.category, exclude=self.exclude)
+
+
+@dataclass
+class Sources:
+    """Candidates per source (item -> raw score); exhausted when no source could give more."""
+
+    scores: dict[str, dict[int, float]]
+    exhausted: bool
+
+
+@dataclass
+class Rec:
+    item: Item
+    score: float
+    signals: tuple[str, ...]
+    reasons: list[dict] = field(default_factory=list)
+
+
+def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dict[int, float], bool]:
+    """Content candidates: FAISS search with the profile (or, for best_score, per example)."""
+    if engine.space is None:
+        return {}, True
+    ids = list(seeds.items)
+    vecs, found = engine.vectors(ids)
+    weights = np.array([seeds.items[i] for i in ids], dtype=np.float64)
+    all_vecs = [vecs[found]] + [v[None, :] for v, _ in seeds.vectors]
+    all_w = np.concatenate([weights[found], np.array([w for _, w in seeds.vectors], dtype=np.float64)])
+    matrix = np.concatenate(all_vecs) if len(all_w) else np.zeros((0, engine.space.dim), np.float32)
+    blocked = set(ask.exclude)
+    if ask.strategy == "best_score" and len(all_w):
+        return _best_score(engine, matrix, all_w, blocked, n)
+    profile = profile_vector(matrix, all_w) if len(all_w) else None
+    if profile is None:
+        return {}, True
+    cands, exhausted = vector_candidates(engine.space, engine.delta, profile, n + len(blocked))
+    out = {i: s for i, s, _ in cands if i not in blocked}
+    return dict(list(out.items())[:n]), exhausted
+
+
+def _best_score(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: set[int], n: int):
+    """Qdrant's "best score": a candidate scores its best positive similarity when that beats
+    its best negative one, else minus its best negative similarity (so it sinks)."""
+    pos, neg = matrix[weights > 0], matrix[weights < 0]
+    pool: set[int] = set()
+    exhausted = True
+    for v in pos:
+        cands, done = vector_candidates(engine.space, engine.delta, v, n + len(blocked))
+        pool.update(i for i, _s, _ in cands)
+        exhausted &= done
+    pool -= blocked
+    ids = sorted(pool)
+    if not ids:
+        return {}, exhausted
+    vecs, _found = engine.vectors(ids)
+    best_pos = (vecs @ pos.T).max(axis=1)
+    best_neg = (vecs @ neg.T).max(axis=1) if len(neg) else np.full(len(ids), -np.inf)
+    # Shifted to stay positive for the blend's [0, 1] scaling: winners in (1, 2], losers in [0, 1).
+    score = np.where(best_pos > best_neg, 1.0 + (best_pos + 1) / 2, (1 - best_neg) / 2)
+    order = np.argsort(-score)[:n]
+    return {ids[j]: float(score[j]) for j in order}, exhausted
+
+
+def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sources:
+    """Candidates from every source with a weight (co-engagement and trending filtered early)."""
+    n = n or engine.candidates_per_source
+    scores: dict[str, dict[int, float]] = {}
+    exhausted = True
+    snap = engine.behaviour
+    allowed = lambda items: {i: s for i, s in items.items() if snap.catalog.allows(i, ask.kinds, ask.category)}  # noqa: E731
+    if seeds and (ask.weights.get("profile", 0) > 0 or ask.strategy == "best_score"):
+        found, done = _profile_scores(engine, seeds, ask, n)
+        scores["profile"] = allowed(found)
+        exhausted &= done
+    if seeds.items and ask.weights.get("co_engagement", 0) > 0:
+        found = snap.co_engaged(seeds.items, n, exclude=ask.exclude)
+        exhausted &= len(found) < n
+        scores["co_engagement"] = allowed(found)
+    if ask.weights.get("trending", 0) > 0 or not seeds:
+        found = snap.trending(now=ask.now, window_days=engine.trending_window_days,
+                              half_life_days=engine.trending_half_life_days, n=n,
+                              kinds=ask.kinds, category=ask.category, exclude=ask.exclude)
+        if not found and not seeds and ask.widen_trending:
+            # Cold start in a quiet period: all-time popularity beats no answer.
+            found = snap.trending(now=ask.now, window_days=ALL_TIME_DAYS, half_life_days=ALL_TIME_DAYS, n=n,
+                                  kinds=ask.kinds, category=ask.category, exclude=ask.exclude)
+        exhausted &= len(found) < n
+        scores["trending"] = found
+    return Sources(scores, exhausted)
+
+
+def _newest(session: Session, ask: Ask, n: int) -> dict[int, float]:
+    """Cold start with nothing trending: the newest live items, newest first."""
+    q = select(Item.id).where(Item.deleted_at.is_(None))
+    if ask.kinds:
+        q = q.where(Item.kind.in_(ask.kinds))
+    if ask.category:
+        q = q.where(Item.category == ask.category)
+    ids = [i for i in session.scalars(q.order_by(Item.created_at.desc(), Item.id.desc()).limit(n + len(ask.exclude)))
+           if i not in ask.exclude][:n]
+    return {i: 1.0 - r / (len(ids) + 1) for r, i in enumerate(ids)}
+
+
+def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: Session, explain: bool = False) -> list[Rec]:
+    """Blend, check against SQL, diversify and explain: the page of ``ask.k`` items."""
+    weights = dict(ask.weights)
+    if not seeds:
+        weights = {"trending": 1.0, "new": 1.0}
+    blended = blend(sources.scores, weights)
+    if not seeds and not blended:
+        blended = blend({"new": _newest(session, ask, ask.k * POOL_FACTOR)}, weights)
+    order = sorted(blended, key=lambda i: (-blended[i][0], i))
+    pool_size = max(ask.k * POOL_FACTOR, 50) if ask.diversity > 0 else ask.k
+    filters = ask.filters
+    pool: list[Item] = []
+    start = 0
+    while len(pool) < pool_size and start < len(order):
+        chunk = order[start : start + max(pool_size * 2, 20)]
+        start += len(chunk)
+        items = load_items(session=session, ids=chunk)
+        pool.extend(items[i] for i in chunk if i in items and filters.matches(items[i]))
+    pool = pool[:pool_size]
+    if not pool:
+        return []
+    relevance = np.array([blended[it.id][0] for it in pool])
+    vecs = None
+    if ask.diversity > 0 and engine.space is not None:
+        vecs, _found = engine.vectors([it.id for it in pool])
+    picked = mmr(relevance, vecs, ask.k, ask.diversity)
+    recs = [Rec(pool[j], float(relevance[j]), blended[pool[j].id][1]) for j in picked]
+    if explain:
+        explain_recs(engine, seeds, sources, recs, session=session)
+    return recs
+
+
+def recommend(engine: Engine, seeds: Seeds, ask: Ask, *, session: Session, explain: bool = False) -> list[Rec]:
+    """:func:`gather` then :func:`rank`, asking the sources for more when filters thin them out."""
+    n = engine.candidates_per_source * (4 if ask.kinds or ask.category else 1)
+    while True:
+        sources = gather(engine, seeds, ask, n)
+        recs = rank(engine, seeds, ask, sources, session=session, explain=explain)
+        if len(recs) >= ask.k or sources.exhausted or n >= 20_000:
+            return recs
+        n *= 4
+
+
+def explain_recs(engine: Engine, seeds: Seeds, sources: Sources, recs: list[Rec], *, session: Session) -> None:
+    """Attach reasons: the seed behind a co-engagement or profile match, or popularity."""
+    ids = [r.item.id for r in recs]
+    co_seed = engine.behaviour.best_seed(seeds.items, ids) if "co_engagement" in sources.scores else {}
+    content_seed: dict[int, int] = {}
+    liked = [i for i, w in seeds.items.items() if w > 0]
+    if liked and "profile" in sources.scores:
+        seed_vecs, seed_found = engine.vectors(liked)
+        rec_vecs, rec_found = engine.vectors(ids)
+        if seed_found.any():
+            sims = rec_vecs @ seed_vecs[seed_found].T
+            seed_ids = np.asarray(liked)[seed_found]
+            content_seed = {i: int(seed_ids[int(np.argmax(sims[j]))]) for j, i in enumerate(ids) if rec_found[j]}
+    named = session.execute(select(Item.id, Item.title, Item.external_id)
+                            .where(Item.id.in_(set(co_seed.values()) | set(content_seed.values())))).all()
+    titles = {i: title for i, title, _ in named}
+    external = {i: ext for i, _, ext in named}
+    for rec in recs:
+        for signal in rec.signals:
+            seed = co_seed.get(rec.item.id) if signal == "co_engagement" else content_seed.get(rec.item.id) if signal == "profile" else None
+            if seed is not None and seed in titles:
+                verb = VERBS.get(seeds.via.get(seed, ""), "engaged with")
+                text = (f"people who {verb} {titles[seed]!r} also engaged with this" if signal == "co_engagement"
+                        else f"because you {verb} {titles[seed]!r}")
+                rec.reasons.append({"signal": signal, "item_id": external.get(seed), "text": text})
+            elif signal == "trending":
+                where = f"popular in {rec.item.category}" if rec.item.category else "popular right now"
+                rec.reasons.append({"signal": signal, "text": where})
+            elif signal == "new":
+                rec.reasons.append({"signal": signal, "text": "new in the catalog"})
+            elif signal == "profile":
+                rec.reasons.append({"signal": signal, "text": "close to what you like"})

@@ -1,0 +1,1 @@
+"""Search use cases: semantic, keyword and hybrid search, and typeahead."""

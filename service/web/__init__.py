@@ -1,0 +1,1 @@
+"""HTTP: the Flask app factory, request runtime, blueprints, schemas, errors, security and metrics."""

@@ -1,0 +1,86 @@
+"""Flask app factory: ``create_app(overrides=None)``.
+
+Serve with gunicorn (see README)::
+
+    gunicorn -w 2 -k service.web.gunicorn_worker.JsonErrorThreadWorker --threads 2 -b 127.0.0.1:8000 'service.web.app:create_app()'
+
+Nothing heavy happens at import. The factory opens the database engine, the index store (which
+loads the published version and, with it, the query encoder) and registers the blueprints; each
+worker process polls for newly published versions on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, g, request
+
+from service.settings import load_settings
+from service.web.boundary import register_boundary
+from service.web.errors import register_error_handlers
+from service.web.runtime import Runtime
+from service.web.security import build_limiter, install as install_security
+
+log = logging.getLogger("recsys.service")
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service: settings (defaults, RECSYS_* env, overrides), database, index, routes."""
+    settings = load_settings(overrides)
+    app = Flask(__name__, static_folder=str(Path(__file__).parent / "static"), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    app.config["JSON_SORT_KEYS"] = False
+    rt = Runtime(settings)
+    app.extensions["recsys"] = rt
+    if settings.faiss_threads:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
+
+    from service.web.openapi import register_api
+
+    register_api(app)
+    register_error_handlers(app)
+    register_boundary(app)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    # After _start, so rate-limited answers are timed too: proxies, rate limit, docs gating.
+    # The factory owns the limiter (runtime must not import security: security reads runtime()).
+    install_security(app, build_limiter(settings), settings)
+
+    @app.after_request
+    def _observe(response):
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        rt.metrics.requests.labels(rule, request.method, f"{response.status_code // 100}xx").observe(elapsed)
+        if "error_code" in g:
+            rt.metrics.errors.labels(g.error_code).inc()
+        response.headers["X-Response-Time-ms"] = f"{elapsed * 1000:.2f}"
+        return response
+
+    @app.teardown_appcontext
+    def _close(_exc) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    # Load the published version and run the encoder once now, so the first request does not
+    # pay for loading (seconds) or for torch's first-call setup (about a second on CPU).
+    try:
+        rt.store.refresh()
+        if rt.store.current is not None:
+            rt.text_encoder().encode(["warm up"])
+    except Exception:  # a broken index must not stop the service from starting (writes still work)
+        log.exception("could not load the published index at startup")
+    try:
+        with rt.session_factory() as session:
+            rt.behaviour.refresh(session)
+    except Exception:  # e.g. the database is not migrated yet: recommendations load on first use
+        log.exception("could not load behaviour at startup")
+    return app

@@ -1,0 +1,157 @@
+"""Everything a request needs, owned by one app: ``Runtime``, ``runtime()`` and ``db_session()``.
+
+The resource module of the web layer (the role of flaskr's ``db.py``): blueprints import
+``runtime()`` and ``db_session()`` from here, the factory (``service.web.app``) builds the
+:class:`Runtime` and registers it, and nothing imports the factory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import current_app, g
+from sqlalchemy.orm import Session
+
+from service.recommend.behaviour import BehaviourModel, Snapshot
+from service.settings import Settings
+from service.store.db import make_engine, make_session_factory
+from service.vectors.delta import DeltaSet
+from service.vectors.index_store import IndexStore, LoadedVersion
+from service.web.errors import APIError
+from service.web.metrics import Metrics
+
+log = logging.getLogger("recsys.service")
+# Encoders are shared by every app in the process (tests build many apps; workers build one).
+_ENCODERS: dict[tuple, Any] = {}
+_ENCODER_LOCK = threading.Lock()
+
+
+def _shared_encoder(kind: str, settings: Settings):
+    from service.vectors import encoders
+
+    key = (kind, settings.text_model) if kind == "text" else (kind, settings.clip_model, settings.clip_pretrained)
+    with _ENCODER_LOCK:
+        if key not in _ENCODERS:
+            if settings.torch_threads:
+                import torch
+
+                # Several workers on few cores: fewer threads each avoids oversubscription.
+                torch.set_num_threads(settings.torch_threads)
+            loader = encoders.load_text_encoder if kind == "text" else encoders.load_clip_encoder
+            _ENCODERS[key] = loader(settings)
+        return _ENCODERS[key]
+
+
+class Runtime:
+    """Everything a request needs, owned by one app: settings, database, index, encoders."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.session_factory = make_session_factory(self.engine)
+        self.metrics = Metrics()
+        self.deltas = DeltaSet(settings.index_path)
+        self.behaviour = BehaviourModel(
+            event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
+            popularity_damping=settings.co_engagement_popularity_damping,
+            user_damping=settings.co_engagement_user_damping,
+            trending_window_days=settings.trending_window_days,
+            trending_half_life_days=settings.trending_half_life_days,
+            refresh_seconds=settings.behaviour_refresh_seconds,
+        )
+        self.clip_error: str | None = None
+        self._suggester = None
+        self._suggester_lock = threading.Lock()
+        self._suggester_checked = 0.0
+        self.store = IndexStore(
+            settings.index_path, poll_seconds=settings.index_poll_seconds,
+            check_compatible=self._check_compatible, on_swap=self._on_swap,
+        )
+
+    # --- encoders ------------------------------------------------------------------------
+    def text_encoder(self):
+        return _shared_encoder("text", self.settings)
+
+    def clip_encoder(self):
+        """The CLIP encoder, or APIError 503 when it cannot be loaded here."""
+        from service.vectors.encoders import EncoderUnavailable
+
+        try:
+            return _shared_encoder("clip", self.settings)
+        except EncoderUnavailable as exc:
+            raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
+
+    def _check_compatible(self, manifest: dict[str, Any]) -> str | None:
+        text = manifest["spaces"].get("text")
+        if text is None:
+            return "no text space"
+        encoder = self.text_encoder()
+        if text["encoder"]["revision"] != encoder.revision or int(text["dim"]) != encoder.dim:
+            return (f"text space built with {text['encoder']['name']}@{text['encoder']['revision']}, "
+                    f"this service encodes queries with {encoder.name}@{encoder.revision} (set RECSYS_TEXT_MODEL)")
+        return None
+
+    def _on_swap(self, version: LoadedVersion) -> None:
+        spaces = {name: (sp.dim, sp.encoder["revision"]) for name, sp in version.spaces.items()}
+        self.deltas.reset(version.name, version.read_at, spaces)
+        with self.session_factory() as session:
+            self.deltas.sync(session, force=True)
+        self.metrics.set_version(version.name, {n: s.count for n, s in version.spaces.items()})
+        self.clip_error = None
+        if "clip" in version.spaces:
+            from service.vectors.encoders import EncoderUnavailable
+
+            try:
+                clip = _shared_encoder("clip", self.settings)
+                if clip.revision != version.spaces["clip"].encoder["revision"]:
+                    self.clip_error = "the CLIP space was built with other weights than this service loads"
+            except EncoderUnavailable as exc:
+                self.clip_error = str(exc)
+            if self.clip_error:
+                log.error("CLIP space of %s not served: %s", version.name, self.clip_error)
+
+    # --- per request -----------------------------------------------------------------------
+    def version(self) -> LoadedVersion:
+        """The version for this request, or 503 when none is published yet."""
+        self.store.ensure_polling()
+        version = self.store.current
+        if version is None:
+            self.store.refresh()
+            version = self.store.current
+        if version is None:
+            raise APIError(503, "no index is published yet: run `recsys-indexer build` (item and event writes still work)")
+        return version
+
+    def behaviour_snapshot(self) -> Snapshot:
+        """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""
+        self.behaviour.ensure_refreshing(self.session_factory)
+        return self.behaviour.snapshot
+
+    def suggester(self, session: Session):
+        """Typeahead index, rebuilt when the catalog changed (checked at most once a second)."""
+        from service.search.suggest import Suggester
+
+        now = time.monotonic()
+        if self._suggester is not None and now - self._suggester_checked < 1.0:
+            return self._suggester
+        with self._suggester_lock:
+            if self._suggester is None or (now - self._suggester_checked >= 1.0 and self._suggester.needs_refresh(session)):
+                fresh = Suggester()
+                fresh.refresh(session)
+                self._suggester = fresh
+            self._suggester_checked = now
+            return self._suggester
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["recsys"]
+
+
+def db_session() -> Session:
+    """The request's session (opened on first use, closed at teardown; commit explicitly)."""
+    if "db_session" not in g:
+        g.db_session = runtime().session_factory()
+    return g.db_session
