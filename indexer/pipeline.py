@@ -303,10 +303,10 @@ class Pipeline:
         progress: bool = False,
     ):
         if load_text_encoder is None or load_clip_encoder is None:
-            from service.vectors import encoders
+            from service.vectors import clip_encoder, text_encoder
 
-            load_text_encoder = load_text_encoder or encoders.load_text_encoder
-            load_clip_encoder = load_clip_encoder or encoders.load_clip_encoder
+            load_text_encoder = load_text_encoder or text_encoder.load_text_encoder
+            load_clip_encoder = load_clip_encoder or clip_encoder.load_clip_encoder
         self.settings = settings
         self.session_factory = session_factory
         self.loaders = {"text": load_text_encoder, "clip": load_clip_encoder}

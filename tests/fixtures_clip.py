@@ -1,6 +1,6 @@
 """A tiny open_clip model for tests: a JSON config and a checkpoint, written on demand.
 
-Loading it through the service::
+Loading it through the service (``service.vectors.clip_encoder``)::
 
     cfg = write_tiny_clip_config(tmp_path)
     ckpt = write_tiny_clip_checkpoint(tmp_path, cfg)

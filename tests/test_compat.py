@@ -27,3 +27,15 @@ def test_importing_service_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_importing_the_encoder_modules_does_not_import_torch():
+    # torch, open_clip and sentence-transformers load inside the load_* functions only.
+    code = (
+        "import sys, service.vectors.encoders, service.vectors.model_files, "
+        "service.vectors.text_encoder, service.vectors.clip_encoder; "
+        "print(sorted(m for m in ('torch', 'open_clip', 'sentence_transformers', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.vectors.encoders import RANDOM_INIT_FOR_TESTS, ClipEncoder, EncoderUnavailable, TextEncoder, load_clip_encoder, load_text_encoder, resolve_device
+from service.vectors.clip_encoder import ClipEncoder, load_clip_encoder
+from service.vectors.encoders import RANDOM_INIT_FOR_TESTS, EncoderUnavailable, resolve_device
+from service.vectors.text_encoder import TextEncoder, load_text_encoder
 from service.settings import load_settings
 
 try:  # tests/ as a package (a tests/__init__.py) or as a plain folder on sys.path
@@ -172,7 +174,7 @@ def image_files(tmp_path_factory):
 
 def test_random_init_only_when_asked(tiny_files, caplog):
     config, _ = tiny_files
-    with caplog.at_level(logging.WARNING, logger="service.vectors.encoders"):
+    with caplog.at_level(logging.WARNING, logger="service.vectors.clip_encoder"):
         enc = load_clip_encoder(_settings(clip_model=str(config), clip_pretrained=RANDOM_INIT_FOR_TESTS))
     assert "RANDOM weights" in caplog.text
     assert enc.name.endswith("/" + RANDOM_INIT_FOR_TESTS)

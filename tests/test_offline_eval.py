@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from click.testing import CliRunner
@@ -82,12 +83,21 @@ def test_the_split_holds_out_the_latest_positives_and_the_evaluator_answers_from
     import_events(events, session_factory=session_factory, event_types=settings.event_types, progress=False)
     with session_factory() as session:
         log = load_event_log(session, settings)
-    assert len(log) == 96  # the low rating is not a positive
+    assert len(log) == 97 and len(log.positive) == 96  # every event is kept; the low rating is not a positive
     split = split_log(log, n_test=1, n_valid=1)
     assert len(split.users) == 16 and len(split.test_idx) == 16 and len(split.valid_idx) == 16
     ev = Evaluator(log, split, None, settings, session_factory, k=3)
-    history, now = ev.history(split.users[0], "test")
-    held = [i for i in split.test_idx if log.users[i] == split.users[0]][0]
-    assert log.items[held] not in history.item_ids and now == log.times[held]
+    user = log.users[log.positive[split.test_idx[0]]]
+    history, consumed = ev.history(user, "test")
+    held = log.positive[split.test_idx[0]]
+    world = ev.world("test")
+    # The held-out event (and anything of that user from then on) is not in the user's history,
+    # and the clock is the last event left in the world: never a held-out one's time.
+    assert log.items[held] not in history.item_ids and log.items[held] not in consumed
+    assert all(t < dt.datetime(1970, 1, 1) + dt.timedelta(seconds=float(log.times[held])) for t in history.times)
+    assert world.now == log.times[world.rows].max() and held not in set(world.rows.tolist())
+    # The low rating is in the user's history (the endpoint reads every event), not in the truth.
+    a0 = next(u for u, name in log.user_names.items() if name == "a0")
+    assert "rating" in ev.history(a0, "test")[0].types
     assert ev.run(Blend({"co_engagement": 1.0}), phase="test")["recall"] == 1.0
     assert ev.run(Blend({"trending": 1.0}), phase="valid")["n_users"] == 16

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from indexer.pipeline import BuildError, Pipeline, garbage_collect, publish_version
 from service.vectors import artifacts
 from service.store.db import session_scope
-from service.vectors.encoders import load_clip_encoder, load_text_encoder
+from service.vectors.clip_encoder import load_clip_encoder
+from service.vectors.text_encoder import load_text_encoder
 from service.store.images import ImageStore
 from service.store.importing import import_items
 from service.store.models import IndexVersion, Item

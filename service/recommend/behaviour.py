@@ -62,6 +62,17 @@ class Catalog:
         return not category or self.categories.get(item_id) == category
 
 
+def load_catalog(session: Session) -> Catalog:
+    """Kind, category and deletion of every item, as the behaviour model keeps them."""
+    kinds, categories, deleted = {}, {}, set()
+    for item_id, kind, category, deleted_at in session.execute(
+            select(Item.id, Item.kind, Item.category, Item.deleted_at)):
+        kinds[item_id], categories[item_id] = kind, category
+        if deleted_at is not None:
+            deleted.add(item_id)
+    return Catalog(kinds, categories, frozenset(deleted))
+
+
 class Snapshot:
     """Immutable behaviour statistics built from arrays of events.
 

@@ -1,36 +1,43 @@
-"""Offline evaluation of the recommendation code path on the service's own event log.
+"""Offline evaluation of the recommendations users get, on the service's own event log.
 
-Holds out each user's most recent positive interactions (:func:`service.recommend.evaluation.holdout_split`),
-builds the behaviour snapshot from the rest, and asks :func:`service.recommend.recommender.recommend` (the
-function the endpoint calls) for each held-out user, with the history the endpoint would have
-read at that moment. Reports Recall@k, NDCG@k, catalog coverage and popularity bias per blend
-setting, and can search the blend weights on the validation split.
+Holds out each user's most recent positive interactions (:func:`service.recommend.evaluation.holdout_split`
+over the first positive event per user and item) and asks :func:`service.recommend.recommender.for_user`
+(the function ``GET /users/{id}/recommendations`` calls) for each evaluated user, in the world the
+endpoint would have seen with the held-out events not yet there:
 
-Tuning reuses each user's gathered candidates across weight settings (:func:`gather` once with
-every source on, then :func:`rank` per setting); the reported figures call :func:`recommend` end
-to end.
+- behaviour (co-engagement, trending) from every event except each evaluated user's events from
+  their first held-out one on, weighted exactly as the service weighs them;
+- the user's history: those same remaining events of the user (every type, not only positives),
+  newest first, and the consumed items excluded by the same rule (``exclude_seen_types``);
+- the clock: the time of the last remaining event, from training data only.
+
+Passing that history, the consumed items and the clock is the one intended difference from the
+endpoint; a test checks that the lists equal the endpoint's for a database holding exactly those
+events. Tuning reuses each user's gathered candidates across weight settings (the pieces
+``recommend`` is made of); the reported figures call ``for_user`` end to end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.store.models import EPOCH, to_seconds
-from service.recommend.behaviour import Snapshot
-from service.recommend.evaluation import Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, popularity_bias, recall_at_k
-from service.store.events import History
-from service.vectors.index_store import LoadedSpace
-from service.store.models import Event, Item
+from service.recommend.behaviour import Snapshot, load_catalog
+from service.recommend.evaluation import (
+    Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, popularity_bias, recall_at_k,
+)
 from service.recommend.ranking import event_weights
-from service.recommend.recommender import Ask, Engine, gather, rank, recommend, seeds_from_history
+from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
 from service.settings import Settings
+from service.store.events import History
+from service.store.models import EPOCH, Event, Item, User, to_seconds
+from service.vectors.index_store import LoadedSpace
 
 # Blend settings always reported, besides the configured and the tuned one.
 NAMED_BLENDS = {
@@ -72,32 +79,38 @@ class Blend:
 
 @dataclass
 class EventLog:
-    """Positive interactions, one per (user, item) (the earliest), in a fixed row order."""
+    """Every event (any type), in id order, and the rows the hold-out split is made on.
 
-    users: np.ndarray  # any hashable user keys
+    ``positive`` indexes the first positive event (weight > 0) per (user, item): the split and
+    the ground truth use those; behaviour and histories use every row.
+    """
+
+    users: np.ndarray  # user primary keys (or any hashable keys)
     items: np.ndarray  # item primary keys
     types: list[str]
     values: list[float | None]
     times: np.ndarray  # Unix seconds
     weights: np.ndarray
+    positive: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    user_names: Mapping[Any, str] = field(default_factory=dict)  # user key -> external id
 
     def __len__(self) -> int:
         return len(self.items)
 
 
 def load_event_log(session: Session, settings: Settings) -> EventLog:
-    """Every stored event with a positive weight, first occurrence per (user, item), by id."""
+    """Every stored event by id (what the service's behaviour model reads), with user names."""
     rows = session.execute(
-        select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
-        .join(Item, Item.id == Event.item_id).where(Item.deleted_at.is_(None)).order_by(Event.id)
+        select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at).order_by(Event.id)
     ).all()
+    names = dict(session.execute(select(User.id, User.external_id)).all())
     return make_event_log([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-                          [to_seconds(r[4]) for r in rows], settings)
+                          [to_seconds(r[4]) for r in rows], settings, user_names=names)
 
 
 def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], values: Sequence[float | None],
-                   times: Sequence[float], settings: Settings) -> EventLog:
-    """Keep positive events (weight > 0), the first per (user, item), in the given order."""
+                   times: Sequence[float], settings: Settings, *, user_names: Mapping[Any, str] | None = None) -> EventLog:
+    """An event log in the given order; ``positive`` marks the first positive event per (user, item)."""
     w = event_weights(types, values, settings.event_weights, settings.rating_neutral)
     seen: set[tuple] = set()
     keep = []
@@ -105,85 +118,125 @@ def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], 
         if w[i] > 0 and (u, it) not in seen:
             seen.add((u, it))
             keep.append(i)
-    idx = np.asarray(keep, dtype=np.int64)
-    return EventLog(np.asarray(users)[idx], np.asarray(items, dtype=np.int64)[idx], [types[i] for i in keep],
-                    [values[i] for i in keep], np.asarray(times, dtype=np.float64)[idx], w[idx])
+    return EventLog(np.asarray(users), np.asarray(items, dtype=np.int64), list(types), list(values),
+                    np.asarray(times, dtype=np.float64), w, np.asarray(keep, dtype=np.int64), dict(user_names or {}))
+
+
+@dataclass
+class World:
+    """What the endpoint would have seen in one phase: the remaining rows, the clock, per-user rows."""
+
+    rows: np.ndarray  # indices into the log: every event but the evaluated users' held-out period
+    now: float
+    by_user: dict[Any, np.ndarray]  # evaluated user -> their remaining rows
 
 
 class Evaluator:
-    """Scores blend settings on one split of one event log, through the real recommendation path."""
+    """Scores blend settings on one split of one event log, through :func:`for_user`.
+
+    Args:
+        log: every event (see :class:`EventLog`).
+        split: the hold-out split of ``log.positive`` rows (indices into that array).
+    """
 
     def __init__(self, log: EventLog, split: Split, space: LoadedSpace | None, settings: Settings,
                  session_factory: Callable[[], Session], *, k: int = 10):
         self.log, self.split, self.space, self.settings, self.k = log, split, space, settings, k
         self.session_factory = session_factory
         self._snapshots: dict[tuple, Snapshot] = {}
-        self._fit_sets: dict[str, set[int]] = {}
-        self._users = {u: np.flatnonzero(log.users == u) for u in split.users.tolist()}
+        self._worlds: dict[str, World] = {}
         with session_factory() as session:
             self.catalog_ids = list(session.scalars(select(Item.id).where(Item.deleted_at.is_(None)).order_by(Item.id)))
+            self.catalog = load_catalog(session)
 
-    # --- the pieces the endpoint would have had --------------------------------------------
-    def fit_rows(self, phase: str) -> np.ndarray:
-        return self.split.fit_idx(phase)
+    # --- the world the endpoint would have seen ---------------------------------------------
+    def held_rows(self, phase: str) -> np.ndarray:
+        """Held-out rows of ``phase`` (test; valid also holds the test rows out), as log indices."""
+        held = self.split.test_idx if phase == "test" else np.concatenate([self.split.valid_idx, self.split.test_idx])
+        return self.log.positive[np.asarray(held, dtype=np.int64)]
+
+    def world(self, phase: str) -> World:
+        """Every event but each evaluated user's events from their first held-out one on."""
+        if phase not in self._worlds:
+            log, held = self.log, self.held_rows(phase)
+            cutoff: dict[Any, float] = {}
+            for i in held.tolist():
+                u = log.users[i].item() if hasattr(log.users[i], "item") else log.users[i]
+                cutoff[u] = min(cutoff.get(u, np.inf), float(log.times[i]))
+            users = log.users.tolist()
+            keep = np.fromiter((log.times[i] < cutoff.get(u, np.inf) for i, u in enumerate(users)),
+                               dtype=bool, count=len(users))
+            rows = np.flatnonzero(keep)
+            by_user: dict[Any, list[int]] = {u: [] for u in cutoff}
+            for i in rows.tolist():
+                if users[i] in by_user:
+                    by_user[users[i]].append(i)
+            # The clock comes from the training data only: the last event left in the world.
+            now = float(log.times[rows].max()) if len(rows) else 0.0
+            self._worlds[phase] = World(rows, now, {u: np.asarray(r, dtype=np.int64) for u, r in by_user.items()})
+        return self._worlds[phase]
 
     def truth(self, phase: str) -> dict[Any, set[int]]:
-        held = set((self.split.valid_idx if phase == "valid" else self.split.test_idx).tolist())
-        return {u: {int(self.log.items[i]) for i in rows if i in held} for u, rows in self._users.items()}
+        """Held-out items per evaluated user (the phase's own rows only)."""
+        rows = self.log.positive[np.asarray(self.split.valid_idx if phase == "valid" else self.split.test_idx,
+                                            dtype=np.int64)]
+        out: dict[Any, set[int]] = {u: set() for u in self.world(phase).by_user}
+        for i in rows.tolist():
+            out.setdefault(self.log.users[i].item() if hasattr(self.log.users[i], "item") else self.log.users[i],
+                           set()).add(int(self.log.items[i]))
+        return out
 
     def snapshot(self, phase: str, damping: float) -> Snapshot:
+        """Behaviour as the service builds it (every event, the service's weights) from the world."""
         key = (phase, damping)
         if key not in self._snapshots:
-            rows = self.fit_rows(phase)
-            log = self.log
+            rows, log = self.world(phase).rows, self.log
             self._snapshots[key] = Snapshot(log.users[rows], log.items[rows], log.weights[rows], log.times[rows],
-                                            popularity_damping=damping,
+                                            self.catalog, popularity_damping=damping,
                                             user_damping=self.settings.co_engagement_user_damping)
         return self._snapshots[key]
 
-    def history(self, user, phase: str) -> tuple[History, float]:
-        """The user's fitting rows as the endpoint's history (newest first) and "now"."""
-        if phase not in self._fit_sets:
-            self._fit_sets[phase] = set(self.fit_rows(phase).tolist())
-        fit = self._fit_sets[phase]
-        rows = [i for i in self._users[user] if i in fit]
-        held = [i for i in self._users[user] if i not in fit]
-        now = float(self.log.times[held].min()) if held else float(self.log.times[rows].max())
-        rows.sort(key=lambda i: (self.log.times[i], i), reverse=True)
-        rows = rows[: self.settings.history_limit]
+    def history(self, user, phase: str) -> tuple[History, frozenset[int]]:
+        """The user's remaining events as the endpoint reads them (newest first, limited) and
+        the items it would exclude (every remaining event of an ``exclude_seen_types`` type)."""
         log = self.log
-        h = History(user_id=None, item_ids=[int(log.items[i]) for i in rows], types=[log.types[i] for i in rows],
-                    values=[log.values[i] for i in rows],
-                    times=[EPOCH + dt.timedelta(seconds=float(log.times[i])) for i in rows])
-        return h, now
+        rows = sorted(self.world(phase).by_user[user].tolist(), key=lambda i: (log.times[i], i), reverse=True)
+        consumed = frozenset(int(log.items[i]) for i in rows if log.types[i] in self.settings.exclude_seen_types)
+        limit = self.settings.history_limit
+        top = rows[:limit]
+        h = History(user_id=user if isinstance(user, (int, np.integer)) else None,
+                    item_ids=[int(log.items[i]) for i in top], types=[log.types[i] for i in top],
+                    values=[log.values[i] for i in top],
+                    times=[EPOCH + dt.timedelta(seconds=float(log.times[i])) for i in top],
+                    complete=len(rows) < limit)
+        return h, consumed
 
-    def _engine(self, phase: str, damping: float) -> Engine:
+    def engine(self, phase: str, damping: float) -> Engine:
         s = self.settings
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
                       trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source)
 
-    def _ask(self, history: History, now: float, weights: Mapping[str, float], half_life_days: float) -> tuple[Any, Ask]:
-        s = self.settings
-        seeds = seeds_from_history(history, weights=s.event_weights, rating_neutral=s.rating_neutral,
-                                   half_life_days=half_life_days, now=now)
-        return seeds, Ask(k=self.k, exclude=frozenset(history.item_ids), weights=dict(weights), now=now)
+    def recommend_for(self, user, blend: "Blend", phase: str, *, session: Session, engine: Engine | None = None) -> list[int]:
+        """The endpoint's list for ``user`` (item primary keys), through :func:`for_user`."""
+        history, consumed = self.history(user, phase)
+        answer = for_user(engine or self.engine(phase, blend.damping), session=session, settings=self.settings,
+                          user_id=self.log.user_names.get(user, str(user)), now=self.world(phase).now, k=self.k,
+                          history=history, consumed=consumed, weights=blend.weights,
+                          half_life_days=blend.half_life_days)
+        return [r.item.id for r in answer.recs]
 
     # --- scoring ----------------------------------------------------------------------------
-    def run(self, blend: Blend, *, phase: str = "test", progress: bool = False) -> dict[str, float]:
-        """Metrics of one blend setting, calling :func:`recommend` per held-out user."""
-        engine = self._engine(phase, blend.damping)
+    def run(self, blend: "Blend", *, phase: str = "test", progress: bool = False) -> dict[str, float]:
+        """Metrics of one blend setting, calling :func:`for_user` per evaluated user."""
+        engine = self.engine(phase, blend.damping)
         with self.session_factory() as session:
-            def recommend_fn(user):
-                history, now = self.history(user, phase)
-                seeds, ask = self._ask(history, now, blend.weights, blend.half_life_days)
-                return [r.item.id for r in recommend(engine, seeds, ask, session=session)]
-
-            return self._score(recommend_fn, phase, progress)
+            return self._score(lambda user: self.recommend_for(user, blend, phase, session=session, engine=engine),
+                               phase, progress)
 
     def _score(self, recommend_fn, phase: str, progress: bool) -> dict[str, float]:
         """Recall and NDCG (service.recommend.evaluation), coverage of the live catalog, popularity bias."""
-        users = list(self._users)
         truth = self.truth(phase)
+        users = list(truth)
         lists: dict[Any, list[int]] = {}
 
         def remember(user):
@@ -193,7 +246,8 @@ class Evaluator:
         out = evaluate(remember, users, self.k, relevant=truth, progress=progress)
         # Dense item indices over the live catalog, so never-touched items count in percentiles.
         dense = {pk: i for i, pk in enumerate(self.catalog_ids)}
-        fit = self.log.items[self.fit_rows(phase)]
+        world = self.world(phase).rows
+        fit = self.log.items[world[self.log.weights[world] > 0]]
         popularity = np.bincount([dense[i] for i in fit.tolist() if i in dense], minlength=len(dense))
         recs = [[dense[i] for i in lists[u] if i in dense] for u in users]
         out["coverage"] = catalog_coverage(recs, len(dense)) if dense else 0.0
@@ -203,22 +257,27 @@ class Evaluator:
     def tune(self, grid: Mapping[str, Iterable[float]] = TUNE_GRID, *, phase: str = "valid",
              progress: Callable[[Iterable], Iterable] | None = None) -> list[dict[str, Any]]:
         """NDCG of every grid point on ``phase`` (best first). Candidates are gathered once per
-        user and damping with every source on, then ranked per weight setting."""
+        user and damping with every source on, then ranked per weight setting (the two steps
+        ``for_user``'s ``recommend`` is made of, with the same seeds, exclusions and clock)."""
         results = []
         combos = list(itertools.product(grid["profile"], grid["trending"]))
+        truth = self.truth(phase)
+        users = list(truth)
+        now = self.world(phase).now
         for damping, half_life in itertools.product(grid["damping"], grid["half_life_days"]):
-            engine = self._engine(phase, damping)
+            engine = self.engine(phase, damping)
             per_combo: dict[tuple, list[list[int]]] = {c: [] for c in combos}
-            users = list(self._users)
             with self.session_factory() as session:
                 for user in (progress(users) if progress else users):
-                    history, now = self.history(user, phase)
-                    seeds, ask = self._ask(history, now, {"profile": 1.0, "co_engagement": 1.0, "trending": 1.0}, half_life)
+                    history, consumed = self.history(user, phase)
+                    seeds = user_seeds(history, self.settings, now=now, half_life_days=half_life)
+                    ask = make_ask(self.settings, k=self.k, now=now, exclude=consumed,
+                                   weights={"profile": 1.0, "co_engagement": 1.0, "trending": 1.0})
                     sources = gather(engine, seeds, ask)
                     for profile, trending in combos:
                         ask.weights = {"profile": profile, "co_engagement": 1.0, "trending": trending}
-                        per_combo[(profile, trending)].append([r.item.id for r in rank(engine, seeds, ask, sources, session=session)])
-            truth = self.truth(phase)
+                        per_combo[(profile, trending)].append(
+                            [r.item.id for r in rank(engine, seeds, ask, sources, session=session)])
             relevant = [truth[u] for u in users]
             for (profile, trending), recs in per_combo.items():
                 results.append({"profile": profile, "co_engagement": 1.0, "trending": trending, "damping": damping,
@@ -229,8 +288,10 @@ class Evaluator:
 
 
 def split_log(log: EventLog, *, n_test: int, n_valid: int, min_train: int = 1) -> Split:
-    """The per-user temporal hold-out split of a log (ties broken by row order)."""
-    return holdout_split(log.users, log.items, log.times, n_test=n_test, n_valid=n_valid, min_train=min_train)
+    """The per-user temporal hold-out split of the log's positive rows (ties broken by row order)."""
+    pos = log.positive
+    return holdout_split(log.users[pos], log.items[pos], log.times[pos], n_test=n_test, n_valid=n_valid,
+                         min_train=min_train)
 
 
 def format_table(rows: Sequence[tuple[str, Mapping[str, float]]], k: int) -> str:
@@ -265,12 +326,12 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
         raise ValueError(f"no user has the {n_test + n_valid + 1} positive interactions a split needs")
     version = artifacts.current_version(settings.index_path)
     space = load_version(settings.index_path, version).spaces.get("text") if version else None
-    echo(f"{len(log)} positive interactions, {len(split.users)} users evaluated "
+    echo(f"{len(log)} events ({len(log.positive)} positive interactions), {len(split.users)} users evaluated "
          f"(last {n_test} held out, {n_valid} before them for validation); "
          f"content from index {version or 'none (no index published: content source off)'}")
     ev = Evaluator(log, split, space, settings, session_factory, k=k)
     report: dict[str, Any] = {"split": {"n_test": n_test, "n_valid": n_valid, "users": len(split.users),
-                                        "interactions": len(log)}, "index_version": version, "k": k, "results": {}}
+                                        "events": len(log), "interactions": len(log.positive)}, "index_version": version, "k": k, "results": {}}
     configured = Blend.configured(settings)
     blends: list[tuple[str, Blend]] = [(f"configured ({configured.describe()})", configured)]
     blends += [(name, Blend(w, 0.0, settings.event_half_life_days)) for name, w in NAMED_BLENDS.items()]

@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.recommend.behaviour import Snapshot
-from service.store.models import to_seconds
-from service.vectors.delta import Delta
-from service.store.events import History
-from service.vectors.index_store import LoadedSpace
-from service.store.models import Item
 from service.recommend.ranking import blend, decay, event_weights, mmr, profile_vector
+from service.settings import Settings
+from service.store.events import History, consumed_items, user_history
 from service.store.items import Filters, load_items
+from service.store.models import Item, to_seconds
+from service.vectors.delta import Delta
+from service.vectors.index_store import LoadedSpace
 from service.vectors.nearest import vector_candidates, vectors_of
 
 # Past tense of event types, for explanations ("because you viewed X").
@@ -311,3 +311,131 @@ def explain_recs(engine: Engine, seeds: Seeds, sources: Sources, recs: list[Rec]
                 rec.reasons.append({"signal": signal, "text": "new in the catalog"})
             elif signal == "profile":
                 rec.reasons.append({"signal": signal, "text": "close to what you like"})
+
+
+# --- use cases: what each endpoint (and the offline evaluation) asks for ----------------------
+
+
+@dataclass
+class Answer:
+    """Ranked items and the strategy that produced them (personalized, cold_start, similar, ...)."""
+
+    recs: list[Rec]
+    strategy: str
+
+
+def make_ask(settings: Settings, *, k: int, now: float, kinds: Sequence[str] = (), category: str | None = None,
+             diversity: float | None = None, exclude: Iterable[int] = (), weights: Mapping[str, float] | None = None,
+             **extra) -> Ask:
+    """A request with the configured defaults (blend weights, diversity) where the caller gives none."""
+    return Ask(k=k, kinds=tuple(dict.fromkeys(kinds or ())), category=category, exclude=frozenset(exclude),
+               diversity=settings.default_diversity if diversity is None else diversity,
+               weights=dict(settings.blend_weights if weights is None else weights), now=now, **extra)
+
+
+def user_seeds(history: History, settings: Settings, *, now: float, half_life_days: float | None = None) -> Seeds:
+    """A user's history as seeds, weighted and decayed as the settings say."""
+    return seeds_from_history(history, weights=settings.event_weights, rating_neutral=settings.rating_neutral,
+                              half_life_days=settings.event_half_life_days if half_life_days is None else half_life_days,
+                              now=now)
+
+
+def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: str, now: float, k: int = 10,
+             kinds: Sequence[str] = (), category: str | None = None, exclude_seen: bool = True,
+             diversity: float | None = None, explain: bool = False, history: History | None = None,
+             consumed: Iterable[int] | None = None, weights: Mapping[str, float] | None = None,
+             half_life_days: float | None = None) -> Answer:
+    """What ``user_id`` should see next: ``GET /users/{id}/recommendations`` and ``recsys eval`` both call this.
+
+    The user's last ``history_limit`` events (read from SQL) become seeds; items of the
+    ``exclude_seen_types`` they already consumed are left out; no usable history means cold start.
+
+    Args:
+        now: the clock (Unix seconds): decay, trending windows. The endpoint passes the time of
+            the request; the evaluator the time of the last training event.
+        history, consumed: the offline evaluation's one intended difference: the user's events
+            before the held-out ones, and the items to exclude, instead of reading SQL (which
+            holds the held-out events too). None reads them as the endpoint does.
+        weights, half_life_days: blend weights and history half-life other than the settings'
+            (tuning); None uses the settings.
+    """
+    if history is None:
+        history = user_history(session=session, external_id=user_id, limit=settings.history_limit)
+    seeds = user_seeds(history, settings, now=now, half_life_days=half_life_days)
+    exclude: Iterable[int] = ()
+    if exclude_seen:
+        exclude = consumed if consumed is not None else consumed_items(
+            session=session, history=history, types=settings.exclude_seen_types)
+    ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
+                   weights=weights)
+    recs = recommend(engine, seeds, ask, session=session, explain=explain)
+    return Answer(recs, "personalized" if seeds else "cold_start")
+
+
+def similar_items(engine: Engine, *, session: Session, settings: Settings, item_id: int, now: float, k: int = 10,
+                  kinds: Sequence[str] = (), category: str | None = None, explain: bool = False) -> Answer:
+    """Items like ``item_id`` by content alone (``GET /items/{id}/similar``)."""
+    ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, exclude={item_id},
+                   weights={"profile": 1.0})
+    return Answer(recommend(engine, seeds_from_examples([item_id]), ask, session=session, explain=explain), "similar")
+
+
+def also_engaged(engine: Engine, *, session: Session, settings: Settings, item_id: int, now: float, k: int = 10,
+                 kinds: Sequence[str] = (), category: str | None = None, explain: bool = False) -> Answer:
+    """People who engaged with ``item_id`` also engaged with ... (``GET /items/{id}/also``).
+
+    Too few co-engaged items (a new or niche item): content neighbours fill the page.
+    """
+    seeds = seeds_from_examples([item_id])
+    ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, exclude={item_id},
+                   weights={"co_engagement": 1.0})
+    recs = recommend(engine, seeds, ask, session=session, explain=explain)
+    strategy = "also"
+    if len(recs) < k and engine.space is not None and engine.vectors([item_id])[1][0]:
+        fill = make_ask(settings, k=k, now=now, kinds=kinds, category=category,
+                        exclude={item_id, *(r.item.id for r in recs)}, weights={"profile": 1.0})
+        more = recommend(engine, seeds, fill, session=session, explain=explain)
+        recs += more[: k - len(recs)]
+        strategy = "also+similar" if recs and more else strategy
+    return Answer(recs, strategy)
+
+
+def from_examples(engine: Engine, *, session: Session, settings: Settings, now: float, k: int = 10,
+                  positive: Sequence[int] = (), negative: Sequence[int] = (),
+                  positive_vectors: Sequence[np.ndarray] = (), negative_vectors: Sequence[np.ndarray] = (),
+                  session_items: Sequence[int] = (), user_id: str | None = None, exclude_seen: bool = True,
+                  strategy: str = "average", kinds: Sequence[str] = (), category: str | None = None,
+                  diversity: float | None = None, explain: bool = False) -> Answer:
+    """``POST /recommend``: examples (ids or unit vectors), an anonymous session, and/or a user.
+
+    A session is used on its own; examples may be combined with a user's history, whose
+    consumed items are then excluded like in :func:`for_user`.
+    """
+    if session_items:
+        seeds, name = seeds_from_session(session_items), "session"
+    else:
+        seeds, name = seeds_from_examples(positive, negative, positive_vectors, negative_vectors), "examples"
+    exclude = set(seeds.items)
+    if user_id:
+        history = user_history(session=session, external_id=user_id, limit=settings.history_limit)
+        mine = user_seeds(history, settings, now=now)
+        for item, w in mine.items.items():
+            seeds.items[item] = seeds.items.get(item, 0.0) + w
+            seeds.via.setdefault(item, mine.via[item])
+        if exclude_seen:
+            exclude |= consumed_items(session=session, history=history, types=settings.exclude_seen_types)
+        if name == "examples" and not (positive or positive_vectors):
+            name = "personalized"
+    ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
+                   strategy=strategy)
+    recs = recommend(engine, seeds, ask, session=session, explain=explain)
+    return Answer(recs, name if seeds else "cold_start")
+
+
+def trending_items(engine: Engine, *, session: Session, settings: Settings, now: float, k: int = 10,
+                   kinds: Sequence[str] = (), category: str | None = None) -> Answer:
+    """The most (decayed) engagement in ``engine.trending_window_days`` (``GET /trending``)."""
+    ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, weights={"trending": 1.0},
+                   widen_trending=False)
+    recs = recommend(engine, Seeds(), ask, session=session, explain=True)
+    return Answer([r for r in recs if "trending" in r.signals], "trending")

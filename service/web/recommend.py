@@ -12,15 +12,15 @@ from sqlalchemy import select
 
 from service.web.security import require_admin, require_personal, require_read
 from service.web.schemas import ItemRecommendArgs, RecommendArgs, RecommendBody, RecommendOut, TrendingArgs, UsersArgs, UsersOut
-from service.web.search import served_space
 from service.web.runtime import Runtime, db_session, runtime
-from service.store.models import to_seconds
 from service.web.errors import APIError, invalid
-from service.store.events import active_users, consumed_items, user_history
+from service.store.events import active_users
 from service.vectors.index_store import LoadedVersion
 from service.store.items import item_ids_by_external
-from service.store.models import Item, utcnow
-from service.recommend.recommender import Ask, Engine, Rec, Seeds, new_recommendation_id, recommend, seeds_from_examples, seeds_from_history, seeds_from_session
+from service.store.models import Item
+from service.recommend.recommender import (
+    Answer, Engine, also_engaged, for_user, from_examples, new_recommendation_id, similar_items, trending_items,
+)
 from service.web.schemas import item_json
 
 blp = Blueprint("recommend", __name__, description="Recommendations blending embeddings with behaviour")
@@ -39,7 +39,7 @@ def _engine(rt: Runtime, space_name: str = "text") -> tuple[Engine, LoadedVersio
     version = rt.store.current
     space = None
     if version is not None and space_name in version.spaces:
-        space = served_space(rt, version, space_name)
+        space = rt.served_space(version, space_name)
         rt.deltas.sync(db_session())
     s = rt.settings
     engine = Engine(space, rt.deltas.get(space_name) if space is not None else None, rt.behaviour_snapshot(),
@@ -48,21 +48,24 @@ def _engine(rt: Runtime, space_name: str = "text") -> tuple[Engine, LoadedVersio
     return engine, version
 
 
-def _ask(rt: Runtime, args: dict[str, Any], **extra) -> Ask:
+def _k(rt: Runtime, args: dict[str, Any]) -> int:
     if args["k"] > rt.settings.max_k:
         raise invalid("k", f"at most {rt.settings.max_k}")
-    diversity = args.get("diversity")
-    values = {"k": args["k"], "kinds": tuple(dict.fromkeys(args.get("kind") or ())), "category": args.get("category"),
-              "diversity": rt.settings.default_diversity if diversity is None else diversity,
-              "weights": rt.settings.blend_weights, "now": to_seconds(utcnow())}
-    return Ask(**{**values, **extra})
+    return args["k"]
 
 
-def _respond(rt: Runtime, recs: list[Rec], *, strategy: str, version: LoadedVersion | None, started: float,
+def _common(rt: Runtime, args: dict[str, Any]) -> dict[str, Any]:
+    """The knobs every recommendation request shares: page size, filters, the clock."""
+    return {"session": db_session(), "settings": rt.settings, "now": rt.now(), "k": _k(rt, args),
+            "kinds": args.get("kind") or (), "category": args.get("category")}
+
+
+def _respond(rt: Runtime, answer: Answer, *, version: LoadedVersion | None, started: float,
              explain: bool, **ids) -> dict[str, Any]:
+    strategy = answer.strategy
     rt.metrics.recommendations.labels(strategy).inc()
     hits = []
-    for rec in recs:
+    for rec in answer.recs:
         hit = item_json(rec.item, score=rec.score, signals=rec.signals)
         if explain:
             hit["reasons"] = rec.reasons
@@ -103,21 +106,11 @@ def user_recommendations(args, user_id: str):
     require_personal()
     started = time.perf_counter()
     rt = runtime()
-    s = rt.settings
-    session = db_session()
     engine, version = _engine(rt)
-    history = user_history(session=session, external_id=user_id, limit=s.history_limit)
-    now = to_seconds(utcnow())
-    seeds = seeds_from_history(history, weights=s.event_weights, rating_neutral=s.rating_neutral,
-                               half_life_days=s.event_half_life_days, now=now)
-    exclude = frozenset()
-    if args["exclude_seen"]:
-        exclude = frozenset(consumed_items(session=session, history=history, types=s.exclude_seen_types))
-    ask = _ask(rt, args, exclude=exclude)
     with rt.metrics.stage("recommend"):
-        recs = recommend(engine, seeds, ask, session=session, explain=args["explain"])
-    return _respond(rt, recs, strategy="personalized" if seeds else "cold_start", version=version,
-                    started=started, explain=args["explain"], user_id=user_id)
+        answer = for_user(engine, user_id=user_id, exclude_seen=args["exclude_seen"], diversity=args.get("diversity"),
+                          explain=args["explain"], **_common(rt, args))
+    return _respond(rt, answer, version=version, started=started, explain=args["explain"], user_id=user_id)
 
 
 @blp.route("/items/<string:item_id>/similar")
@@ -131,14 +124,13 @@ def similar(args, item_id: str):
     version = rt.version()
     engine, _ = _engine(rt, args["space"])
     if engine.space is None:
-        served_space(rt, version, args["space"])
+        rt.served_space(version, args["space"])
     pk = _item_pk(item_id)
     if not engine.vectors([pk])[1][0]:
         raise APIError(404, f"item {item_id!r} has no vector in the {args['space']} space (no image, or not embedded yet)")
-    ask = _ask(rt, args, exclude=frozenset({pk}), weights={"profile": 1.0})
     with rt.metrics.stage("recommend"):
-        recs = recommend(engine, seeds_from_examples([pk]), ask, session=db_session(), explain=args["explain"])
-    return _respond(rt, recs, strategy="similar", version=version, started=started, explain=args["explain"], item_id=item_id)
+        answer = similar_items(engine, item_id=pk, explain=args["explain"], **_common(rt, args))
+    return _respond(rt, answer, version=version, started=started, explain=args["explain"], item_id=item_id)
 
 
 @blp.route("/items/<string:item_id>/also")
@@ -151,19 +143,9 @@ def also(args, item_id: str):
     rt = runtime()
     engine, version = _engine(rt, args["space"])
     pk = _item_pk(item_id)
-    session = db_session()
-    seeds = seeds_from_examples([pk])
-    ask = _ask(rt, args, exclude=frozenset({pk}), weights={"co_engagement": 1.0})
     with rt.metrics.stage("recommend"):
-        recs = recommend(engine, seeds, ask, session=session, explain=args["explain"])
-        strategy = "also"
-        if len(recs) < ask.k and engine.space is not None and engine.vectors([pk])[1][0]:
-            # Too few co-engaged items (a new or niche item): fill with content neighbours.
-            more = recommend(engine, seeds, _ask(rt, args, exclude=frozenset({pk, *(r.item.id for r in recs)}),
-                                                 weights={"profile": 1.0}), session=session, explain=args["explain"])
-            recs += more[: ask.k - len(recs)]
-            strategy = "also+similar" if recs and more else strategy
-    return _respond(rt, recs, strategy=strategy, version=version, started=started, explain=args["explain"], item_id=item_id)
+        answer = also_engaged(engine, item_id=pk, explain=args["explain"], **_common(rt, args))
+    return _respond(rt, answer, version=version, started=started, explain=args["explain"], item_id=item_id)
 
 
 def _vectors(name: str, raw: list[list[float]], dim: int | None) -> list[np.ndarray]:
@@ -196,7 +178,6 @@ def recommend_post(body):
         require_personal()  # seeded from that user's history
     started = time.perf_counter()
     rt = runtime()
-    s = rt.settings
     session = db_session()
     given = [n for n in ("positive", "positive_vectors", "session", "user_id") if body.get(n)]
     if len(given) == 0:
@@ -215,31 +196,16 @@ def recommend_post(body):
     dim = engine.space.dim if engine.space is not None else None
     pos_vecs = _vectors("positive_vectors", body["positive_vectors"], dim)
     neg_vecs = _vectors("negative_vectors", body["negative_vectors"], dim)
-    now = to_seconds(utcnow())
-    if body["session"]:
-        seeds, strategy = seeds_from_session([known[e] for e in body["session"]]), "session"
-    else:
-        seeds = seeds_from_examples([known[e] for e in body["positive"]], [known[e] for e in body["negative"]],
-                                    pos_vecs, neg_vecs)
-        strategy = "examples"
-    exclude = set(seeds.items)
-    if body.get("user_id"):
-        history = user_history(session=session, external_id=body["user_id"], limit=s.history_limit)
-        user_seeds = seeds_from_history(history, weights=s.event_weights, rating_neutral=s.rating_neutral,
-                                        half_life_days=s.event_half_life_days, now=now)
-        for item, w in user_seeds.items.items():
-            seeds.items[item] = seeds.items.get(item, 0.0) + w
-            seeds.via.setdefault(item, user_seeds.via[item])
-        if body["exclude_seen"]:
-            exclude |= consumed_items(session=session, history=history, types=s.exclude_seen_types)
-        strategy = "personalized" if strategy == "examples" and not (body["positive"] or pos_vecs) else strategy
     if (body["positive"] or pos_vecs) and engine.space is None and body["strategy"] == "best_score":
         raise APIError(503, "best_score needs the text space, and no index is published yet")
-    ask = _ask(rt, body, exclude=frozenset(exclude), strategy=body["strategy"])
     with rt.metrics.stage("recommend"):
-        recs = recommend(engine, seeds, ask, session=session, explain=body["explain"])
-    return _respond(rt, recs, strategy=strategy if seeds else "cold_start", version=version, started=started,
-                    explain=body["explain"], user_id=body.get("user_id"))
+        answer = from_examples(
+            engine, positive=[known[e] for e in body["positive"]], negative=[known[e] for e in body["negative"]],
+            positive_vectors=pos_vecs, negative_vectors=neg_vecs, session_items=[known[e] for e in body["session"]],
+            user_id=body.get("user_id"), exclude_seen=body["exclude_seen"], strategy=body["strategy"],
+            diversity=body.get("diversity"), explain=body["explain"], **_common(rt, body))
+    return _respond(rt, answer, version=version, started=started, explain=body["explain"],
+                    user_id=body.get("user_id"))
 
 
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([hdw]?)$")
@@ -259,8 +225,6 @@ def trending(args):
         if not 0 < days <= 3660:
             raise invalid("window", "must be more than 0 and at most 10 years")
         engine.trending_window_days = days
-    ask = _ask(rt, args, weights={"trending": 1.0}, widen_trending=False)
     with rt.metrics.stage("recommend"):
-        recs = recommend(engine, Seeds(), ask, session=db_session(), explain=True)
-    recs = [r for r in recs if "trending" in r.signals]
-    return _respond(rt, recs, strategy="trending", version=version, started=started, explain=True)
+        answer = trending_items(engine, **_common(rt, args))
+    return _respond(rt, answer, version=version, started=started, explain=True)

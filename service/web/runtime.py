@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from flask import current_app, g
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from service.recommend.behaviour import BehaviourModel, Snapshot
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.vectors.delta import DeltaSet
-from service.vectors.index_store import IndexStore, LoadedVersion
+from service.vectors.index_store import IndexStore, LoadedSpace, LoadedVersion
 from service.web.errors import APIError
 from service.web.metrics import Metrics
 
@@ -30,7 +30,8 @@ _ENCODER_LOCK = threading.Lock()
 
 
 def _shared_encoder(kind: str, settings: Settings):
-    from service.vectors import encoders
+    from service.vectors.clip_encoder import load_clip_encoder
+    from service.vectors.text_encoder import load_text_encoder
 
     key = (kind, settings.text_model) if kind == "text" else (kind, settings.clip_model, settings.clip_pretrained)
     with _ENCODER_LOCK:
@@ -40,7 +41,7 @@ def _shared_encoder(kind: str, settings: Settings):
 
                 # Several workers on few cores: fewer threads each avoids oversubscription.
                 torch.set_num_threads(settings.torch_threads)
-            loader = encoders.load_text_encoder if kind == "text" else encoders.load_clip_encoder
+            loader = load_text_encoder if kind == "text" else load_clip_encoder
             _ENCODERS[key] = loader(settings)
         return _ENCODERS[key]
 
@@ -50,6 +51,9 @@ class Runtime:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # The clock of recommendations (Unix seconds): decay and trending windows. Tests fix it to
+        # compare the endpoint with the offline evaluation at the same instant.
+        self.clock: Callable[[], float] = time.time
         self.engine = make_engine(settings)
         self.session_factory = make_session_factory(self.engine)
         self.metrics = Metrics()
@@ -124,6 +128,20 @@ class Runtime:
         if version is None:
             raise APIError(503, "no index is published yet: run `recsys-indexer build` (item and event writes still work)")
         return version
+
+    def served_space(self, version: LoadedVersion, name: str) -> LoadedSpace:
+        """A space of ``version`` this worker can serve, or APIError 503 saying why not."""
+        space = version.spaces.get(name)
+        if space is None:
+            reason = version.manifest.get("skipped_spaces", {}).get(name, "not built")
+            raise APIError(503, f"the {name} space is not in index version {version.name}: {reason}")
+        if name == "clip" and self.clip_error:
+            raise APIError(503, f"the clip space is not served: {self.clip_error}")
+        return space
+
+    def now(self) -> float:
+        """The current time for recommendations (see ``clock``)."""
+        return self.clock()
 
     def behaviour_snapshot(self) -> Snapshot:
         """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""

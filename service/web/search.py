@@ -21,9 +21,9 @@ from service.web.errors import APIError, invalid
 from service.vectors.index_store import LoadedSpace, LoadedVersion
 from service.store.models import Item
 from service.store.items import Filters
-from service.search.hybrid import fill_page, fuse_rrf
+from service.search.hybrid import search_text, search_vector
 from service.web.schemas import item_json
-from service.vectors.nearest import vector_candidates, vectors_of
+from service.vectors.nearest import vectors_of
 
 blp = Blueprint("search", __name__, description="Semantic, keyword, hybrid and image search; typeahead")
 
@@ -75,16 +75,6 @@ def filters_from(args: dict[str, Any], exclude: frozenset[int] = frozenset(), re
     )
 
 
-def served_space(rt: Runtime, version: LoadedVersion, name: str) -> LoadedSpace:
-    space = version.spaces.get(name)
-    if space is None:
-        reason = version.manifest.get("skipped_spaces", {}).get(name, "not built")
-        raise APIError(503, f"the {name} space is not in index version {version.name}: {reason}")
-    if name == "clip" and rt.clip_error:
-        raise APIError(503, f"the clip space is not served: {rt.clip_error}")
-    return space
-
-
 def load_form(schema, data) -> dict[str, Any]:
     try:
         return schema.load(data)
@@ -110,17 +100,10 @@ def respond(*, rt: Runtime, version: LoadedVersion, page, query: str | None, mod
     }
 
 
-def vector_search_page(rt: Runtime, version: LoadedVersion, space: LoadedSpace, qv: np.ndarray, *,
+def vector_search_page(rt: Runtime, space: LoadedSpace, qv: np.ndarray, *,
                        k: int, offset: int, filters: Filters):
-    session = db_session()
-    delta = rt.deltas.get(space.name)
-
-    def fetch(n: int):
-        with rt.metrics.stage("search"):
-            return vector_candidates(space, delta, qv, n)
-
-    with rt.metrics.stage("page"):
-        return fill_page(session=session, fetch=fetch, k=k, offset=offset, filters=filters)
+    return search_vector(session=db_session(), space=space, delta=rt.deltas.get(space.name), vector=qv,
+                         k=k, offset=offset, filters=filters, timer=rt.metrics.stage)
 
 
 # --- endpoints -------------------------------------------------------------------------------
@@ -150,41 +133,17 @@ class Search(MethodView):
         version = rt.version()
         session = db_session()
         rt.deltas.sync(session)
-
-        semantic = None
+        space = encode = None
         if mode in ("semantic", "hybrid"):
-            space = served_space(rt, version, space_name)
-            with rt.metrics.stage("encode"):
-                encoder = rt.text_encoder() if space_name == "text" else rt.clip_encoder()
-                qv = encoder.encode([query]) if space_name == "text" else encoder.encode_text([query])
-            delta = rt.deltas.get(space_name)
-
-            def semantic(n: int):
-                with rt.metrics.stage("search"):
-                    return vector_candidates(space, delta, qv[0], n)
-
-        def keyword(n: int):
-            from service.search.keyword import MAX_KEYWORD_LIMIT, keyword_search
-
-            with rt.metrics.stage("keyword"):
-                # Deep pages with filters ask for more than keyword search serves (was a 500); fewer
-                # than n back then reads as exhausted, which it is.
-                found = keyword_search(session=session, query=query, limit=min(n, MAX_KEYWORD_LIMIT),
-                                       kinds=filters.kinds or None, category=filters.category)
-            return [(i, s, ("keyword",)) for i, s in found], len(found) < n
-
-        if mode == "semantic":
-            fetch = semantic
-        elif mode == "keyword":
-            fetch = keyword
-        else:
-            def fetch(n: int):
-                sem, sem_done = semantic(n)
-                kw, kw_done = keyword(n)
-                return fuse_rrf({"semantic": sem, "keyword": kw}), sem_done and kw_done
-
-        with rt.metrics.stage("page"):
-            page = fill_page(session=session, fetch=fetch, k=k, offset=offset, filters=filters)
+            space = rt.served_space(version, space_name)
+            if space_name == "text":
+                encoder = rt.text_encoder()
+                encode = encoder.encode
+            else:
+                encoder = rt.clip_encoder()
+                encode = encoder.encode_text
+        page = search_text(session=session, query=query, mode=mode, k=k, offset=offset, filters=filters,
+                           space=space, delta=rt.deltas.get(space_name), encode=encode, timer=rt.metrics.stage)
         return respond(rt=rt, version=version, page=page, query=query, mode=mode, space=space_name,
                        k=k, offset=offset, started=started)
 
@@ -234,13 +193,13 @@ def image_search(rt: Runtime, started: float) -> dict[str, Any]:
     k, offset = page_args(args, rt)
     filters = filters_from(args)
     version = rt.version()
-    space = served_space(rt, version, "clip")
+    space = rt.served_space(version, "clip")
     rt.deltas.sync(db_session())
     with rt.metrics.stage("encode"):
         vectors, _ok, errors = rt.clip_encoder().encode_images([data])
     if errors:
         raise invalid("image", f"cannot be read: {errors[0]}")
-    page = vector_search_page(rt, version, space, vectors[0], k=k, offset=offset, filters=filters)
+    page = vector_search_page(rt, space, vectors[0], k=k, offset=offset, filters=filters)
     return respond(rt=rt, version=version, page=page, query=None, mode="image", space="clip",
                    k=k, offset=offset, started=started)
 
@@ -258,7 +217,7 @@ def similar_search(rt: Runtime, started: float) -> dict[str, Any]:
     args = load_form(SimilarBody(), body)
     k, offset = page_args(args, rt)
     version = rt.version()
-    space = served_space(rt, version, args["space"])
+    space = rt.served_space(version, args["space"])
     session = db_session()
     rt.deltas.sync(session)
     pk = session.scalar(select(Item.id).where(Item.external_id == args["item_id"], Item.deleted_at.is_(None)))
@@ -268,7 +227,7 @@ def similar_search(rt: Runtime, started: float) -> dict[str, Any]:
     if vector is None:
         raise APIError(404, f"item {args['item_id']!r} has no vector in the {space.name} space (no image, or not embedded yet)")
     filters = filters_from(args, exclude=frozenset({pk}))
-    page = vector_search_page(rt, version, space, vector, k=k, offset=offset, filters=filters)
+    page = vector_search_page(rt, space, vector, k=k, offset=offset, filters=filters)
     return respond(rt=rt, version=version, page=page, query=args["item_id"], mode="similar", space=space.name,
                    k=k, offset=offset, started=started)
 
