@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo serve test install clean
+.PHONY: demo serve test test-fast install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,15 @@ serve: $(STAMP)
 	@echo "serving on http://$(HOST):$(PORT)/  (open it for the search page; API docs: http://$(HOST):$(PORT)/docs)"
 	$(BIN)/gunicorn -w 2 -k service.web.gunicorn_worker.JsonErrorThreadWorker --threads 2 -b $(HOST):$(PORT) 'service.web.app:create_app()'
 
+# The full suite: architecture contracts, then every test (PostgreSQL and the browser included).
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The edit-run loop (under a minute here): no browser, no gunicorn, no real model (-m "not slow").
+test-fast: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) data

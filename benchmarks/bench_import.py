@@ -4,7 +4,7 @@ Generates a catalog of items and an event log (CSV, with client event ids), impo
 then times ``recsys import events`` code path (``service.store.importing.import_events``) on a fresh,
 migrated database per backend and round. Reports the median events/s.
 
-    .venv/bin/python benchmarks/bench_import.py --events 100000 --rounds 3
+    .venv/bin/python -m benchmarks.bench_import --events 100000 --rounds 3
 """
 
 from __future__ import annotations
@@ -15,22 +15,17 @@ import datetime as dt
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.store.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from service.store.importing import import_events, import_items  # noqa: E402
-from service.store.models import Event  # noqa: E402
-from service.settings import BUILTIN_EVENT_TYPES  # noqa: E402
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from benchmarks.common import fresh_database
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.store.importing import import_events, import_items
+from service.store.models import Event
+from service.settings import BUILTIN_EVENT_TYPES
 
 
 def make_files(folder: Path, n_items: int, n_events: int, n_users: int, seed: int = 0) -> tuple[Path, Path]:
@@ -52,24 +47,6 @@ def make_files(folder: Path, n_items: int, n_events: int, n_users: int, seed: in
                 rng.randint(1, 5) if t == "rating" else "", (start + dt.timedelta(seconds=e * 7)).isoformat() + "Z",
             ])
     return items, events
-
-
-def fresh_database(backend: str, folder: Path) -> tuple[str, callable]:
-    if backend == "sqlite":
-        path = folder / f"bench-{uuid.uuid4().hex[:8]}.db"
-        return f"sqlite:///{path}", lambda: None
-    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as c:
-            c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            c.execute(text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
-
-    return admin.url.set(database=name).render_as_string(hide_password=False), drop
 
 
 def run(backend: str, items: Path, events: Path, folder: Path, batch_size: int) -> dict:

@@ -1,6 +1,6 @@
 """Benchmark the index the indexer would choose for a collection: build time, recall, single-query speed.
 
-    .venv/bin/python benchmarks/bench_index.py --n 1000000 --dim 384 --out benchmarks/out/bench_index.json
+    .venv/bin/python -m benchmarks.bench_index --n 1000000 --dim 384 --out benchmarks/out/bench_index.json
 
 Steps: generate structured vectors, ``choose_index`` for the size and budget, ``build_index``
 (timed), ``tune_search_params`` to the recall floor (recall@10 on a sample of the collection's
@@ -34,11 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from indexer.index_build import build_index, tune_search_params  # noqa: E402
-from indexer.index_choice import MIB, choose_index  # noqa: E402
-from service.vectors.vector_index import make_search_params, search  # noqa: E402
+from indexer.index_build import build_index, tune_search_params
+from indexer.index_choice import MIB, choose_index
+from service.vectors.vector_index import make_search_params, search
 
 K = 10
 

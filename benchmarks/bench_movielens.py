@@ -16,7 +16,7 @@ One run:
    item-item cosine, each tuned on the same validation split) on the same test set;
 5. prints one table, writes ``benchmarks/results/movielens.json`` and a bar chart.
 
-    .venv/bin/python benchmarks/bench_movielens.py
+    .venv/bin/python -m benchmarks.bench_movielens
 """
 
 from __future__ import annotations
@@ -31,14 +31,11 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit asks for it; it also keeps runs comparable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
 import service  # noqa: E402,F401  (installs the torchvision hook first)
 import numpy as np  # noqa: E402
 
-from movielens import load_split, to_catalog  # noqa: E402
+from benchmarks.common import REPO  # noqa: E402
+from benchmarks.movielens import load_split, to_catalog  # noqa: E402
 
 DATA_ROOT = REPO / "benchmarks" / "_data" / "movielens-service"
 RESULTS = REPO / "benchmarks" / "results" / "movielens.json"
@@ -71,19 +68,28 @@ def prepare_service(data, root: Path):
 
 
 def service_log(data, settings, factory):
-    """The benchmark's positives as the evaluator's event log, row for row (same split indices)."""
-    from service.store.items import item_ids_by_external
+    """Every rating as the evaluator's event log (what the service stores), its positives marked.
+
+    ``positive`` is the benchmark's positive rows, in the same order, so the benchmark's split
+    indexes them unchanged; histories, exclusions and behaviour use every rating, as the service does.
+    """
     from service.recommend.offline_eval import EventLog
     from service.recommend.ranking import event_weights
+    from service.store.items import item_ids_by_external
 
     with factory() as session:
         pk = item_ids_by_external(session=session, external_ids=[data.item_external(c) for c in range(data.n_items)])
     pk_of_col = np.array([pk[data.item_external(c)] for c in range(data.n_items)], dtype=np.int64)
-    values = [float(v) for v in data.ratings.rating[data.pos_rows]]
+    col_of = {int(i): c for c, i in enumerate(data.item_ids.tolist())}
+    users = np.searchsorted(data.user_ids, data.ratings.user).astype(np.int64)
+    items = pk_of_col[np.asarray([col_of[int(i)] for i in data.ratings.item], dtype=np.int64)]
+    values = [float(v) for v in data.ratings.rating]
     types = ["rating"] * len(values)
-    return EventLog(users=data.pos_user.copy(), items=pk_of_col[data.pos_item], types=types, values=values,
-                    times=data.pos_time.astype(np.float64),
-                    weights=event_weights(types, values, settings.event_weights, settings.rating_neutral))
+    return EventLog(users=users, items=items, types=types, values=values,
+                    times=np.asarray(data.ratings.timestamp, dtype=np.float64),
+                    weights=event_weights(types, values, settings.event_weights, settings.rating_neutral),
+                    positive=np.asarray(data.pos_rows, dtype=np.int64),
+                    user_names={r: data.user_external(r) for r in range(len(data.user_ids))})
 
 
 def run_service(data, settings, factory, version, k: int) -> dict:
@@ -156,7 +162,7 @@ def main() -> None:
     print("service:", file=sys.stderr)
     ours = run_service(data, settings, factory, version, args.k)
     print("baselines:", file=sys.stderr)
-    from baselines import run_baselines
+    from benchmarks.baselines import run_baselines
 
     theirs = run_baselines(data, k=args.k, tune=not args.no_tune_baselines)
     rows = {**{f"{n} (baseline)": r for n, r in theirs.items()}, **ours}
@@ -177,7 +183,7 @@ def main() -> None:
         "results": rows, "best_baseline": best_base[0],
         "blend_vs_best_baseline_pct": round((blend / others[0] - 1) * 100, 2),
         "seconds": round(time.perf_counter() - started, 1),
-        "command": "python benchmarks/bench_movielens.py" + (" --no-tune-baselines" if args.no_tune_baselines else ""),
+        "command": "python -m benchmarks.bench_movielens" + (" --no-tune-baselines" if args.no_tune_baselines else ""),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")

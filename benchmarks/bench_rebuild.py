@@ -12,7 +12,7 @@ fresh data directory: import, then time with ``indexer.pipeline.Pipeline`` (the 
 For the generated catalog it also alternates the pipeline's embed stage (SQL read, encode,
 cache write) with a bare ``SentenceTransformer.encode`` of the same texts: the pipeline's overhead.
 
-    .venv/bin/python benchmarks/bench_rebuild.py --items 20000 --out benchmarks/results/rebuild.json
+    .venv/bin/python -m benchmarks.bench_rebuild --items 20000 --out benchmarks/results/rebuild.json
 """
 
 from __future__ import annotations
@@ -21,20 +21,17 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from indexer.pipeline import Pipeline  # noqa: E402
-from service.store.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from service.demo import ITEMS_FILE  # noqa: E402
-from service.store.importing import import_items  # noqa: E402
-from service.settings import load_settings  # noqa: E402
+from benchmarks.catalog import make_catalog
+from benchmarks.common import command_line
+from indexer.pipeline import Pipeline
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.demo import ITEMS_FILE
+from service.store.importing import import_items
+from service.settings import load_settings
 
 
 def timed_run(pipeline: Pipeline, **kw) -> dict:
@@ -54,7 +51,7 @@ def embed_vs_bare(settings, factory, items_file: Path, rounds: int) -> dict:
     """
     from indexer.pipeline import embed_space, read_items
     from service.store.db import session_scope
-    from service.vectors.encoders import load_text_encoder
+    from service.vectors.text_encoder import load_text_encoder
 
     encoder = load_text_encoder(settings)
     with session_scope(factory) as session:
@@ -127,8 +124,6 @@ def main() -> None:
         (tmp / "demo").mkdir()
         results.append(bench_catalog("demo", ITEMS_FILE, tmp / "demo", args.change))
         if args.items:
-            from bench_service import make_catalog
-
             big = tmp / "big"
             big.mkdir()
             catalog = big / "items.jsonl"
@@ -147,7 +142,7 @@ def main() -> None:
                   f"throughput ratio {e['throughput_ratio_wall']:.3f} (wall medians), {e['throughput_ratio_cpu']:.3f} (CPU time)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=2))
+        args.out.write_text(json.dumps({"command": command_line(), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

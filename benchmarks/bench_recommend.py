@@ -12,7 +12,7 @@ service defaults, as ``make serve``) on 127.0.0.1:
 Data (cached under ``benchmarks/_data/recommend-<N>/``; ``prepared.json`` says what is there and
 is checked before reuse; ``--rebuild-data`` starts over):
 
-* N catalog items from ``bench_service.make_catalog`` (products and articles with categories),
+* N catalog items from ``benchmarks.catalog.make_catalog`` (products and articles with categories),
   imported with ``service.store.importing.import_items``;
 * item vectors from a FAKE text encoder injected into ``indexer.pipeline.Pipeline``. Embedding
   100k texts with MiniLM takes ~75 minutes on this machine, and what the vectors mean does not
@@ -35,7 +35,7 @@ is checked before reuse; ``--rebuild-data`` starts over):
 First (phase S; ``--no-startup-check`` skips it) the service is started once with exactly
 ``make serve``'s command line, whose gunicorn worker timeout is the default 30 s: a worker that
 takes longer to load the app is killed (``WORKER TIMEOUT``) and booted again. The rounds then
-use bench_service's command line (``--timeout 120``, warning-level logs).
+use ``benchmarks.server.Server``'s command line (``--timeout 120``, warning-level logs).
 
 Each round (``--rounds``, default 3) starts from a fresh copy of the prepared database (so
 rounds are alike and the cache stays clean), starts gunicorn (timed: each worker loads the index,
@@ -66,8 +66,8 @@ recommendation view and of a 100-event POST in this process (the service's own f
 Flask test client, a cProfile) and how long loading the behaviour model takes, to say what
 dominates. Medians over the rounds are reported; everything goes to ``--out`` as JSON.
 
-    .venv/bin/python benchmarks/bench_recommend.py --quick                 # smoke run (~1-3 min)
-    .venv/bin/python benchmarks/bench_recommend.py                         # full (100k items, 1M events)
+    .venv/bin/python -m benchmarks.bench_recommend --quick                 # smoke run (~1-3 min)
+    .venv/bin/python -m benchmarks.bench_recommend                         # full (100k items, 1M events)
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ import cProfile
 import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import pstats
@@ -94,16 +93,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.catalog import make_catalog
+from benchmarks.common import (
+    DATA_ROOT, PREPARED, REPO, CpuMeter, bench_settings, command_line, group_profile, load_snapshot, machine_info,
+    profile_top, published_problem, run_for, self_rss_mib, stats_ms, write_result,
+)
+from benchmarks.server import Client, Server, http_floor
 
-import bench_service as bs  # noqa: E402  (imports ``service`` first: the torchvision hook)
-
-DATA_ROOT = REPO / "benchmarks" / "_data"
-PREPARED = "prepared.json"
 DATA_FORMAT = 1  # bump when the generated data changes, so stale folders are rebuilt
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench_recommend.json"
 TARGET_P99_MS = 50.0
@@ -304,7 +302,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The data folder for these sizes: reused when its ``prepared.json`` matches, else built."""
     from indexer.pipeline import Pipeline
     from service.store.db import make_engine, make_session_factory, upgrade
-    from service.vectors.encoders import load_text_encoder
+    from service.vectors.text_encoder import load_text_encoder
     from service.store.importing import import_events, import_items
     from service.settings import BUILTIN_EVENT_TYPES
 
@@ -315,7 +313,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     if marker.is_file() and not args.rebuild_data:
         info = json.loads(marker.read_text())
         if all(info.get(k) == v for k, v in wanted.items()):
-            problem = bs.published_problem(data_dir)
+            problem = published_problem(data_dir)
             if problem is None:
                 age_days = (time.time() - info.get("now", time.time())) / 86400
                 print(f"[data] reusing {data_dir} (prepared {info['prepared_at']}, {age_days:.1f} days ago, "
@@ -336,7 +334,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     t_all = time.perf_counter()
 
     t0 = time.perf_counter()
-    items = bs.make_catalog(args.items)
+    items = make_catalog(args.items)
     info["catalog_generate_s"] = round(time.perf_counter() - t0, 2)
     info["kinds"] = dict(Counter(it["kind"] for it in items))
     info["categories"] = dict(Counter(it["category"] for it in items).most_common())
@@ -344,7 +342,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     with src.open("w", encoding="utf-8") as fh:
         for it in items:
             fh.write(json.dumps(it, ensure_ascii=False) + "\n")
-    settings = bs.bench_settings(data_dir)
+    settings = bench_settings(data_dir)
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
@@ -425,34 +423,8 @@ def workload_ids(db: Path) -> dict[str, Any]:
 # =============================================================================================
 
 
-def run_for(worker, clients: int, duration: float, stop: threading.Event, *, poll: float, join_timeout: float) -> None:
-    """Run ``clients`` threads of ``worker`` until they finish or ``duration`` s pass (then ``stop``)."""
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
-        time.sleep(poll)
-    stop.set()
-    for t in threads:
-        t.join(timeout=join_timeout)
-
-
-class HttpClient(bs.Client):
-    """bench_service's keep-alive client, with POST."""
-
-    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes, float]:
-        return self.request(method, path, body)
-
-    @classmethod
-    def adopt(cls, other: bs.Client) -> "HttpClient":
-        c = cls(other.port, other.timeout)
-        c.conn = other.conn
-        return c
-
-
-class RecServer(bs.Server):
-    """bench_service's gunicorn server on a working copy of the database (index from the cache).
+class RecServer(Server):
+    """``benchmarks.server.Server`` on a working copy of the database (index from the cache).
 
     ``make_serve=True`` runs exactly ``make serve``'s command line instead (gunicorn's defaults
     otherwise: a 30 s worker timeout, info logging) to see whether the workers start at all.
@@ -479,7 +451,7 @@ class RecServer(bs.Server):
 
 
 def lat_stats(seconds: list[float], elapsed: float | None = None) -> dict[str, Any]:
-    out = bs.stats_ms(seconds, elapsed)
+    out = stats_ms(seconds, elapsed)
     if seconds:
         out["p95_ms"] = round(float(np.percentile(np.asarray(seconds) * 1000.0, 95)), 3)
     return out
@@ -584,20 +556,19 @@ def warm_up(server: RecServer, reqs: dict[str, list[Req]], per_type: int) -> dic
     first: dict[str, float] = {}
     statuses: Counter = Counter()
     for pid, c in conns.items():
-        hc = HttpClient.adopt(c)
         for name, lst in reqs.items():
             for i, (method, path, body) in enumerate(lst[-per_type:]):
-                status, _h, _b, dt_s = hc.call(method, path, body)
+                status, _h, _b, dt_s = c.request(method, path, body)
                 statuses[status] += 1
                 if i == 0:
                     first[f"{pid}:{name}"] = round(dt_s * 1000, 1)
-        hc.close()
+        c.close()
     return {"workers_warmed": len(conns), "first_request_ms": first, "statuses": {str(k): v for k, v in statuses.items()}}
 
 
 def run_phase_a(server: RecServer, reqs: dict[str, list[Req]], passes: int) -> dict[str, Any]:
     """One client; each type in ``passes`` interleaved blocks; stage histograms per type."""
-    client = HttpClient(server.port)
+    client = Client(server.port)
     lat: dict[str, list[float]] = defaultdict(list)
     hdr: dict[str, list[float]] = defaultdict(list)
     statuses: dict[str, Counter] = defaultdict(Counter)
@@ -612,7 +583,7 @@ def run_phase_a(server: RecServer, reqs: dict[str, list[Req]], passes: int) -> d
             before = server.metrics()
             t0 = time.perf_counter()
             for method, path, body in block:
-                status, headers, data, dt_s = client.call(method, path, body)
+                status, headers, data, dt_s = client.request(method, path, body)
                 statuses[name][status] += 1
                 if status != 200:
                     if len(errors) < 10:
@@ -656,7 +627,7 @@ def run_load(port: int, reqs: list[Req], clients: int, duration: float, max_requ
     errors: list[str] = []
 
     def worker() -> None:
-        c = HttpClient(port)
+        c = Client(port)
         while not stop.is_set():
             with lock:
                 i = state["next"]
@@ -664,7 +635,7 @@ def run_load(port: int, reqs: list[Req], clients: int, duration: float, max_requ
                     break
                 state["next"] = i + 1
             method, path, body = reqs[i % len(reqs)]
-            status, _h, data, dt_s = c.call(method, path, body)
+            status, _h, data, dt_s = c.request(method, path, body)
             with lock:
                 statuses[status] += 1
                 if status == 200:
@@ -693,14 +664,14 @@ def run_posts(server: RecServer, db: Path, bodies: list[bytes], clients: int, du
     t_last = [0.0]
 
     def worker() -> None:
-        c = HttpClient(server.port)
+        c = Client(server.port)
         while not stop.is_set():
             with lock:
                 i = state["next"]
                 if i >= len(bodies):
                     break
                 state["next"] = i + 1
-            status, _h, data, dt_s = c.call("POST", "/events", bodies[i])
+            status, _h, data, dt_s = c.request("POST", "/events", bodies[i])
             now = time.perf_counter()
             doc = None
             if status == 200:
@@ -737,14 +708,14 @@ def run_posts(server: RecServer, db: Path, bodies: list[bytes], clients: int, du
 
 def run_freshness(server: RecServer, heavy: list[str], n: int, tag: str) -> dict[str, Any]:
     """Phase D: post a purchase of the user's top item through one worker, read through both."""
-    conns = {pid: HttpClient.adopt(c) for pid, c in server.clients_per_worker().items()}
+    conns = server.clients_per_worker()
     pids = sorted(conns)
     rows = []
     for i, user in enumerate(heavy[:n]):
         w_post = pids[i % len(pids)]
         w_other = pids[(i + 1) % len(pids)]
         path = f"/users/{user}/recommendations?k=10"
-        s0, _h, b0, _d = conns[w_post].call("GET", path)
+        s0, _h, b0, _d = conns[w_post].request("GET", path)
         before = ids_of(b0)
         if s0 != 200 or not before:
             rows.append({"user": user, "error": f"GET {s0}"})
@@ -752,10 +723,10 @@ def run_freshness(server: RecServer, heavy: list[str], n: int, tag: str) -> dict
         top = before[0]
         body = json.dumps([{"event_id": f"fresh-{tag}-{i}", "user_id": user, "item_id": top, "type": "purchase"}]).encode()
         t0 = time.perf_counter()
-        sp, _h, bp, dpost = conns[w_post].call("POST", "/events", body)
-        s1, _h, b1, d1 = conns[w_other].call("GET", path)
+        sp, _h, bp, dpost = conns[w_post].request("POST", "/events", body)
+        s1, _h, b1, d1 = conns[w_other].request("GET", path)
         t_other = time.perf_counter() - t0
-        s2, _h, b2, _d2 = conns[w_post].call("GET", path)
+        s2, _h, b2, _d2 = conns[w_post].request("GET", path)
         after_other, after_same = ids_of(b1), ids_of(b2)
         rows.append({
             "user": user, "post_status": sp, "accepted": json.loads(bp).get("accepted") if sp == 200 else None,
@@ -796,14 +767,6 @@ def run_mixed(server: RecServer, db: Path, reqs: list[Req], bodies: list[bytes],
 # =============================================================================================
 
 
-def self_rss_mib() -> float | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
 CODE_FILES = ("service/web/app.py", "service/recommend/behaviour.py", "service/recommend/recommender.py", "service/recommend/ranking.py",
               "service/store/events.py", "service/search/hybrid.py", "service/store/db.py", "service/settings.py",
               "service/web/recommend.py", "service/web/items.py", "service/store/records.py", "indexer/pipeline.py")
@@ -840,21 +803,14 @@ _GROUPS = [
 ]
 
 
+def _c_call_label(func: str) -> str:
+    return "C calls: " + ("sqlite3" if "sqlite3" in func or "execute" in func or "fetch" in func
+                          else "numpy" if "numpy" in func else "faiss" if "faiss" in func or "swig" in func
+                          else "other")
+
+
 def _group_profile(st: pstats.Stats) -> dict[str, float]:
-    groups: Counter = Counter()
-    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
-        name = filename.replace("\\", "/")
-        label = "other python"
-        if filename == "~":
-            label = "C calls: " + ("sqlite3" if "sqlite3" in func or "execute" in func or "fetch" in func
-                                   else "numpy" if "numpy" in func else "faiss" if "faiss" in func or "swig" in func
-                                   else "other")
-        for group, keys in _GROUPS:
-            if any(f"/{k}/" in name or name.endswith(f"/{k}.py") or name.endswith(k) for k in keys):
-                label = group
-                break
-        groups[label] += tt * 1000
-    return {k: round(v, 2) for k, v in groups.most_common()}
+    return group_profile(st, _GROUPS, _c_call_label, ndigits=2)
 
 
 def behaviour_costs(rt) -> dict[str, Any]:
@@ -914,7 +870,7 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
     """The recommendation view's steps and a 100-event POST, timed one by one in this process."""
     from flask import json as flask_json
 
-    from service.web.recommend import _ask, _engine, _respond
+    from service.web.recommend import _engine, _respond
     from service.web.schemas import RecommendOut
     from service.web.app import create_app
     from service.store.models import to_seconds
@@ -922,7 +878,7 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
     from service.store.events import _insert_ignoring_conflicts
     from service.store.items import item_ids_by_external
     from service.store.models import Event, utcnow
-    from service.recommend.recommender import _profile_scores, explain_recs, rank, seeds_from_history, Sources
+    from service.recommend.recommender import Answer, Sources, _profile_scores, explain_recs, make_ask, rank, user_seeds
     from service.store.records import parse_event
 
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("RECSYS_")}
@@ -969,13 +925,10 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
                 history = _timed(steps, "user_history (SQL, 500 rows)", lambda: user_history(
                     session=session, external_id=user, limit=s.history_limit))
                 now = to_seconds(utcnow())
-                seeds = _timed(steps, "seeds_from_history", lambda: seeds_from_history(
-                    history, weights=s.event_weights, rating_neutral=s.rating_neutral,
-                    half_life_days=s.event_half_life_days, now=now))
+                seeds = _timed(steps, "seeds_from_history", lambda: user_seeds(history, s, now=now))
                 exclude = _timed(steps, "consumed_items", lambda: frozenset(consumed_items(
                     session=session, history=history, types=s.exclude_seen_types)))
-                args = {"k": 10, "diversity": 0.3 if explain else None, "kind": None, "category": None}
-                ask = _ask(rt, args, exclude=exclude)
+                ask = make_ask(s, k=10, now=now, diversity=0.3 if explain else None, exclude=exclude)
                 ncand = engine.candidates_per_source
                 snap = engine.behaviour
                 found, _done = _timed(steps, "gather: profile (vectors_of + FAISS k=n+excluded)",
@@ -995,7 +948,7 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
                 if explain:
                     _timed(steps, "explain_recs [explain]", lambda: explain_recs(engine, seeds, sources, recs, session=session))
                 body = _timed(steps, "_respond (item_json)", lambda: _respond(
-                    rt, recs, strategy="personalized", version=version, started=t_start, explain=explain, user_id=user))
+                    rt, Answer(recs, "personalized"), version=version, started=t_start, explain=explain, user_id=user))
                 _timed(steps, "marshmallow dump + JSON", lambda: flask_json.dumps(schema.dump(body)))
                 steps["sum of steps" + (" [explain+diversity]" if explain else " [plain]")].append(time.perf_counter() - t_start)
             finally:
@@ -1018,12 +971,8 @@ def run_profile(run_dir: Path, index_dir: Path, ids: dict[str, Any], n: int, tag
     prof.disable()
     st = pstats.Stats(prof)
     out["cprofile"] = {"requests": m, "own_ms_per_request_by_group": {k: round(v / m, 3) for k, v in _group_profile(st).items()}}
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
-    out["cprofile"]["top_tottime"] = [ln for ln in buf.getvalue().splitlines() if ln.strip()][-22:]
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
-    out["cprofile"]["top_cumulative"] = [ln for ln in buf.getvalue().splitlines() if ln.strip()][-32:]
+    out["cprofile"]["top_tottime"] = profile_top(prof, "tottime", 20)
+    out["cprofile"]["top_cumulative"] = profile_top(prof, "cumulative", 30)
 
     # 4) Behaviour model: the load every worker does at start (time and memory), each refresh's cost.
     try:
@@ -1101,17 +1050,17 @@ def run_round(r: int, args: argparse.Namespace, data_dir: Path, ids: dict[str, A
     reqs = make_requests(ids, args.requests, seed=1000 + r, tag=f"{tag}-r{r + 1}")
     warm = make_requests(ids, args.warmup, seed=5000 + r, tag=f"{tag}-w{r + 1}")
     try:
-        meter = bs.CpuMeter()
+        meter = CpuMeter()
         server.start()
         res["startup"] = {"ready_s": server.ready_s, "cpu": meter.stop(), "rss_mib_at_ready": server.rss_mib()}
         res["warmup"] = warm_up(server, warm, args.warmup)
         res["rss_mib_after_warmup"] = server.rss_mib()
-        res["http_floor"] = bs.http_floor(server, 200)
+        res["http_floor"] = http_floor(server, 200)
         print(f"  ready in {server.ready_s} s (each worker loads index + MiniLM + all events); RSS MiB "
               f"{res['rss_mib_after_warmup']}; /health/live p50 {res['http_floor'].get('p50_ms')} ms; "
               f"others {res['startup']['cpu']['others_cores']} cores", flush=True)
 
-        meter = bs.CpuMeter()
+        meter = CpuMeter()
         res["A"] = a = run_phase_a(server, reqs, args.passes)
         a["cpu"] = meter.stop()
         for name, t in a["types"].items():
@@ -1121,7 +1070,7 @@ def run_round(r: int, args: argparse.Namespace, data_dir: Path, ids: dict[str, A
                   f"{t['histograms_mean_ms']}", flush=True)
         print(f"  A others {a['cpu']['others_cores']} cores; errors {a['errors'][:3]}", flush=True)
 
-        meter = bs.CpuMeter()
+        meter = CpuMeter()
         res["B"] = b = run_load(server.port, reqs["user_recs"] * 20, 4, args.duration, 10**9)
         b["cpu"] = meter.stop()
         print(f"  B 4 clients: {b.get('qps')} QPS, p50 {b.get('p50_ms')} p99 {b.get('p99_ms')} ms, errors {b['errors']}; "
@@ -1131,7 +1080,7 @@ def run_round(r: int, args: argparse.Namespace, data_dir: Path, ids: dict[str, A
         for clients in (1, 4):
             prefix = f"bench-{tag}-r{r + 1}-c{clients}-"
             bodies = make_event_batches(ids, args.max_batches, args.batch_size, prefix, seed=r * 10 + clients)
-            meter = bs.CpuMeter()
+            meter = CpuMeter()
             c = run_posts(server, db, bodies, clients, args.post_duration, prefix, args.batch_size)
             c["cpu"] = meter.stop()
             res["C"].append(c)
@@ -1143,7 +1092,7 @@ def run_round(r: int, args: argparse.Namespace, data_dir: Path, ids: dict[str, A
         res["rss_mib_after_posts"] = server.rss_mib()
 
         time.sleep(2 * 2.0 + 1)  # let the workers fold the posted events into their snapshots first
-        meter = bs.CpuMeter()
+        meter = CpuMeter()
         res["D"] = d = run_freshness(server, ids["heavy"], args.fresh_users, f"{tag}-r{r + 1}")
         d["cpu"] = meter.stop()
         print(f"  D freshness: {d['fresh_on_other_worker']}/{d['users']} fresh through the other worker, "
@@ -1153,7 +1102,7 @@ def run_round(r: int, args: argparse.Namespace, data_dir: Path, ids: dict[str, A
         if last and not args.no_mixed:
             prefix = f"bench-{tag}-r{r + 1}-mixed-"
             bodies = make_event_batches(ids, args.max_batches, args.batch_size, prefix, seed=777)
-            meter = bs.CpuMeter()
+            meter = CpuMeter()
             res["M"] = mx = run_mixed(server, db, reqs["user_recs"] * 20, bodies, args.post_duration, prefix,
                                       args.batch_size)
             mx["cpu"] = meter.stop()
@@ -1179,7 +1128,7 @@ def run_startup_check(args: argparse.Namespace, data_dir: Path, log_dir: Path) -
     out: dict[str, Any] = {"gunicorn": " ".join(shlex.quote(a) for a in server.command()),
                            "ready_timeout_s": args.startup_timeout}
     print(f"\n[S] start-up with make serve's command line (gunicorn default --timeout 30): {out['gunicorn']}", flush=True)
-    meter = bs.CpuMeter()
+    meter = CpuMeter()
     try:
         server.start(ready_timeout=args.startup_timeout)
         out["ready_s"] = server.ready_s
@@ -1345,15 +1294,15 @@ def main() -> int:
     t_run = time.perf_counter()
     tag = time.strftime("%Y%m%d%H%M%S")
     result: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, os.getcwd())] + sys.argv),
+        "command": command_line(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": {k: str(v) if isinstance(v, Path) else v
                                                                      for k, v in vars(args).items()},
-        "machine": bs.machine_info(), "load_at_start": bs.load_snapshot(), "code": code_fingerprint(),
+        "machine": machine_info(), "load_at_start": load_snapshot(), "code": code_fingerprint(),
     }
     print(f"[run] {result['command']}", flush=True)
     print(f"[run] machine: {result['machine']['cpu_count']} x {result['machine']['cpu_model']}; load "
           f"{result['load_at_start']}", flush=True)
-    meter = bs.CpuMeter()
+    meter = CpuMeter()
     data_dir, info = prepare_data(args)
     info["cpu"] = meter.stop()
     result["data"] = {**info, "dir": str(data_dir)}
@@ -1378,7 +1327,7 @@ def main() -> int:
         print(f"\n[P] in-process steps on a fresh copy ({args.profile_requests} requests) ...", flush=True)
         run_dir = data_dir / "run"
         fresh_copy(data_dir, run_dir)
-        meter = bs.CpuMeter()
+        meter = CpuMeter()
         try:
             result["P"] = run_profile(run_dir, data_dir / "indexes", ids, args.profile_requests, tag)
             result["P"]["cpu"] = meter.stop()
@@ -1402,7 +1351,7 @@ def main() -> int:
                             "target": f">= {TARGET_EVENTS_PER_S:g}",
                             "met": bool(c["events_per_s"] and c["events_per_s"] >= TARGET_EVENTS_PER_S and c["all_stored_every_round"])})
     result["targets"] = targets
-    result["load_at_end"] = bs.load_snapshot()
+    result["load_at_end"] = load_snapshot()
     result["code_at_end"] = code_fingerprint()
     if result["code_at_end"] != result["code"]:
         changed = sorted(k for k in result["code"] if result["code"].get(k) != result["code_at_end"].get(k))
@@ -1410,8 +1359,7 @@ def main() -> int:
         result["code_changed_during_run"] = changed
     result["total_s"] = round(time.perf_counter() - t_run, 1)
     print_summary(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    write_result(args.out, result)
     print(f"[run] wrote {args.out} ({result['total_s']} s)")
     shutil.rmtree(log_dir, ignore_errors=True)
     return 0

@@ -41,9 +41,9 @@ search-bar phrases (2-6 words) composed from the product/article vocabulary, nev
 title; each is used once per phase (E cycles through them). All traffic goes to 127.0.0.1;
 every loop is bounded in count and time.
 
-    .venv/bin/python benchmarks/bench_service.py --items 5000 --queries 300 --duration 5 \
+    .venv/bin/python -m benchmarks.bench_service --items 5000 --queries 300 --duration 5 \
         --swap-duration 12 --swap-at 4 --configs 1x4:1                                    # quick
-    .venv/bin/python benchmarks/bench_service.py --out benchmarks/out/bench_service.json   # full
+    .venv/bin/python -m benchmarks.bench_service --out benchmarks/out/bench_service.json   # full
 """
 
 from __future__ import annotations
@@ -51,20 +51,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import http.client
-import io
 import json
 import os
-import platform
 import pstats
-import random
 import re
 import shlex
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,291 +67,22 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-import service  # noqa: E402,F401  (installs the torchvision hook before anything imports transformers)
-import numpy as np  # noqa: E402
-
-from service.demo._vocab import ARTICLES, FIRST_NAMES, LAST_NAMES, PRODUCT_CATEGORIES  # noqa: E402
-from service.demo.generate import (  # noqa: E402
-    FEATURE_SENTENCES, OPENERS, a_an, cap, fix_articles, material_fits, plural_noun, slug, uniq,
+from benchmarks.catalog import make_catalog, make_prefixes, make_queries
+from benchmarks.common import (
+    DATA_ROOT, PREPARED, CpuMeter, bench_settings, command_line, group_profile, load_snapshot, machine_info,
+    profile_top, published_problem, stats_ms, write_result,
 )
+from benchmarks.server import Client, Server, http_floor, search_path
 
-DATA_ROOT = REPO / "benchmarks" / "_data"
-PREPARED = "prepared.json"
 DATA_FORMAT = 1  # bump when the generated catalog changes, so stale folders are rebuilt
-
-
-# =============================================================================================
-# Catalog: realistic product and article text composed from the demo vocabularies
-# =============================================================================================
-
-VERSIONS = ["", "", " 2", " 3", " 4", " 5"]
-AUTHORS = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES]
-YEARS = ["2024", "2025", "2026"]
-
-
-def plural(noun: str) -> str:
-    """English plural of a catalog noun ('knife' -> 'knives', 'French press' -> 'French presses')."""
-    if plural_noun(noun):
-        return noun
-    if noun.endswith("knife"):
-        return noun[:-5] + "knives"
-    if noun.endswith(("ss", "sh", "ch", "x")):
-        return noun + "es"
-    return noun + "s"
-
-
-def short_noun(noun: str) -> str:
-    """What a shopper types for a noun: its last one or two words ('trail running shoe' -> 'running shoe')."""
-    words = noun.split()
-    return " ".join(words[-2:]) if len(words) > 2 else noun
-
-
-def _subtypes() -> list[tuple[dict, dict]]:
-    return [(cat, sub) for cat in PRODUCT_CATEGORIES for sub in cat["subtypes"]]
-
-
-def make_product(rng: random.Random, n: int, titles: set[str]) -> dict:
-    """One product listing: title, several sentences of copy, tags, price/brand/color/rating."""
-    cat = rng.choice(PRODUCT_CATEGORIES)
-    sub = rng.choice(cat["subtypes"])
-    for _ in range(1000):
-        model = rng.choice(cat["models"])
-        adj, adjfeat = rng.choice(sub["adjs"])
-        version = "" if adj[0].isdigit() else rng.choice(VERSIONS)
-        brand = rng.choice(cat["brands"])
-        color = rng.choice(sub.get("colors", cat["colors"]))
-        form = rng.random()
-        if form < 0.55:
-            title = f"{brand} {model}{version} {adj} {sub['noun']}, {color}"
-        elif form < 0.85:
-            title = f"{model}{version} {adj} {sub['noun']} by {brand} ({color})"
-        else:
-            title = f"{brand} {model}{version} {sub['noun']} - {adj}, {color}"
-        if title not in titles:
-            break
-    else:  # pragma: no cover - the space has ~2M titles
-        raise RuntimeError("could not find a new product title")
-    titles.add(title)
-    accent = rng.choice([a for a in cat["accents"] if a != color])
-    use = rng.choice(sub["uses"])
-    f1, f2 = rng.sample(sub["features"], 2)
-    sentences = [rng.choice(OPENERS).format(
-        model=model + version, brand=brand, noun=sub["noun"], use=use,
-        a_adj=f"a pair of {adj}" if plural_noun(sub["noun"]) else a_an(adj))]
-    materials = [m for m in cat["materials"] if material_fits(m, sub["key"], adj)]
-    if materials and rng.random() < 0.6:
-        m = rng.choice(materials)
-        sentences.append(m if isinstance(m, str) else m[0])
-    sentences.append(cap(rng.choice(FEATURE_SENTENCES).format(adjfeat=adjfeat, f1=f1, f2=f2)))
-    colors = [c for c in cat["color_sentences"] if material_fits(c, sub["key"], adj)]
-    c = rng.choice(colors)
-    sentences.append(fix_articles((c if isinstance(c, str) else c[0]).format(color=color, accent=accent)))
-    price = max(5, int(rng.uniform(*sub["price"]) / 5) * 5) - 0.01
-    return {
-        "id": f"p-{n:06d}",
-        "kind": "product",
-        "title": title,
-        "text": " ".join(sentences),
-        "image": None,
-        "category": cat["slug"],
-        "tags": uniq(sub["tags"] + [slug(adj), slug(color)]),
-        "attributes": {"price": round(price, 2), "brand": brand, "color": color,
-                       "rating": round(rng.triangular(3.2, 4.9, 4.4), 1)},
-    }
-
-
-_ARTICLE_TITLES = {
-    "choose": [
-        "How to choose {a_adj_noun} for {use}",
-        "{Adj} {nouns} for {use}: a buyer's guide",
-        "The best {adj} {nouns} of {year}",
-        "{Adj} or {adj2}? Picking your next {noun}",
-        "What to look for in {a_adj_noun} ({year} edition)",
-        "{brand} vs {brand2}: which {noun} for {use}?",
-        "The best {nouns} for {generic}",
-        "{Adj} {nouns} under {price}: what you get",
-    ],
-    "care": [
-        "Caring for {a_adj_noun} after {use}",
-        "How to clean and store your {adj} {noun}",
-        "{k} ways to make your {adj} {noun} last longer",
-        "Fixing the most common {noun} problems: {adj} models",
-        "How to look after your {brand} {model}{version}",
-        "When to replace {a_adj_noun}: {k} signs",
-    ],
-    "use": [
-        "{model}{version} review: {a_adj_noun} tested on {use}",
-        "{k} tips for {use} with {a_adj_noun}",
-        "Getting the most from your {adj} {noun}",
-        "{model}{version} long-term test: {k} months with {a_adj_noun}",
-        "{brand} {model}{version} vs {model2}: {adj} {nouns} compared",
-    ],
-}
-_GENERIC = ["beginners", "travel", "everyday use", "small kitchens", "the office", "winter", "summer",
-            "wide feet", "home workouts", "commuting", "gifts", "students", "tight budgets"]
-
-
-def make_article(rng: random.Random, n: int, titles: set[str]) -> dict:
-    """One article: a templated title about a sub-type, a lead, 2-4 sentences from the demo pool."""
-    cat = rng.choice(PRODUCT_CATEGORIES)
-    sub = rng.choice(cat["subtypes"])
-    theme = rng.choice(list(_ARTICLE_TITLES))
-    spec = ARTICLES[cat["slug"]][theme]
-    noun = sub["noun"]
-    title = ""
-    for attempt in range(400):
-        # The small themed templates fill up at 100k items; model reviews have room for ~70k titles.
-        templates = _ARTICLE_TITLES[theme] if attempt < 20 else _ARTICLE_TITLES["use"][:1] + _ARTICLE_TITLES["use"][3:]
-        (adj, adjfeat), (adj2, _) = rng.sample(sub["adjs"], 2)
-        use = rng.choice(sub["uses"])
-        (model, model2), version = rng.sample(cat["models"], 2), rng.choice(VERSIONS)
-        brand, brand2 = rng.sample(cat["brands"], 2)
-        a_adj_noun = (f"a pair of {adj} {noun}" if plural_noun(noun) else a_an(f"{adj} {noun}"))
-        lo, hi = sub["price"]
-        title = rng.choice(templates).format(
-            a_adj_noun=a_adj_noun, adj=adj, Adj=cap(adj), adj2=adj2, noun=noun, nouns=plural(noun), use=use,
-            year=rng.choice(YEARS), k=rng.choice([3, 5, 6, 7, 10, 12]), model=model, model2=model2,
-            version=version, brand=brand, brand2=brand2, generic=rng.choice(_GENERIC),
-            price=f"${int(rng.uniform(lo, hi) / 10) * 10}")
-        if title not in titles:
-            break
-    else:  # pragma: no cover - the review templates alone have room for ~70k titles
-        raise RuntimeError("could not find a new article title")
-    titles.add(title)
-    _t, lead, extra, _must = rng.choice(spec["titles"])
-    k = rng.choice([2, 3, 3, 4])
-    pool = rng.sample(spec["pool"], min(k, len(spec["pool"])))
-    f1, f2 = rng.sample(sub["features"], 2)
-    body = [lead, *pool,
-            f"For {use}, look for {adjfeat}; {f1} and {f2} are worth having too."]
-    return {
-        "id": f"a-{n:06d}",
-        "kind": "article",
-        "title": title,
-        "text": " ".join(body),
-        "image": None,
-        "category": spec["category"],
-        "tags": uniq([cat["slug"], *extra, {"choose": "buying-guide", "care": "maintenance", "use": "how-to"}[theme]]),
-        "attributes": {"reading_minutes": 2 + k + rng.randint(0, 3), "author": rng.choice(AUTHORS)},
-    }
-
-
-def make_catalog(n: int, seed: int = 7, article_share: float = 0.12) -> list[dict]:
-    """``n`` items (about 88% products, 12% articles), unique ids and titles, deterministic."""
-    rng = random.Random(f"bench-service-catalog:{seed}")
-    titles: set[str] = set()
-    items = []
-    for i in range(1, n + 1):
-        items.append(make_article(rng, i, titles) if rng.random() < article_share else make_product(rng, i, titles))
-    return items
-
-
-# =============================================================================================
-# Queries and typeahead prefixes
-# =============================================================================================
-
-_GENERIC_FOR = ["beginners", "travel", "everyday use", "gifts", "students", "daily use", "a small budget",
-                "home", "professionals", "first timers"]
-_CARE_VERBS = ["how to clean", "how to store", "how to dry", "how to fix", "how to choose", "how to use"]
-_STOP = {"a", "an", "the", "that", "which", "and", "with", "for", "to", "of", "on", "in", "it", "its"}
-
-
-def _feature_keyword(feature: str) -> str | None:
-    """'a rock plate that shields the forefoot' -> 'rock plate' (what people type after 'with')."""
-    words = re.sub(r"[^\w\s'-]", " ", feature).split()
-    while words and words[0].lower() in {"a", "an", "the", "two", "one"}:
-        words = words[1:]
-    head = []
-    for w in words:
-        if w.lower() in _STOP or w.lower() in {"that", "so", "which", "at", "from", "up", "under", "over"}:
-            break
-        head.append(w)
-        if len(head) == 3:
-            break
-    return " ".join(head).lower() if head else None
-
-
-def _words_ok(q: str) -> bool:
-    return 2 <= len(q.split()) <= 6
-
-
-def make_queries(n: int, titles: set[str], seed: int = 11) -> list[str]:
-    """``n`` distinct search-bar queries (2-6 words, lower case as typed), none equal to a title."""
-    rng = random.Random(f"bench-service-queries:{seed}")
-    pairs = _subtypes()
-    low_titles = {t.lower() for t in titles}
-    out: list[str] = []
-    seen: set[str] = set()
-
-    def short_use(use: str, room: int) -> str:
-        words = [w for w in use.split() if w.lower() not in {"and", "like"}]
-        return " ".join(words[: max(1, room)])
-
-    makers: list[Callable[[dict, dict], str]] = [
-        lambda c, s: f"{rng.choice(s['adjs'])[0]} {s['noun']}",
-        lambda c, s: f"{rng.choice(s['adjs'])[0]} {short_noun(s['noun'])} {rng.choice(s.get('colors', c['colors']))}",
-        lambda c, s: f"{rng.choice(s.get('colors', c['colors']))} {short_noun(s['noun'])}",
-        lambda c, s: f"{short_noun(s['noun'])} for {short_use(rng.choice(s['uses']), 6 - 1 - len(short_noun(s['noun']).split()))}",
-        lambda c, s: f"best {plural(short_noun(s['noun']))} for {rng.choice(_GENERIC_FOR)}",
-        lambda c, s: f"{rng.choice(c['brands']).lower()} {short_noun(s['noun'])}",
-        lambda c, s: f"{rng.choice(c['models']).lower()} {rng.choice(['', '2 ', '3 ', '4 '])}review",
-        lambda c, s: f"{short_noun(s['noun'])} under {rng.choice([30, 50, 75, 100, 150, 200, 250, 300, 500])}",
-        lambda c, s: f"{rng.choice(_CARE_VERBS)} {short_noun(s['noun'])}",
-        lambda c, s: (f"{short_noun(s['noun'])} with {kw}" if (kw := _feature_keyword(rng.choice(s['features']))) else ""),
-        lambda c, s: f"cheap {rng.choice(s['adjs'])[0]} {plural(short_noun(s['noun']))}",
-        lambda c, s: f"{rng.choice(s['adjs'])[0]} {rng.choice(s['tags'])} {short_noun(s['noun']).split()[-1]}",
-        lambda c, s: f"{rng.choice(c['models']).lower()} vs {rng.choice(c['models']).lower()}",
-        lambda c, s: f"{rng.choice(s['adjs'])[0]} {short_noun(s['noun'])} for {rng.choice(_GENERIC_FOR)}",
-        lambda c, s: f"{rng.choice(c['brands']).lower()} {rng.choice(c['models']).lower()}",
-        lambda c, s: f"{rng.choice(c['models']).lower()} {short_noun(s['noun']).split()[-1]} {rng.choice(s.get('colors', c['colors']))}",
-        lambda c, s: f"{rng.choice(s.get('colors', c['colors']))} {rng.choice(s['adjs'])[0]} {short_noun(s['noun']).split()[-1]}",
-        lambda c, s: (f"{kw} {short_noun(s['noun']).split()[-1]}" if (kw := _feature_keyword(rng.choice(s['features']))) else ""),
-        lambda c, s: f"{rng.choice(s['adjs'])[0]} {short_noun(s['noun'])} {rng.choice(c['brands']).lower()}",
-        lambda c, s: f"{short_noun(s['noun'])} for {rng.choice(_GENERIC_FOR)} under {rng.choice([50, 100, 150, 200, 300])}",
-        lambda c, s: f"{rng.choice(_CARE_VERBS)} {rng.choice(s['adjs'])[0]} {short_noun(s['noun']).split()[-1]}",
-        lambda c, s: f"{rng.choice(['womens', 'mens', 'kids', 'unisex'])} {rng.choice(s['adjs'])[0]} {short_noun(s['noun'])}",
-    ]
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 200 * n + 10_000:
-            raise RuntimeError(f"only {len(out)} distinct queries could be made (asked for {n})")
-        cat, sub = rng.choice(pairs)
-        q = " ".join(rng.choice(makers)(cat, sub).lower().split())
-        if not q or not _words_ok(q) or q in seen or q in low_titles:
-            continue
-        seen.add(q)
-        out.append(q)
-    return out
-
-
-def make_prefixes(titles: list[str], n: int, seed: int = 13) -> list[str]:
-    """Prefixes of 1-8 characters as a user types a title (every keystroke of a few titles)."""
-    rng = random.Random(f"bench-service-prefixes:{seed}")
-    out: list[str] = []
-    while len(out) < n:
-        title = rng.choice(titles)
-        words = title.split()
-        # Half start at the title's first word, half at a later word (people type the model or the noun).
-        start = 0 if rng.random() < 0.5 else rng.randrange(len(words))
-        typed = " ".join(words[start:]).lower()
-        for length in range(1, min(8, len(typed)) + 1):
-            out.append(typed[:length])
-    return out[:n]
 
 
 # =============================================================================================
 # Data folder: SQLite + published index, cached
 # =============================================================================================
 
-
-def bench_settings(data_dir: Path, **extra):
-    from service.settings import load_settings
-
-    return load_settings({"data_dir": str(data_dir), "clip_enabled": False, **extra}, environ={})
 
 
 def prepare_data(n_items: int, root: Path, rebuild: bool) -> tuple[Path, dict]:
@@ -432,22 +156,6 @@ def prepare_data(n_items: int, root: Path, rebuild: bool) -> tuple[Path, dict]:
     return data_dir, info
 
 
-def published_problem(data_dir: Path) -> str | None:
-    """Why the published version cannot be served by this checkout's code, or None if it can."""
-    from service.vectors import artifacts
-    from service.vectors.index_store import load_version
-
-    index_dir = bench_settings(data_dir).index_path
-    version = artifacts.current_version(index_dir)
-    if version is None:
-        return "nothing published"
-    try:
-        load_version(index_dir, version, checksums=False)
-    except Exception as exc:  # any failure means the service would refuse it too
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def catalog_titles(data_dir: Path) -> list[str]:
     import sqlite3
 
@@ -456,387 +164,8 @@ def catalog_titles(data_dir: Path) -> list[str]:
 
 
 # =============================================================================================
-# Statistics and machine information
+# Phases A, C, D, E (through HTTP)
 # =============================================================================================
-
-
-def stats_ms(seconds: list[float], elapsed: float | None = None) -> dict[str, Any]:
-    if not seconds:
-        return {"n": 0}
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    out = {
-        "n": int(ms.size),
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p90_ms": round(float(np.percentile(ms, 90)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "max_ms": round(float(ms.max()), 3),
-        "mean_ms": round(float(ms.mean()), 3),
-    }
-    if elapsed:
-        out["qps"] = round(ms.size / elapsed, 2)
-        out["elapsed_s"] = round(elapsed, 3)
-    return out
-
-
-def machine_info() -> dict[str, Any]:
-    import faiss
-    import torch
-    import sentence_transformers
-
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mem = round(int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024, 1)
-    versions = {}
-    for mod in ("flask", "gunicorn", "sqlalchemy", "marshmallow", "flask_smorest", "transformers"):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-
-            versions[mod] = version(mod.replace("_", "-"))
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "mem_gib": mem,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_default_threads": torch.get_num_threads(),
-        "faiss": faiss.__version__,
-        "sentence_transformers": sentence_transformers.__version__,
-        **versions,
-    }
-
-
-def load_snapshot() -> dict[str, Any]:
-    """Load average and the busiest processes that are not this benchmark or its servers."""
-    out: dict[str, Any] = {"loadavg": [round(x, 2) for x in os.getloadavg()]}
-    with contextlib.suppress(Exception):
-        ps = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
-                            timeout=5).stdout.splitlines()[1:8]
-        mine = {os.getpid()}
-        out["top"] = [" ".join(line.split(None, 3)[:3] + [line.split(None, 3)[3][:90]]) for line in ps
-                      if len(line.split(None, 3)) == 4 and int(line.split()[0]) not in mine][:5]
-    return out
-
-
-class CpuMeter:
-    """CPU used during a phase: the whole machine, this benchmark's process tree, everyone else.
-
-    Other engineers' jobs share this machine; a phase's figures only mean something next to how
-    much CPU the others took meanwhile (``others_cores``: average cores busy outside our tree).
-    """
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        self.stat0 = self._machine()
-        self.procs0 = self._procs()
-        self.result: dict[str, Any] = {}
-
-    @staticmethod
-    def _machine() -> tuple[int, int]:
-        with contextlib.suppress(OSError, ValueError):
-            vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-            idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-            return sum(vals) - idle, sum(vals)
-        return 0, 1
-
-    @staticmethod
-    def _procs() -> dict[int, tuple[int, int, str]]:
-        """pid -> (ppid, utime+stime jiffies, short command)."""
-        out = {}
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                raw = Path(f"/proc/{d}/stat").read_text()
-                rest = raw[raw.rindex(")") + 2:].split()
-                out[int(d)] = (int(rest[1]), int(rest[11]) + int(rest[12]), raw[raw.index("(") + 1: raw.rindex(")")])
-        return out
-
-    def stop(self) -> dict[str, Any]:
-        dt = max(1e-6, time.monotonic() - self.t0)
-        busy1, total1 = self._machine()
-        procs1 = self._procs()
-        hz = os.sysconf("SC_CLK_TCK")
-        ncpu = os.cpu_count() or 1
-        children: dict[int, list[int]] = defaultdict(list)
-        for pid, (ppid, _t, _c) in procs1.items():
-            children[ppid].append(pid)
-        mine, stack = set(), [os.getpid()]
-        while stack:
-            pid = stack.pop()
-            if pid not in mine:
-                mine.add(pid)
-                stack.extend(children.get(pid, []))
-        used = {pid: (t - self.procs0.get(pid, (0, 0, ""))[1]) / hz / dt for pid, (_pp, t, _c) in procs1.items()}
-        ours = sum(v for pid, v in used.items() if pid in mine)
-        others = {pid: v for pid, v in used.items() if pid not in mine and v > 0.02}
-        busy = (busy1 - self.stat0[0]) / max(1, total1 - self.stat0[1])
-        self.result = {
-            "seconds": round(dt, 2),
-            "machine_busy_pct": round(100 * busy, 1),
-            "ours_cores": round(ours, 2),
-            "others_cores": round(max(0.0, busy * ncpu - ours), 2),
-            "top_others": [f"{pid} {procs1[pid][2]} {v:.2f} cores" for pid, v in
-                           sorted(others.items(), key=lambda kv: -kv[1])[:4]],
-        }
-        return self.result
-
-
-# =============================================================================================
-# HTTP client (http.client: one keep-alive connection, lean enough to time a 10 ms request)
-# =============================================================================================
-
-
-class Client:
-    def __init__(self, port: int, timeout: float = 30.0):
-        self.port, self.timeout = port, timeout
-        self.conn: http.client.HTTPConnection | None = None
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            self.conn.connect()
-            self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self.conn
-
-    @property
-    def local_port(self) -> int | None:
-        if self.conn is None or self.conn.sock is None:
-            return None
-        return self.conn.sock.getsockname()[1]
-
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes, float]:
-        """(status, headers, body, seconds); status 0 and the error text as body on a failure."""
-        return self.request("GET", path)
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes, float]:
-        """Any method; a body is sent as JSON. Same return shape as :meth:`get`."""
-        t0 = time.perf_counter()
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            conn = self._connect()
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            body = resp.read()
-            dt = time.perf_counter() - t0
-            headers = {k.lower(): v for k, v in resp.getheaders()}
-            if resp.getheader("connection", "").lower() == "close":
-                self.close()
-            return resp.status, headers, body, dt
-        except (OSError, http.client.HTTPException) as exc:
-            dt = time.perf_counter() - t0
-            self.close()
-            return 0, {}, f"{type(exc).__name__}: {exc}".encode(), dt
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-        self.conn = None
-
-
-def search_path(q: str, mode: str, k: int = 10) -> str:
-    return "/search?" + urllib.parse.urlencode({"q": q, "mode": mode, "k": k})
-
-
-# =============================================================================================
-# gunicorn server
-# =============================================================================================
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tcp_inode(server_port: int, client_port: int) -> str | None:
-    """Inode of the server-side socket of the connection from ``client_port`` (via /proc/net/tcp)."""
-    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            parts = line.split()
-            if parts[1] == local and parts[2] == remote:
-                return parts[9]
-    return None
-
-
-class Server:
-    """``gunicorn -k gthread`` on 127.0.0.1:<free port>, in its own process group."""
-
-    def __init__(self, data_dir: Path, workers: int, threads: int, torch_threads: int, log_dir: Path,
-                 poll_seconds: float | None = None, metrics_dir: bool = True):
-        self.data_dir, self.workers, self.threads, self.torch_threads = data_dir, workers, threads, torch_threads
-        self.poll_seconds = poll_seconds
-        self.port = free_port()
-        self.log_path = log_dir / f"gunicorn-{workers}x{threads}-t{torch_threads}-{self.port}.log"
-        self.metrics_dir = Path(tempfile.mkdtemp(prefix="bench-prom-")) if metrics_dir else None
-        self.proc: subprocess.Popen | None = None
-        self.started_at = 0.0
-        self.ready_s: float | None = None
-
-    @property
-    def label(self) -> str:
-        return f"-w {self.workers} --threads {self.threads}, torch threads {self.torch_threads or 'default'}"
-
-    def command(self) -> list[str]:
-        gunicorn = Path(sys.executable).parent / "gunicorn"
-        if not gunicorn.exists():
-            gunicorn = Path(shutil.which("gunicorn") or "gunicorn")
-        return [str(gunicorn), "-w", str(self.workers), "-k", "gthread", "--threads", str(self.threads),
-                "-b", f"127.0.0.1:{self.port}", "--keep-alive", "30", "--timeout", "120",
-                "--graceful-timeout", "10", "--log-level", "warning", "service.web.app:create_app()"]
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update({"RECSYS_DATA_DIR": str(self.data_dir), "RECSYS_CLIP_ENABLED": "false", "HF_HUB_OFFLINE": "1",
-                    "PYTHONPATH": str(REPO)})
-        if self.torch_threads:
-            env["RECSYS_TORCH_THREADS"] = str(self.torch_threads)
-        if self.poll_seconds:
-            env["RECSYS_INDEX_POLL_SECONDS"] = str(self.poll_seconds)
-        if self.metrics_dir:
-            # prometheus_client's multiprocess mode: /metrics sums every worker's stage histograms.
-            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
-        return env
-
-    def start(self, ready_timeout: float = 300.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(self.command(), cwd=str(REPO), env=self.env(), stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + ready_timeout
-        client = Client(self.port, timeout=10)
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-3000:])
-            status, _h, _b, _dt = client.get("/health/ready")
-            if status == 200:
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"service not ready within {ready_timeout} s (last status {status})")
-            client.close()
-            time.sleep(0.25)
-        client.close()
-        self._wait_all_workers(deadline)
-        self.ready_s = round(time.perf_counter() - self.started_at, 2)
-
-    def worker_pids(self) -> list[int]:
-        if self.proc is None:
-            return []
-        with contextlib.suppress(OSError):
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            return sorted(int(p) for p in text.split())
-        return []
-
-    def worker_of(self, client: Client) -> int | None:
-        """The worker process holding ``client``'s connection (server-side socket inode in its fds)."""
-        port = client.local_port
-        if port is None:
-            return None
-        inode = _tcp_inode(self.port, port)
-        if inode is None:
-            return None
-        target = f"socket:[{inode}]"
-        for pid in self.worker_pids():
-            with contextlib.suppress(OSError):
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    with contextlib.suppress(OSError):
-                        if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                            return pid
-        return None
-
-    def _wait_all_workers(self, deadline: float) -> None:
-        """Until every worker has answered /health/ready (a worker accepts only once its app is loaded)."""
-        seen: set[int] = set()
-        while time.monotonic() < deadline:
-            pids = set(self.worker_pids())
-            if len(pids) >= self.workers and pids <= seen:
-                return
-            clients = [Client(self.port, timeout=10) for _ in range(2 * self.workers)]
-            for c in clients:
-                c._connect()
-            time.sleep(0.05)
-            for c in clients:
-                pid = self.worker_of(c)
-                status, *_ = c.get("/health/ready")
-                if pid is not None and status == 200:
-                    seen.add(pid)
-                c.close()
-            if not (len(pids) >= self.workers and pids <= seen):
-                time.sleep(0.25)
-        print(f"  [warn] could not confirm every worker is ready (saw {sorted(seen)} of {self.worker_pids()})",
-              flush=True)
-
-    def clients_per_worker(self, count: int = 24) -> dict[int, Client]:
-        """One open connection per worker (opens up to ``count`` connections to find them all)."""
-        found: dict[int, Client] = {}
-        for _ in range(count):
-            c = Client(self.port)
-            c._connect()
-            time.sleep(0.01)
-            pid = self.worker_of(c)
-            if pid is not None and pid not in found:
-                found[pid] = c
-            else:
-                c.close()
-            if len(found) >= self.workers:
-                break
-        return found
-
-    def rss_mib(self) -> dict[int, float]:
-        out = {}
-        for pid in self.worker_pids():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        out[pid] = round(int(line.split()[1]) / 1024, 1)
-        return out
-
-    def metrics(self) -> dict[str, tuple[float, float]]:
-        """Prometheus histograms as {name{labels}: (sum, count)} for stages and /search requests."""
-        c = Client(self.port)
-        status, _h, body, _dt = c.get("/metrics")
-        c.close()
-        out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        if status != 200:
-            return {}
-        for line in body.decode().splitlines():
-            m = re.match(r'^(recsys_stage_seconds|recsys_request_seconds)_(sum|count)\{([^}]*)\} ([0-9.eE+-]+)$', line)
-            if not m:
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3)))
-            labels.pop("pid", None)
-            key = m.group(1) + ":" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            out[key][0 if m.group(2) == "sum" else 1] += float(m.group(4))
-        return {k: (v[0], v[1]) for k, v in out.items()}
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if self.metrics_dir is not None:
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def stage_breakdown(before: dict, after: dict) -> dict[str, Any]:
@@ -865,11 +194,6 @@ def warm_up(server: Server, queries: list[str], per_worker: int) -> dict[str, An
         first[f"{pid}:suggest"] = round(dt * 1000, 1)
         c.close()
     return {"workers_warmed": len(conns), "first_request_ms": first}
-
-
-# =============================================================================================
-# Phases A, C, D, E (through HTTP)
-# =============================================================================================
 
 
 def run_sequential(server: Server, queries: list[str], mode: str, time_limit: float) -> dict[str, Any]:
@@ -935,18 +259,6 @@ def run_sequential(server: Server, queries: list[str], mode: str, time_limit: fl
                                            "flask_serialization": round(float((hd - tk)[slow].mean()), 3),
                                            "http_gunicorn_client": round(float((cl - hd)[slow].mean()), 3)}
     return out
-
-
-def http_floor(server: Server, n: int = 300) -> dict[str, Any]:
-    """Latency of /health/live: HTTP + gunicorn + Flask with no work (the floor under every request)."""
-    c = Client(server.port)
-    lat = []
-    for _ in range(n):
-        status, _h, _b, dt = c.get("/health/live")
-        if status == 200:
-            lat.append(dt)
-    c.close()
-    return stats_ms(lat)
 
 
 def run_concurrent(server: Server, queries: list[str], clients: int, duration: float, mode: str = "semantic",
@@ -1043,8 +355,6 @@ def run_suggest(server: Server, prefixes: list[str], time_limit: float) -> dict[
 
 def _build_version_child(data_dir: str, publish: bool, conn) -> None:
     """Child process (spawn): build a new version with the vector cache (no re-embedding)."""
-    sys.path.insert(0, str(REPO))
-    import service  # noqa: F401
     from indexer.pipeline import Pipeline
     from service.store.db import make_engine, make_session_factory
 
@@ -1241,7 +551,7 @@ def bare_state(data_dir: Path, version: str | None):
     """(encoder, space) loaded once in this process, for the bare loop."""
     key = f"{data_dir}:{version}"
     if _BARE.get("key") != key:
-        from service.vectors.encoders import load_text_encoder
+        from service.vectors.text_encoder import load_text_encoder
 
         space, version = load_published(data_dir, version)
         encoder = _BARE.get("encoder") or load_text_encoder(bench_settings(data_dir))
@@ -1353,21 +663,14 @@ _LIB_GROUPS = [
 ]
 
 
+def _c_call_label(func: str) -> str:
+    return "builtins/C calls: " + ("torch" if "torch" in func else "sqlite3" if "sqlite3" in func
+                                   else "faiss" if "faiss" in func or "swig" in func else "other")
+
+
 def _group_profile(stats: pstats.Stats) -> dict[str, float]:
     """Own time (tottime) per library group, in ms."""
-    groups: Counter = Counter()
-    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():
-        name = filename.replace("\\", "/")
-        label = "other python"
-        if filename == "~":
-            label = "builtins/C calls: " + (("torch" if "torch" in func else "sqlite3" if "sqlite3" in func
-                                             else "faiss" if "faiss" in func or "swig" in func else "other"))
-        for group, keys in _LIB_GROUPS:
-            if any(f"/{k}/" in name or name.endswith(f"/{k}.py") or name.endswith(k) for k in keys):
-                label = group
-                break
-        groups[label] += tt * 1000
-    return {k: round(v, 1) for k, v in groups.most_common()}
+    return group_profile(stats, _LIB_GROUPS, _c_call_label, ndigits=1)
 
 
 def encode_alternatives(encoder, space, queries: list[str]) -> dict[str, Any]:
@@ -1546,9 +849,7 @@ def run_profile(data_dir: Path, queries: list[str], torch_threads: int, n: int, 
     total_ms = sum(v[2] for v in st.stats.values()) * 1000
     out["cprofile"] = {"requests": m, "total_own_ms_per_request": round(total_ms / m, 2),
                        "own_ms_per_request_by_group": {k: round(v / m, 3) for k, v in _group_profile(st).items()}}
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
-    out["cprofile"]["top_tottime"] = [line for line in buf.getvalue().splitlines() if line.strip()][-27:]
+    out["cprofile"]["top_tottime"] = profile_top(prof, "tottime", 25)
     rt.store.stop()
     rt.engine.dispose()
     return out
@@ -1692,7 +993,7 @@ def main() -> int:
     t_run = time.perf_counter()
 
     result: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, os.getcwd())] + sys.argv),
+        "command": command_line(),
         "cwd": os.getcwd(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "items": args.items, "phases": sorted(phases), "machine": machine_info(),
@@ -1904,8 +1205,7 @@ def main() -> int:
     result["total_s"] = round(time.perf_counter() - t_run, 1)
     print_tables(result)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2, default=str))
+        write_result(args.out, result)
         print(f"[run] wrote {args.out}")
     shutil.rmtree(log_dir, ignore_errors=True)
     return 0

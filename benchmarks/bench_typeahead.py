@@ -5,7 +5,7 @@ SQLite database (PostgreSQL too with ``--backends sqlite,postgresql``), builds a
 ``Suggester`` from it, then times ``suggest()`` for prefixes typed from real titles and
 ``keyword_search()`` for queries made from title words. Prints a table; ``--out`` writes JSON.
 
-    .venv/bin/python benchmarks/bench_typeahead.py --items 100000 --out benchmarks/out/bench_typeahead.json
+    .venv/bin/python -m benchmarks.bench_typeahead --items 100000 --out benchmarks/out/bench_typeahead.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import platform
 import random
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -26,14 +25,11 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from service.store.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from service.search.suggest import Suggester  # noqa: E402
-from service.search.keyword import keyword_search  # noqa: E402
-from service.store.models import Item, utcnow  # noqa: E402
-from bench_import import fresh_database  # noqa: E402  (throwaway SQLite file or PostgreSQL database)
+from benchmarks.common import fresh_database  # throwaway SQLite file or PostgreSQL database
+from service.store.db import make_engine, make_session_factory, upgrade
+from service.search.suggest import Suggester
+from service.search.keyword import keyword_search
+from service.store.models import Item, utcnow
 
 
 BRANDS = [

@@ -43,9 +43,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from service.recommend.evaluation import Split, holdout_split, item_popularity  # noqa: E402
+from service.recommend.evaluation import Split, holdout_split, item_popularity
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k/"
@@ -403,6 +401,11 @@ def load_split(
     )
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Download (once) and split the data; print what the split holds."""
     data = load_split()
     print(json.dumps(data.info, indent=2))
+
+
+if __name__ == "__main__":
+    main()

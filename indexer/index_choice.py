@@ -1,7 +1,7 @@
 """Choose the FAISS index for one embedding space: a pure function of size, dimension and budget.
 
 Nothing here imports faiss or touches data, so the choice is cheap, deterministic and
-table-tested (``tests/test_index_choice.py``), in the spirit of autofaiss's
+table-tested (``tests/indexer/test_index_choice.py``), in the spirit of autofaiss's
 ``get_optimal_index_keys_v2``. The rule, for L2-normalised vectors searched by inner product:
 
 * small collections get an exact ``Flat`` index (compressed to ``SQ8`` or ``PQ`` only when the

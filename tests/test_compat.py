@@ -6,6 +6,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow  # a fresh interpreter loading torch each time
 @pytest.mark.parametrize(
     "statement",
     [

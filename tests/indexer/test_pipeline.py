@@ -28,6 +28,9 @@ from service.settings import load_settings
 from service.vectors.vector_index import read_index, search
 from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 COLORS = {"red": (200, 30, 30), "blue": (30, 60, 200), "green": (30, 160, 60)}
 
 
@@ -238,7 +241,7 @@ def test_killed_build_leaves_the_published_version_serving(env, sig):
     overrides = {"data_dir": str(settings.data_dir), "database_url": settings.database_url,
                  "clip_enabled": False}
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(overrides)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + 240
     line = ""
     while "HALF-WRITTEN" not in line and time.monotonic() < deadline:

@@ -19,6 +19,9 @@ from service.store.db import make_engine, make_session_factory, session_scope
 from service.store.models import IndexVersion
 from service.settings import load_settings
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):

@@ -17,6 +17,9 @@ from service.web.app import create_app
 from service.store.events import active_users, consumed_items, user_history
 from service.store.importing import import_events, import_items
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 OUTDOOR = [("o1", "Waterproof hiking boots", "Leather boots with a grippy sole for mountain trails."),
            ("o2", "Trekking poles", "Light carbon poles that take the strain off your knees on descents."),
            ("o3", "Two-person backpacking tent", "A light tent that pitches in minutes on a windy ridge."),

@@ -102,7 +102,7 @@ def test_csv_items_with_relative_images_and_extra_columns(tmp_path, session_fact
     with session_factory() as sess:
         a = sess.scalar(select(Item).where(Item.external_id == "a"))
         b = sess.scalar(select(Item).where(Item.external_id == "b"))
-    # The image went into the store; the row holds its key (tests/test_images.py covers the rest).
+    # The image went into the store; the row holds its key (tests/store/test_images.py covers the rest).
     assert a.image_location == key_of(buf.getvalue()) and ImageStore.from_settings(settings).exists(a.image_location)
     assert a.tags == ["x", "y"] and a.attributes == {"price": 3.5}
     assert b.image_location is None and b.text == "Body, with a comma" and b.category is None

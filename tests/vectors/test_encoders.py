@@ -18,6 +18,9 @@ from service.vectors.encoders import RANDOM_INIT_FOR_TESTS, EncoderUnavailable, 
 from service.vectors.text_encoder import TextEncoder, load_text_encoder
 from service.settings import load_settings
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 try:  # tests/ as a package (a tests/__init__.py) or as a plain folder on sys.path
     from tests.fixtures_clip import (
         TINY_CLIP_DIM,

@@ -30,9 +30,12 @@ from service.store.importing import import_events, import_items
 from service.settings import load_settings
 from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 IN_CI = os.environ.get("CI", "").lower() == "true"  # as in conftest.py
 CHROMIUM = os.environ.get("RECSYS_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).parent / "output" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
 VIEWPORT = {"width": 1440, "height": 960}
 TIMEOUT_MS = 20_000
 

@@ -18,6 +18,9 @@ from service.store.importing import import_items
 from service.settings import load_settings
 from tests.fixtures_clip import write_tiny_clip_checkpoint, write_tiny_clip_config
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 PALETTE = {"red": (210, 40, 40), "blue": (40, 70, 210), "green": (40, 170, 70), "yellow": (230, 210, 40)}
 
 CATALOG = [
@@ -268,7 +271,7 @@ def test_item_write_validation(client):
     assert_error(client.put("/items/x", json={"kind": "video", "title": "x"}), 400, "kind")
     assert_error(client.put("/items/x", json={"kind": "product"}), 400, "title")
     assert_error(client.put("/items/x", json={"kind": "product", "title": "x", "image": "relative.png"}), 400, "image")
-    # A server path is never read over HTTP (tests/test_images.py covers the rest).
+    # A server path is never read over HTTP (tests/store/test_images.py covers the rest).
     assert "import CLI" in assert_error(client.put("/items/x", json={"kind": "product", "title": "x", "image": "/etc/passwd"}),
                                         400, "image")["message"]
     assert_error(client.put("/items/x", data="not json", content_type="application/json"), 400)

@@ -11,6 +11,10 @@ from indexer.pipeline import Pipeline
 from service.cli import cli
 from service.recommend.offline_eval import Blend, Evaluator, load_event_log, split_log
 from service.settings import load_settings
+import pytest
+
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
 
 # Two tastes: group A engages with a0..a5, group B with b0..b5.
 ITEMS = [(f"a{i}", f"Hiking gear number {i}", "outdoor") for i in range(6)] + \

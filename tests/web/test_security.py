@@ -23,6 +23,9 @@ from service.web.app import create_app
 from service.store.db import make_engine, upgrade
 from service.settings import load_settings
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 KEYS = {"read_keys": '["r-key"]', "api_keys": '["w-key"]', "admin_keys": '["a-key"]'}
 REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

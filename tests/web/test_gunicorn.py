@@ -20,6 +20,9 @@ from service.demo import ITEMS_FILE
 from service.store.importing import import_items
 from service.settings import load_settings
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 QUERIES = ["waterproof jacket", "trail running shoes", "chef knife", "coffee maker", "desk lamp for reading",
            "noise cancelling headphones", "yoga mat", "hiking backpack", "how to clean shoes", "espresso"]
 

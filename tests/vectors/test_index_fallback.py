@@ -25,6 +25,9 @@ from service.store.importing import import_items
 from service.vectors.index_store import IndexStore
 from service.settings import load_settings
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 CATALOG = [
     {"id": "shoe", "kind": "product", "title": "Red trail running shoe", "text": "Grippy sole for muddy trails."},
     {"id": "jacket", "kind": "product", "title": "Green waterproof rain jacket", "text": "Taped seams keep you dry."},

@@ -11,6 +11,9 @@ from service.web.app import create_app
 from service.store.db import make_engine, upgrade
 from service.settings import load_settings
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 ERROR_REF = "#/components/schemas/Error"
 
 

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from service.web.app import create_app
-from tests.test_api import built  # noqa: F401 - the module-scoped catalog + index fixture
+from tests.web.test_api import built  # noqa: F401 - the module-scoped catalog + index fixture
 
 pytestmark = [
     pytest.mark.slow,

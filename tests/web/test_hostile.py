@@ -38,6 +38,9 @@ from service.store.models import Event, Item, User
 from service.settings import load_settings
 from tests.conftest import IN_CI
 
+# Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 CATALOG = [
     {"id": "shoe", "kind": "product", "title": "Red trail running shoe", "category": "shoes",
      "text": "Grippy sole for muddy trails.", "attributes": {"price": 120.0}},
