@@ -9,9 +9,11 @@ One run:
 2. sets up the service's embedded default in ``benchmarks/_data/movielens-service``: the 1,682
    movies imported as items (text from title, year and genres), all 100,000 ratings imported as
    ``rating`` events, and the text index built with the packaged MiniLM (reused on later runs);
-3. scores, on that one split, through :class:`service.recommend.offline_eval.Evaluator` (which calls the
-   same ``recommend()`` as ``GET /users/{id}/recommendations``): content only, co-engagement
-   only, trending only, the shipped default blend, and the blend tuned on the validation split;
+3. scores, on that one split, through :class:`service.recommend.offline_eval.Evaluator` (which calls
+   ``for_user``, the function ``GET /users/{id}/recommendations`` calls, with every rating of the
+   user before the held-out ones as history and exclusion, and a clock from the training data):
+   content only, co-engagement only, trending only, the shipped default blend, and the blend
+   tuned on the validation split;
 4. scores the baselines of ``benchmarks/baselines.py`` (most popular; implicit's ALS, BPR and
    item-item cosine, each tuned on the same validation split) on the same test set;
 5. prints one table, writes ``benchmarks/results/movielens.json`` and a bar chart.

@@ -139,6 +139,19 @@ def _validated(
             yield lineno, RowError(str(path), lineno, exc.field, exc.reason)
 
 
+def _validate_all(path: Path, fmt: str, parse: Callable[[dict[str, Any]], Any], summary: ImportSummary, what: str,
+                  progress: bool) -> list[tuple[int, Any]]:
+    """Parse every row: good ones returned as (line, record), bad ones added to ``summary.errors``."""
+    good: list[tuple[int, Any]] = []
+    for lineno, rec in tqdm(_validated(path, fmt, parse), desc=f"validate {what}", unit=" rows", disable=not progress):
+        summary.rows += 1
+        if isinstance(rec, RowError):
+            summary.errors.append(rec)
+        else:
+            good.append((lineno, rec))
+    return good
+
+
 def write_report(errors: list[RowError], path: Path) -> None:
     """Write rejected rows as CSV: file, line, field, reason."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,13 +205,7 @@ def import_items(
         return parse_item(raw, allow_paths=True, extra_as_attributes=(fmt == "csv"))
 
     summary = ImportSummary(file=str(path))
-    parsed: list[tuple[int, ItemRecord]] = []
-    for lineno, rec in tqdm(_validated(path, fmt, parse), desc="validate items", unit=" rows", disable=not progress):
-        summary.rows += 1
-        if isinstance(rec, RowError):
-            summary.errors.append(rec)
-        else:
-            parsed.append((lineno, rec))
+    parsed: list[tuple[int, ItemRecord]] = _validate_all(path, fmt, parse, summary, "items", progress)
     if any(rec.image is not None for _, rec in parsed):
         if settings is None:
             raise ValueError("import_items: the catalog has images; pass settings (the image store)")
@@ -280,13 +287,7 @@ def import_events(
         return parse_event(raw, event_types=event_types, **(event_limits or {}))
 
     summary = ImportSummary(file=str(path))
-    records: list[tuple[int, EventRecord]] = []
-    for lineno, rec in tqdm(_validated(path, fmt, parse), desc="validate events", unit=" rows", disable=not progress):
-        summary.rows += 1
-        if isinstance(rec, RowError):
-            summary.errors.append(rec)
-        else:
-            records.append((lineno, rec))
+    records: list[tuple[int, EventRecord]] = _validate_all(path, fmt, parse, summary, "events", progress)
 
     # Item references are checked before anything is written, so all-or-nothing holds for them too.
     with session_scope(session_factory) as session:

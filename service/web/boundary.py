@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 
+from service.store.records import FieldError, check_chars
 from service.web.errors import APIError, invalid
 
-# Lone surrogates come from JSON "\ud800" escapes or percent-decoding with surrogateescape.
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 # Longest query or form value accepted (the request line itself is capped by gunicorn).
 MAX_PARAM_CHARS = 4096
 
 
 def check_text(value: str, field: str) -> str:
     """Return ``value`` or raise a 400 naming ``field`` when it holds a NUL or a lone surrogate."""
-    found = _BAD_CHARS.search(value)
-    if found is not None:
-        what = "a NUL character" if found.group() == "\x00" else "an unpaired surrogate (not valid Unicode)"
-        raise invalid(field, f"contains {what}")
-    return value
+    try:
+        return check_chars(value, field)
+    except FieldError as exc:
+        raise invalid(exc.field, exc.reason) from exc
 
 
 def _check_tree(value: Any, path: str, depth: int, limit: int) -> None:
