@@ -8,10 +8,18 @@ Baselines (CPU, on the binary user x item CSR matrix of positives, ratings >= 4)
   ``alpha`` (confidence scaling) before fitting.
 * ``bpr``: ``implicit`` BayesianPersonalizedRanking (single-threaded, so fits are reproducible).
 * ``item_cosine``: ``implicit`` CosineRecommender (item-item cosine, K neighbours per item).
+* ``ease``: EASE (Steck, WWW 2019), closed form ``B = -P / diag(P)``, ``P = (XᵀX + λI)⁻¹``,
+  zero diagonal; dense numpy (1,682 items).
+* ``rp3beta``: RP3beta (Paudel et al., 2017): item -> user -> item transition probabilities
+  raised to ``alpha``, divided by the target item's popularity^``beta``, top ``K`` per item.
 
 Protocol (see ``benchmarks.movielens.SPLIT_DESCRIPTION``): every grid point fits on train and is
 scored on validation; the best by NDCG@k (first in grid order on ties) is refitted on
-train+validation and scored on test. Items in the fitting data are never recommended. Seeds fixed.
+train+validation and scored on test. Every baseline leaves out the same per-user set,
+``MovieLensData.excluded(phase)``: every item the user rated (any rating value) in the fitting
+period, which is what the service's evaluator excludes (``benchmarks.bench_movielens`` asserts the
+sets are equal). Scores and the shared top-k (:func:`rank_top_k`) are computed here from each
+model's factors / similarities, as implicit's ``recommend`` computes them. Seeds fixed.
 
     .venv/bin/python -m benchmarks.baselines                 # tune + test, table + JSON
     .venv/bin/python -m benchmarks.baselines --no-tune       # default hyperparameters only
@@ -54,7 +62,7 @@ import threadpoolctl  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.movielens import DEFAULT_DATA_DIR, MovieLensData, load_split  # noqa: E402
-from service.recommend.evaluation import evaluate  # noqa: E402
+from service.recommend.evaluation import evaluate, ndcg_at_k  # noqa: E402
 
 SEED = 42
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "movielens_baselines.json"
@@ -63,8 +71,11 @@ Recs = dict[int, list[int]]
 
 
 # --------------------------------------------------------------------------------------------------
-# Models. ``fit(matrix, params) -> model``; ``recommend(model, matrix, users, k) -> {user: items}``
-# with ``matrix`` the fitting matrix (its items are filtered out of each user's list).
+# Models. ``fit(matrix, params) -> model``; ``score(model, matrix, users) -> scores`` (dense
+# float64, one row per user, one column per item) with ``matrix`` the fitting matrix. Ranking and
+# exclusion are shared (:func:`rank_top_k`): every baseline leaves out the same per-user set,
+# ``MovieLensData.excluded(phase)`` (every item rated in the fitting period), the set the
+# service's evaluator leaves out.
 
 
 def _grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
@@ -72,24 +83,19 @@ def _grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
 
 
+def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    x = matrix.astype(np.float64).tocsr(copy=True)
+    x.data[:] = 1.0
+    return x
+
+
 def fit_most_popular(matrix: sp.csr_matrix, params: Mapping[str, Any] | None = None) -> np.ndarray:
-    """Items ranked by positives in ``matrix`` (descending; ties by column ascending)."""
-    counts = np.asarray(matrix.getnnz(axis=0)).ravel()
-    return np.argsort(-counts, kind="stable")
+    """Positives per item in ``matrix`` (ranked descending; ties by column ascending)."""
+    return np.asarray(matrix.getnnz(axis=0), dtype=np.float64).ravel()
 
 
-def recommend_most_popular(ranking: np.ndarray, matrix: sp.csr_matrix, users: Sequence[int], k: int) -> Recs:
-    out: Recs = {}
-    for u in users:
-        seen = set(matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]].tolist())
-        top: list[int] = []
-        for item in ranking.tolist():
-            if item not in seen:
-                top.append(item)
-                if len(top) == k:
-                    break
-        out[int(u)] = top
-    return out
+def score_most_popular(counts: np.ndarray, matrix: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+    return np.broadcast_to(counts, (len(users), len(counts))).copy()
 
 
 def fit_als(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
@@ -111,6 +117,15 @@ def fit_bpr(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
     return model
 
 
+def score_factors(model: Any, matrix: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+    """What implicit's ``recommend`` ranks by (without recalculate_user): user . item factors.
+
+    For BPR the factors carry the item bias (an extra item column against a user column of ones).
+    """
+    u = np.asarray(model.user_factors, dtype=np.float64)[np.asarray(users, dtype=np.int64)]
+    return u @ np.asarray(model.item_factors, dtype=np.float64).T
+
+
 def fit_item_cosine(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
     from implicit.nearest_neighbours import CosineRecommender
 
@@ -119,22 +134,73 @@ def fit_item_cosine(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
     return model
 
 
-def recommend_implicit(model: Any, matrix: sp.csr_matrix, users: Sequence[int], k: int) -> Recs:
-    """Batch ``model.recommend`` with already-liked items filtered.
+def score_item_cosine(model: Any, matrix: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+    """What implicit's item-item scorer computes: the user's row times the K-NN similarity."""
+    rows = matrix[np.asarray(users, dtype=np.int64)].astype(np.float64)
+    return np.asarray((rows @ model.similarity.astype(np.float64)).todense())
 
-    Drops padding slots (-1 ids, -FLT_MAX scores) and, again, the user's own items: implicit
-    0.7.3's item-item scorer pads a user whose neighbourhood holds fewer than k candidates with
-    the user's own items (score 0). Such users get fewer than k items (no back-fill).
+
+def fit_ease(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> np.ndarray:
+    """EASE (Steck, WWW 2019): ``G = XᵀX + λI``, ``P = G⁻¹``, ``B = -P / diag(P)``, diag(B) = 0."""
+    x = _binary(matrix)
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices_from(gram)] += float(params["lam"])
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+def score_item_matrix(w: np.ndarray, matrix: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+    """``X_u W`` for an item x item weight matrix (EASE's B, RP3beta's W)."""
+    return np.asarray(_binary(matrix)[np.asarray(users, dtype=np.int64)] @ w)
+
+
+def fit_rp3beta(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> np.ndarray:
+    """RP3beta (Paudel et al., 2017; as in Dacrema et al.'s reference implementation).
+
+    ``P_ui`` / ``P_iu``: the row-normalised user->item and item->user transition matrices, each
+    entry raised to ``alpha``; ``W = P_iu P_ui`` (item -> user -> item, 3 steps with the
+    user's own item), each column j divided by popularity(j)^beta, diagonal zeroed, then only
+    the ``K`` largest entries of each row kept.
     """
-    users = np.asarray(users, dtype=np.int32)
-    ids, scores = model.recommend(users, matrix[users], N=k, filter_already_liked_items=True)
-    floor = -np.finfo(np.float32).max
+    alpha, beta, k = float(params["alpha"]), float(params["beta"]), int(params["K"])
+    x = _binary(matrix)
+    user_deg = np.asarray(x.sum(axis=1)).ravel()
+    item_deg = np.asarray(x.sum(axis=0)).ravel()
+    p_ui = sp.diags(np.divide(1.0, user_deg, out=np.zeros_like(user_deg), where=user_deg > 0)) @ x
+    p_iu = sp.diags(np.divide(1.0, item_deg, out=np.zeros_like(item_deg), where=item_deg > 0)) @ x.T.tocsr()
+    p_ui, p_iu = p_ui.tocsr(), p_iu.tocsr()
+    if alpha != 1.0:
+        p_ui.data **= alpha
+        p_iu.data **= alpha
+    w = (p_iu @ p_ui).toarray()
+    w *= np.power(item_deg, -beta, out=np.zeros_like(item_deg), where=item_deg > 0)[None, :]
+    w[np.diag_indices_from(w)] = 0.0
+    if k < w.shape[1]:
+        drop = np.argpartition(-w, k, axis=1)[:, k:]
+        np.put_along_axis(w, drop, 0.0, axis=1)
+    return w
+
+
+def rank_top_k(
+    scores: np.ndarray, users: Sequence[int], exclude: sp.csr_matrix, k: int, *, positive_only: bool = False,
+) -> Recs:
+    """Top ``k`` columns of each row of ``scores`` (ties: lower column first), leaving out the
+    user's row of ``exclude``; with ``positive_only`` items scoring <= 0 are no candidates (item
+    neighbourhoods: a user whose neighbourhood holds fewer than k items gets a shorter list, no
+    back-fill)."""
+    users = np.asarray(users, dtype=np.int64)
+    s = np.array(scores, dtype=np.float64)  # copy
+    ex = exclude[users]
+    s[np.repeat(np.arange(len(users)), np.diff(ex.indptr)), ex.indices] = -np.inf
+    if positive_only:
+        s[s <= 0] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     out: Recs = {}
     for row, u in enumerate(users.tolist()):
-        seen = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
-        keep = (ids[row] >= 0) & np.isfinite(scores[row]) & (scores[row] > floor)
-        keep &= ~np.isin(ids[row], seen)
-        out[u] = ids[row][keep].astype(np.int64).tolist()
+        top = order[row]
+        out[u] = top[np.isfinite(s[row, top])].astype(np.int64).tolist()
     return out
 
 
@@ -142,27 +208,44 @@ def recommend_implicit(model: Any, matrix: sp.csr_matrix, users: Sequence[int], 
 class Baseline:
     name: str
     fit: Callable[[sp.csr_matrix, Mapping[str, Any]], Any]
-    recommend: Callable[[Any, sp.csr_matrix, Sequence[int], int], Recs]
+    score: Callable[[Any, sp.csr_matrix, Sequence[int]], np.ndarray]
     grid: list[dict[str, Any]]
     default: dict[str, Any]
+    positive_only: bool = False  # only items with a positive score are candidates
+
+    def recommend(self, model: Any, matrix: sp.csr_matrix, exclude: sp.csr_matrix, users: Sequence[int],
+                  k: int) -> Recs:
+        """``{user: top-k items}``, leaving out each user's row of ``exclude``."""
+        return rank_top_k(self.score(model, matrix, users), users, exclude, k, positive_only=self.positive_only)
 
 
 BASELINES: dict[str, Baseline] = {
-    "most_popular": Baseline("most_popular", fit_most_popular, recommend_most_popular, [{}], {}),
+    "most_popular": Baseline("most_popular", fit_most_popular, score_most_popular, [{}], {}),
     "als": Baseline(
-        "als", fit_als, recommend_implicit,
+        "als", fit_als, score_factors,
         _grid(factors=[16, 32, 64, 128], regularization=[0.01, 0.1, 1.0, 10.0], alpha=[1.0, 10.0, 40.0],
               iterations=[15, 30]),
         {"factors": 64, "regularization": 0.1, "alpha": 10.0, "iterations": 15},
     ),
     "bpr": Baseline(
-        "bpr", fit_bpr, recommend_implicit,
+        "bpr", fit_bpr, score_factors,
         _grid(factors=[64, 128, 256], learning_rate=[0.003, 0.01, 0.03], regularization=[0.001, 0.01],
               iterations=[100, 300]),
         {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
     ),
     "item_cosine": Baseline(
-        "item_cosine", fit_item_cosine, recommend_implicit, _grid(K=[10, 20, 50, 100, 200, 500]), {"K": 20},
+        "item_cosine", fit_item_cosine, score_item_cosine, _grid(K=[10, 20, 50, 100, 200, 500]), {"K": 20},
+        positive_only=True,
+    ),
+    "ease": Baseline(
+        "ease", fit_ease, score_item_matrix, _grid(lam=[10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]),
+        {"lam": 500.0},
+    ),
+    "rp3beta": Baseline(
+        "rp3beta", fit_rp3beta, score_item_matrix,
+        _grid(alpha=[0.5, 1.0], beta=[0.0, 0.2, 0.4, 0.6], K=[50, 100, 200, 500]),
+        {"alpha": 1.0, "beta": 0.4, "K": 100},
+        positive_only=True,
     ),
 }
 
@@ -178,22 +261,36 @@ def score_recommendations(
     """All metrics of ``recs`` ({user row: ranked item columns}) on ``phase`` ("valid"/"test").
 
     Popularity is counted on that phase's fitting data, coverage over the whole catalog.
-    ``check_seen`` raises if a list contains an item of the user's fitting data.
+    ``check_seen`` raises if a list contains an item of the user's exclusion set
+    (``data.excluded(phase)``: every item rated in the fitting period).
     """
     if check_seen:
-        matrix = data.fit_matrix(phase)
         for u in data.split.users.tolist():
-            seen = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
+            seen = data.excluded_items(phase, u)
             if np.isin(np.asarray(list(recs.get(u, ())[:k]), dtype=np.int64), seen).any():
-                raise ValueError(f"user {u}: recommendations contain items from the fitting data")
+                raise ValueError(f"user {u}: recommendations contain items rated in the fitting period")
     return evaluate(
         lambda u: recs.get(u, []), data.split, k, phase=phase, item_popularity=data.popularity(phase)
     )
 
 
-def run_baseline(baseline: Baseline, data: MovieLensData, k: int = 10, tune: bool = True) -> dict[str, Any]:
-    """Tune ``baseline`` on validation (optional), refit on train+valid, score on test."""
+def per_user_ndcg(data: MovieLensData, recs: Mapping[int, Sequence[int]], phase: str = "test",
+                  k: int = 10) -> dict[int, float]:
+    """NDCG@k of each evaluated user (``service.recommend.evaluation.ndcg_at_k`` on one list)."""
+    truth = data.split.truth(phase)
+    return {int(u): ndcg_at_k([list(recs.get(int(u), []))], [set(truth[int(u)])], k)
+            for u in data.split.users.tolist() if truth.get(int(u))}
+
+
+def run_baseline(baseline: Baseline, data: MovieLensData, k: int = 10, tune: bool = True, *,
+                 keep_recs: bool = False) -> dict[str, Any]:
+    """Tune ``baseline`` on validation (optional), refit on train+valid, score on test.
+
+    ``keep_recs`` adds ``test_recs`` ({user row: test list}) for paired comparisons.
+    """
     users = data.split.users
+    fit_valid, fit_test = data.fit_matrix("valid"), data.fit_matrix("test")
+    ex_valid, ex_test = data.excluded("valid"), data.excluded("test")
     trials = []
     t_tune = time.perf_counter()
     best = baseline.default
@@ -201,9 +298,9 @@ def run_baseline(baseline: Baseline, data: MovieLensData, k: int = 10, tune: boo
         best_ndcg = -1.0
         for params in baseline.grid:
             t0 = time.perf_counter()
-            model = baseline.fit(data.train, params)
+            model = baseline.fit(fit_valid, params)
             fit_s = time.perf_counter() - t0
-            m = score_recommendations(data, baseline.recommend(model, data.train, users, k), "valid", k)
+            m = score_recommendations(data, baseline.recommend(model, fit_valid, ex_valid, users, k), "valid", k)
             trials.append({"params": params, "valid_ndcg": m["ndcg"], "valid_recall": m["recall"],
                            "fit_seconds": round(fit_s, 3)})
             if m["ndcg"] > best_ndcg:
@@ -213,14 +310,14 @@ def run_baseline(baseline: Baseline, data: MovieLensData, k: int = 10, tune: boo
     tune_seconds = time.perf_counter() - t_tune
 
     # Validation score of the chosen point (also when not tuning), for the table.
-    model = baseline.fit(data.train, best)
-    valid = score_recommendations(data, baseline.recommend(model, data.train, users, k), "valid", k)
+    model = baseline.fit(fit_valid, best)
+    valid = score_recommendations(data, baseline.recommend(model, fit_valid, ex_valid, users, k), "valid", k)
 
     t0 = time.perf_counter()
-    model = baseline.fit(data.train_valid, best)
+    model = baseline.fit(fit_test, best)
     fit_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    recs = baseline.recommend(model, data.train_valid, users, k)
+    recs = baseline.recommend(model, fit_test, ex_test, users, k)
     recommend_seconds = time.perf_counter() - t0
     result: dict[str, Any] = score_recommendations(data, recs, "test", k)
     result.update({
@@ -233,18 +330,21 @@ def run_baseline(baseline: Baseline, data: MovieLensData, k: int = 10, tune: boo
         "grid_size": len(trials),
         "trials": trials,
     })
+    if keep_recs:
+        result["test_recs"] = recs
     return result
 
 
 def run_baselines(
     data: MovieLensData, k: int = 10, tune: bool = True, names: Sequence[str] | None = None,
-    verbose: bool = True,
+    verbose: bool = True, keep_recs: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run the baselines (default: all) on ``data``'s split; {name: metrics + params + timings}.
 
     Metric keys (test set): recall, ndcg, coverage, pop_percentile, avg_rec_popularity, pop_lift,
     n_users, k; plus valid_recall, valid_ndcg, params, fit_seconds (final refit),
-    recommend_seconds, tune_seconds, grid_size, trials (per grid point validation scores).
+    recommend_seconds, tune_seconds, grid_size, trials (per grid point validation scores), and
+    test_recs ({user row: test list}) when ``keep_recs``.
     """
     results: dict[str, dict[str, Any]] = {}
     with threadpoolctl.threadpool_limits(1, "blas"), warnings.catch_warnings():
@@ -252,7 +352,7 @@ def run_baselines(
         warnings.filterwarnings("ignore", message="Method expects CSR input")
         for name in names or list(BASELINES):
             t0 = time.perf_counter()
-            results[name] = run_baseline(BASELINES[name], data, k=k, tune=tune)
+            results[name] = run_baseline(BASELINES[name], data, k=k, tune=tune, keep_recs=keep_recs)
             if verbose:
                 r = results[name]
                 print(f"  {name:<13} ndcg@{k}={r['ndcg']:.4f} recall@{k}={r['recall']:.4f} "

@@ -15,8 +15,13 @@ One run:
    content only, co-engagement only, trending only, the shipped default blend, and the blend
    tuned on the validation split;
 4. scores the baselines of ``benchmarks/baselines.py`` (most popular; implicit's ALS, BPR and
-   item-item cosine, each tuned on the same validation split) on the same test set;
-5. prints one table, writes ``benchmarks/results/movielens.json`` and a bar chart.
+   item-item cosine; EASE; RP3beta; each tuned on the same validation split) on the same test
+   set, fitted on the same world and leaving out the same items as the service: every item the
+   user rated before their first held-out positive (asserted here, per evaluated user and phase,
+   against the evaluator's ``consumed`` set and its world's positives);
+5. compares the tuned blend with the best baseline user by user (paired NDCG@10 difference on
+   test, mean and standard error);
+6. prints one table, writes ``benchmarks/results/movielens.json`` and a bar chart.
 
     .venv/bin/python -m benchmarks.bench_movielens
 """
@@ -70,7 +75,8 @@ def prepare_service(data, root: Path):
 
 
 def service_log(data, settings, factory):
-    """Every rating as the evaluator's event log (what the service stores), its positives marked.
+    """Every rating as the evaluator's event log (what the service stores), its positives marked,
+    and the service's item primary key of each benchmark column.
 
     ``positive`` is the benchmark's positive rows, in the same order, so the benchmark's split
     indexes them unchanged; histories, exclusions and behaviour use every rating, as the service does.
@@ -87,22 +93,52 @@ def service_log(data, settings, factory):
     items = pk_of_col[np.asarray([col_of[int(i)] for i in data.ratings.item], dtype=np.int64)]
     values = [float(v) for v in data.ratings.rating]
     types = ["rating"] * len(values)
-    return EventLog(users=users, items=items, types=types, values=values,
-                    times=np.asarray(data.ratings.timestamp, dtype=np.float64),
-                    weights=event_weights(types, values, settings.event_weights, settings.rating_neutral),
-                    positive=np.asarray(data.pos_rows, dtype=np.int64),
-                    user_names={r: data.user_external(r) for r in range(len(data.user_ids))})
+    log = EventLog(users=users, items=items, types=types, values=values,
+                   times=np.asarray(data.ratings.timestamp, dtype=np.float64),
+                   weights=event_weights(types, values, settings.event_weights, settings.rating_neutral),
+                   positive=np.asarray(data.pos_rows, dtype=np.int64),
+                   user_names={r: data.user_external(r) for r in range(len(data.user_ids))})
+    return log, pk_of_col
 
 
-def run_service(data, settings, factory, version, k: int) -> dict:
+def check_same_world(data, ev, pk_of_col) -> dict:
+    """Assert, for every evaluated user and both phases, that the baselines' exclusion set equals
+    the evaluator's ``consumed`` set and that their fitting positives equal the user's positives
+    left in the evaluator's world (the rows ``for_user`` sees). Returns the counts checked."""
+    col_of_pk = {int(pk): c for c, pk in enumerate(pk_of_col.tolist())}
+    positive = set(ev.log.positive.tolist())
+    counts = {}
+    for phase in ("valid", "test"):
+        fit = data.fit_matrix(phase)
+        world = ev.world(phase)
+        assert set(world.by_user) == set(data.split.users.tolist()), phase
+        n_items = 0
+        for u in data.split.users.tolist():
+            _, consumed = ev.history(u, phase)
+            theirs = set(data.excluded_items(phase, u).tolist())
+            ours = {col_of_pk[pk] for pk in consumed}
+            assert ours == theirs, f"{phase} user {u}: evaluator excludes {len(ours)} items, baselines {len(theirs)}"
+            seen_pos = {col_of_pk[int(ev.log.items[i])] for i in world.by_user[u].tolist() if i in positive}
+            fit_pos = set(fit.indices[fit.indptr[u] : fit.indptr[u + 1]].tolist())
+            assert seen_pos == fit_pos, f"{phase} user {u}: world positives differ from the baselines' fit row"
+            n_items += len(ours)
+        counts[phase] = {"users": len(world.by_user), "excluded_items": n_items}
+    return counts
+
+
+def run_service(data, settings, factory, version, k: int) -> tuple[dict, dict[int, list[int]], dict]:
+    """The service's rows; the tuned blend's test list per user (benchmark columns); the world check."""
     from tqdm.auto import tqdm
 
     from service.vectors.index_store import load_version
     from service.recommend.offline_eval import NAMED_BLENDS, Blend, Evaluator, best_blend
 
     space = load_version(settings.index_path, version).spaces["text"]
-    log = service_log(data, settings, factory)
+    log, pk_of_col = service_log(data, settings, factory)
     ev = Evaluator(log, data.split, space, settings, factory, k=k)
+    checked = check_same_world(data, ev, pk_of_col)
+    print(f"  same world as the baselines: exclusion sets and fitting positives equal for "
+          f"{checked['valid']['users']} users x 2 phases", file=sys.stderr)
     out: dict = {}
     t0 = time.perf_counter()
     table = ev.tune(progress=lambda users: tqdm(users, desc="tune blend", unit="user", leave=False))
@@ -124,7 +160,29 @@ def run_service(data, settings, factory, version, k: int) -> dict:
                      "seconds": round(time.perf_counter() - t0, 1)}
     out["service blend (tuned)"]["tuning"] = table
     out["service blend (tuned)"]["tune_seconds"] = round(tune_s, 1)
-    return out
+    # The tuned blend's test list per user, through the same public call ``run`` makes.
+    col_of_pk = {int(pk): c for c, pk in enumerate(pk_of_col.tolist())}
+    engine = ev.engine("test", tuned.damping)
+    lists: dict[int, list[int]] = {}
+    with factory() as session:
+        for user in data.split.users.tolist():
+            lists[int(user)] = [col_of_pk[pk] for pk in ev.recommend_for(user, tuned, "test", session=session,
+                                                                         engine=engine)]
+    return out, lists, checked
+
+
+def paired_ndcg(data, ours: dict[int, list[int]], theirs: dict[int, list[int]], k: int) -> dict:
+    """Per-user NDCG@k difference (ours - theirs) on test: mean, standard error std/sqrt(n)."""
+    from benchmarks.baselines import per_user_ndcg
+
+    a, b = per_user_ndcg(data, ours, "test", k), per_user_ndcg(data, theirs, "test", k)
+    assert a.keys() == b.keys()
+    d = np.array([a[u] - b[u] for u in sorted(a)])
+    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return {"n_users": len(d), "ndcg_ours": float(np.mean(list(a.values()))),
+            "ndcg_baseline": float(np.mean(list(b.values()))), "mean_diff": mean, "se": se,
+            "z": mean / se if se > 0 else float("nan"), "exceeds_2se": bool(abs(mean) > 2 * se),
+            "users_better": int((d > 0).sum()), "users_worse": int((d < 0).sum()), "users_tied": int((d == 0).sum())}
 
 
 def plot(rows: dict, k: int, path: Path) -> None:
@@ -162,11 +220,12 @@ def main() -> None:
           f"{data.info['n_valid_rows']} valid / {data.info['n_test_rows']} test positives", file=sys.stderr)
     settings, factory, version = prepare_service(data, DATA_ROOT)
     print("service:", file=sys.stderr)
-    ours = run_service(data, settings, factory, version, args.k)
+    ours, blend_lists, checked = run_service(data, settings, factory, version, args.k)
     print("baselines:", file=sys.stderr)
     from benchmarks.baselines import run_baselines
 
-    theirs = run_baselines(data, k=args.k, tune=not args.no_tune_baselines)
+    theirs = run_baselines(data, k=args.k, tune=not args.no_tune_baselines, keep_recs=True)
+    base_lists = {n: r.pop("test_recs") for n, r in theirs.items()}
     rows = {**{f"{n} (baseline)": r for n, r in theirs.items()}, **ours}
     head = f"{'method':34} {'Recall@' + str(args.k):>10} {'NDCG@' + str(args.k):>9} {'valNDCG':>8} {'coverage':>9} {'pop.pct':>8}"
     print(head)
@@ -177,13 +236,21 @@ def main() -> None:
     blend = ours["service blend (tuned)"]["ndcg"]
     best_base = max(theirs.items(), key=lambda kv: kv[1]["ndcg"])
     others = (best_base[1]["ndcg"], best_base[0])
+    paired = paired_ndcg(data, blend_lists, base_lists[best_base[0]], args.k)
+    assert abs(paired["ndcg_ours"] - blend) < 1e-9 and abs(paired["ndcg_baseline"] - others[0]) < 1e-9, paired
+    pct = (blend / others[0] - 1) * 100
     print(f"\ntuned blend NDCG@{args.k} {blend:.4f} vs the best baseline, {others[1]}, {others[0]:.4f}: "
-          f"{(blend / others[0] - 1) * 100:+.1f}%")
+          f"{pct:+.1f}%; paired per-user difference {paired['mean_diff']:+.4f} +- {paired['se']:.4f} (SE, "
+          f"n={paired['n_users']}), {abs(paired['z']):.2f} SE: "
+          f"{'exceeds' if paired['exceeds_2se'] else 'within'} 2 SE "
+          f"(blend better for {paired['users_better']} users, worse for {paired['users_worse']}, "
+          f"tied for {paired['users_tied']})")
     report = {
         "benchmark": "movielens-100k", "k": args.k, "split": data.info, "index_version": version,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "results": rows, "best_baseline": best_base[0],
-        "blend_vs_best_baseline_pct": round((blend / others[0] - 1) * 100, 2),
+        "blend_vs_best_baseline": {"baseline": best_base[0], "pct": round(pct, 2), **paired},
+        "same_world_check": checked,
         "seconds": round(time.perf_counter() - started, 1),
         "command": "python -m benchmarks.bench_movielens" + (" --no-tune-baselines" if args.no_tune_baselines else ""),
     }

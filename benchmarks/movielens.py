@@ -43,7 +43,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from service.recommend.evaluation import Split, holdout_split, item_popularity
+from service.recommend.evaluation import Split, holdout_split
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k/"
@@ -63,9 +63,14 @@ SPLIT_DESCRIPTION = (
     "form the test set, the n_valid rows before them the validation set, the rest the training set. "
     "Users with fewer than n_test + n_valid + min_train positives keep all rows in training and are "
     "not evaluated. Hyperparameters are tuned by fitting on train and scoring validation; the "
-    "reported numbers fit on train + validation and score test. Items the user has in the fitting "
-    "data are excluded from recommendations; the candidate set is the whole catalog (1,682 movies). "
-    "Implemented by service.recommend.evaluation.holdout_split (deterministic)."
+    "reported numbers fit on train + validation and score test. The fitting period of an evaluated "
+    "user ends at the timestamp of their first held-out positive (first validation positive when "
+    "scoring validation, first test positive when scoring test): as in the service's evaluator "
+    "(service.recommend.offline_eval.Evaluator.world), every rating of that user at or after it is "
+    "left out, so fitting positives tied in time with the first held-out one are dropped from the "
+    "fitting matrices too. Every item the user rated (any rating value) in the fitting period is "
+    "excluded from recommendations, for every method; the candidate set is the rest of the whole "
+    "catalog (1,682 movies). Implemented by service.recommend.evaluation.holdout_split (deterministic)."
 )
 
 
@@ -291,6 +296,12 @@ class MovieLensData:
     positive ratings in file order; ``split`` indexes them and its truth dicts use row/column
     indices. ``train`` (train rows) is what tuning fits on, ``train_valid`` the final fit.
     Matrices are binary float32 (users x items).
+
+    The fitting period mirrors the service's evaluator (``Evaluator.world``): for an evaluated
+    user it ends at the time of their first held-out positive of the phase (:meth:`cutoffs`), so
+    ``train`` / ``train_valid`` leave out the user's fitting positives tied in time with it, and
+    :meth:`excluded` is every item the user rated (any value) strictly before it, the set the
+    evaluator's ``history`` calls ``consumed``.
     """
 
     movies: list[Movie]
@@ -306,6 +317,7 @@ class MovieLensData:
     train_valid: sp.csr_matrix
     threshold: float = POSITIVE_THRESHOLD
     info: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
@@ -321,8 +333,36 @@ class MovieLensData:
 
     def popularity(self, phase: str) -> np.ndarray:
         """Per-item positive count in the fitting data of ``phase`` (for popularity bias)."""
-        idx = self.split.fit_idx(phase)
-        return item_popularity(self.pos_item[idx], self.n_items)
+        return np.asarray(self.fit_matrix(phase).getnnz(axis=0), dtype=np.float64).ravel()
+
+    def cutoffs(self, phase: str) -> np.ndarray:
+        """Per user row: when the fitting period of ``phase`` ends (inf for users not evaluated).
+
+        The time of the user's first held-out positive: validation and test rows for "valid",
+        test rows for "test" (what ``Evaluator.held_rows`` holds out).
+        """
+        return _cutoffs(self.split, self.pos_user, self.pos_time, self.n_users, phase)
+
+    def excluded(self, phase: str) -> sp.csr_matrix:
+        """Items never recommended to a user when scoring ``phase``: every item the user rated
+        (any rating value) strictly before :meth:`cutoffs` (all their ratings when not evaluated).
+
+        Binary CSR (users x items), shared by every baseline; for evaluated users its rows equal
+        the ``consumed`` sets of ``Evaluator.history`` (``exclude_seen_types`` includes ``rating``).
+        """
+        key = ("excluded", phase)
+        if key not in self._cache:
+            col_of = {int(i): c for c, i in enumerate(self.item_ids.tolist())}
+            users = np.searchsorted(self.user_ids, self.ratings.user).astype(np.int64)
+            items = np.asarray([col_of[int(i)] for i in self.ratings.item.tolist()], dtype=np.int64)
+            keep = self.ratings.timestamp < self.cutoffs(phase)[users]
+            self._cache[key] = _csr(users[keep], items[keep], (self.n_users, self.n_items))
+        return self._cache[key]
+
+    def excluded_items(self, phase: str, user: int) -> np.ndarray:
+        """Columns of :meth:`excluded` for one user row (sorted)."""
+        m = self.excluded(phase)
+        return m.indices[m.indptr[user] : m.indptr[user + 1]]
 
     def rating_rows(self, split_idx: np.ndarray) -> np.ndarray:
         """Map split indices (into the positives) to rows of ``ratings`` (e.g. for to_catalog)."""
@@ -351,6 +391,16 @@ def _csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr
     return m
 
 
+def _cutoffs(split: Split, pos_user: np.ndarray, pos_time: np.ndarray, n_users: int, phase: str) -> np.ndarray:
+    if phase not in ("valid", "test"):
+        raise ValueError(f"phase must be 'valid' or 'test', not {phase!r}")
+    held = split.test_idx if phase == "test" else np.concatenate([split.valid_idx, split.test_idx])
+    held = np.asarray(held, dtype=np.int64)
+    cut = np.full(n_users, np.inf)
+    np.minimum.at(cut, pos_user[held], pos_time[held].astype(np.float64))
+    return cut
+
+
 def load_split(
     data_dir: Path = DEFAULT_DATA_DIR,
     *,
@@ -373,9 +423,15 @@ def load_split(
         raise ValueError("repeated (user, item) positives; deduplicate before splitting")
     split = holdout_split(pos_user, pos_item, pos_time, n_test=n_test, n_valid=n_valid, min_train=min_train)
     shape = (len(user_ids), len(item_ids))
-    train = _csr(pos_user[split.train_idx], pos_item[split.train_idx], shape)
-    tv = split.train_valid_idx
-    train_valid = _csr(pos_user[tv], pos_item[tv], shape)
+    # Fitting positives: the phase's fitting rows dated strictly before the user's first held-out
+    # positive (the evaluator's world drops the user's events from that time on, ties included).
+    fit_rows = {}
+    for phase, idx in (("valid", split.train_idx), ("test", split.train_valid_idx)):
+        idx = np.asarray(idx, dtype=np.int64)
+        cut = _cutoffs(split, pos_user, pos_time, len(user_ids), phase)
+        fit_rows[phase] = idx[pos_time[idx] < cut[pos_user[idx]]]
+    train = _csr(pos_user[fit_rows["valid"]], pos_item[fit_rows["valid"]], shape)
+    train_valid = _csr(pos_user[fit_rows["test"]], pos_item[fit_rows["test"]], shape)
     inter = Path(data_dir) / INTER_FILE
     info = {
         "source": f"{RECBOLE_REQUIREMENT} wheel, {WHEEL_FOLDER}",
@@ -392,6 +448,11 @@ def load_split(
         "n_train": int(len(split.train_idx)),
         "n_valid_rows": int(len(split.valid_idx)),
         "n_test_rows": int(len(split.test_idx)),
+        # Fitting positives tied in time with the user's first held-out positive (left out).
+        "n_train_tied_dropped": int(len(split.train_idx) - len(fit_rows["valid"])),
+        "n_train_valid_tied_dropped": int(len(split.train_valid_idx) - len(fit_rows["test"])),
+        "n_fit_valid": int(train.nnz),
+        "n_fit_test": int(train_valid.nnz),
         "split": SPLIT_DESCRIPTION,
     }
     return MovieLensData(

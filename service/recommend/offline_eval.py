@@ -57,11 +57,21 @@ TUNE_GRID = {
 
 @dataclass(frozen=True)
 class Blend:
-    """One setting under evaluation: source weights, popularity damping, history half-life."""
+    """One setting under evaluation: source weights, popularity damping, history half-life, and
+    whether short pages are filled from the recommender's fallbacks as the endpoint fills them."""
 
     weights: Mapping[str, float]
     damping: float = 0.0
     half_life_days: float = 30.0
+    # None: fill, except for the single-source ablations (NAMED_BLENDS), which score one source
+    # alone; the configured and the tuned blend say True (they are what the endpoint serves).
+    fallbacks: bool | None = None
+
+    @property
+    def fills(self) -> bool:
+        if self.fallbacks is not None:
+            return self.fallbacks
+        return dict(self.weights) not in [dict(w) for w in NAMED_BLENDS.values()]
 
     def describe(self) -> str:
         text = ", ".join(f"{k} {v:g}" for k, v in self.weights.items() if v)
@@ -74,7 +84,7 @@ class Blend:
 
     @classmethod
     def configured(cls, s: Settings) -> "Blend":
-        return cls(dict(s.blend_weights), s.co_engagement_popularity_damping, s.event_half_life_days)
+        return cls(dict(s.blend_weights), s.co_engagement_popularity_damping, s.event_half_life_days, fallbacks=True)
 
 
 @dataclass
@@ -222,7 +232,7 @@ class Evaluator:
         answer = for_user(engine or self.engine(phase, blend.damping), session=session, settings=self.settings,
                           user_id=self.log.user_names.get(user, str(user)), now=self.world(phase).now, k=self.k,
                           history=history, consumed=consumed, weights=blend.weights,
-                          half_life_days=blend.half_life_days)
+                          half_life_days=blend.half_life_days, fallbacks=blend.fills)
         return [r.item.id for r in answer.recs]
 
     # --- scoring ----------------------------------------------------------------------------
@@ -307,7 +317,8 @@ def format_table(rows: Sequence[tuple[str, Mapping[str, float]]], k: int) -> str
 def best_blend(table: Sequence[Mapping[str, Any]]) -> Blend:
     """The best row of :meth:`Evaluator.tune` as a :class:`Blend`."""
     top = table[0]
-    return Blend({n: top[n] for n in ("profile", "co_engagement", "trending")}, top["damping"], top["half_life_days"])
+    return Blend({n: top[n] for n in ("profile", "co_engagement", "trending")}, top["damping"], top["half_life_days"],
+                 fallbacks=True)
 
 
 def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_valid: int, k: int, tune: bool,
@@ -334,7 +345,7 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
                                         "events": len(log), "interactions": len(log.positive)}, "index_version": version, "k": k, "results": {}}
     configured = Blend.configured(settings)
     blends: list[tuple[str, Blend]] = [(f"configured ({configured.describe()})", configured)]
-    blends += [(name, Blend(w, 0.0, settings.event_half_life_days)) for name, w in NAMED_BLENDS.items()]
+    blends += [(name, Blend(w, 0.0, settings.event_half_life_days, fallbacks=False)) for name, w in NAMED_BLENDS.items()]
     if tune:
         echo("tuning on the validation split ...")
         table = ev.tune(progress=lambda users: tqdm(users, desc="tune", unit="user", leave=False))

@@ -39,6 +39,33 @@ def decay(ages_seconds: np.ndarray, half_life_days: float) -> np.ndarray:
     return np.exp2(-ages / (half_life_days * SECONDS_PER_DAY))
 
 
+# The least a user's whole history is scaled by for its age: sixty half-lives (about 1e-18), far
+# above where float32 (co-engagement sums in it) loses precision (2 ** -126) or gives up (2 ** -149).
+MIN_HISTORY_DECAY = 2.0 ** -60
+
+
+def history_decay(ages_seconds: np.ndarray, half_life_days: float, floor: float = MIN_HISTORY_DECAY) -> np.ndarray:
+    """:func:`decay` of one person's events, never letting the whole history underflow to 0.0.
+
+    Plain decay of an event a few hundred half-lives old is 0.0 in float32 (about 150 half-lives;
+    co-engagement sums seed weights in float32) and in float64 (about 1075): a user whose every
+    event is that old would keep their items as seeds weighing nothing, so nothing would count as
+    liked and the page would be empty. A history's ranking depends only on the ratios of its
+    weights (the profile is a weighted mean, co-engagement is scaled by its best score), so when
+    even the newest event decays below ``floor``, the weights are taken relative to the newest
+    event and scaled by ``floor`` instead: the same ratios, no underflow. Where the newest event
+    is above the floor (every history younger than sixty half-lives) this is exactly
+    :func:`decay`, bit for bit, so nothing changes for other users; the absolute scale only
+    matters where a history meets examples (``POST /recommend`` with a user), and there an old
+    history still weighs next to nothing.
+    """
+    ages = np.maximum(np.asarray(ages_seconds, dtype=np.float64), 0.0)
+    out = decay(ages, half_life_days)
+    if not len(ages) or out.max() >= floor:
+        return out
+    return decay(ages - ages.min(), half_life_days) * floor
+
+
 def profile_vector(vectors: np.ndarray, weights: np.ndarray, negative_weight: float = 0.5) -> np.ndarray | None:
     """A user's taste as one unit vector: weighted mean of liked items minus disliked ones.
 

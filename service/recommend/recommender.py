@@ -11,12 +11,16 @@ Every recommendation endpoint, and the offline evaluation, goes through the same
 *Seeds* are what is known about the person: a user's recent history, an anonymous session's
 items, or positive and negative examples. No seeds means cold start: trending items (in the
 requested category), then the newest items when nothing is trending.
+
+A person's page (:func:`personal_answer`, behind :func:`for_user` and :func:`from_examples`) is
+never left short while anything is recommendable: what their likes leave unfilled comes from
+the fallbacks, in order: co-engagement, trending, all-time popularity, newest items.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -24,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.recommend.behaviour import Snapshot
-from service.recommend.ranking import blend, decay, event_weights, mmr, profile_vector
+from service.recommend.ranking import blend, event_weights, history_decay, mmr, profile_vector
 from service.settings import Settings
 from service.store.events import History, consumed_items, user_history
 from service.store.items import Filters, load_items
@@ -42,6 +46,11 @@ SESSION_DECAY = 0.85
 POOL_FACTOR = 5
 # "All time" for popularity: a window and half-life longer than any catalog's history.
 ALL_TIME_DAYS = 100 * 365.0
+# What fills a page that a person's likes left short, in order (see :func:`personal_answer`):
+# co-engagement with whatever they liked, trending in the window, all-time popularity, newest.
+FALLBACKS = ("co_engagement", "trending", "popular", "newest")
+# The source behind each fallback: the signal its items carry (popularity explains as trending).
+FALLBACK_SOURCE = {"co_engagement": "co_engagement", "trending": "trending", "popular": "trending", "newest": "new"}
 
 
 def new_recommendation_id() -> str:
@@ -58,7 +67,17 @@ class Seeds:
     vectors: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
+        """Anything known, liked or not (no seeds at all is cold start)."""
         return bool(self.items) or bool(self.vectors)
+
+    @property
+    def liked(self) -> bool:
+        """Anything with a positive weight: what the positive sources (profile, co-engagement) need.
+
+        A user whose only events are low ratings has seeds but likes nothing: the profile and
+        co-engagement would find nothing, so :func:`personal_answer` goes to the fallbacks.
+        """
+        return any(w > 0 for w in self.items.values()) or any(w > 0 for _v, w in self.vectors)
 
 
 def seeds_from_history(history: History, *, weights: Mapping[str, float], rating_neutral: float,
@@ -69,7 +88,9 @@ def seeds_from_history(history: History, *, weights: Mapping[str, float], rating
         return seeds
     w = event_weights(history.types, history.values, weights, rating_neutral)
     ages = now - np.array([to_seconds(t) for t in history.times])
-    w = w * decay(ages, half_life_days)
+    # Decay relative to the newest event once the whole history is older than sixty half-lives,
+    # so very old events keep their (tiny, positive) weights instead of underflowing to 0.0.
+    w = w * history_decay(ages, half_life_days)
     strongest: dict[int, float] = {}
     for item, t, wi in zip(history.item_ids, history.types, w.tolist()):
         seeds.items[item] = seeds.items.get(item, 0.0) + wi
@@ -128,7 +149,8 @@ class Ask:
     weights: Mapping[str, float] = field(default_factory=lambda: {"profile": 0.1, "co_engagement": 1.0, "trending": 0.03})
     now: float = 0.0
     strategy: str = "average"  # examples: average vector, or best score per example
-    # Cold start: fall back to all-time popularity when nothing is trending in the window.
+    # Cold start: fall back to all-time popularity when nothing is trending in the window, then
+    # (in rank) to the newest items.
     widen_trending: bool = True
 
     @property
@@ -242,7 +264,7 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
     if not seeds:
         weights = {"trending": 1.0, "new": 1.0}
     blended = blend(sources.scores, weights)
-    if not seeds and not blended:
+    if not seeds and not blended and ask.widen_trending:
         blended = blend({"new": _newest(session, ask, ask.k * POOL_FACTOR)}, weights)
     order = sorted(blended, key=lambda i: (-blended[i][0], i))
     pool_size = max(ask.k * POOL_FACTOR, 50) if ask.diversity > 0 else ask.k
@@ -268,11 +290,60 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
     return recs
 
 
-def recommend(engine: Engine, seeds: Seeds, ask: Ask, *, session: Session, explain: bool = False) -> list[Rec]:
-    """:func:`gather` then :func:`rank`, asking the sources for more when filters thin them out."""
+def _push_away(engine: Engine, seeds: Seeds, scores: dict[int, float]) -> dict[int, float]:
+    """Scores times how unlike each candidate is to what the person disliked.
+
+    Fallbacks rank by popularity or age and know nothing of taste; this is how dislikes (items
+    with negative weight, negative vectors) still count there: each score is multiplied by
+    ``1 - max cosine`` to the disliked vectors (clipped to [0, 1]), so look-alikes sink to the
+    end of their fallback instead of leading it, and a disliked item itself is left out (being
+    popular is no reason to offer back what someone rated low, even with ``exclude_seen=false``).
+    """
+    disliked = [i for i, w in seeds.items.items() if w < 0]
+    negative = [v for v, w in seeds.vectors if w < 0]
+    if not scores or not (disliked or negative):
+        return scores
+    ids = list(scores)
+    factor = np.ones(len(ids))
+    if engine.space is not None:
+        vecs, found = engine.vectors(disliked)
+        bad = np.concatenate([vecs[found]] + [np.asarray(v, np.float32)[None, :] for v in negative])
+        if len(bad):
+            cand, _found = engine.vectors(ids)  # missing vectors are zero rows: similar to nothing
+            factor = 1.0 - np.clip((cand @ bad.T).max(axis=1), 0.0, 1.0)
+    gone = set(disliked)
+    return {i: scores[i] * float(f) for i, f in zip(ids, factor) if i not in gone}
+
+
+def fallback_sources(engine: Engine, seeds: Seeds, ask: Ask, fallback: str, n: int, *, session: Session) -> Sources:
+    """The candidates of one of :data:`FALLBACKS`, filtered early like :func:`gather`'s, dislikes pushed away."""
+    snap = engine.behaviour
+    if fallback == "co_engagement":
+        found = snap.co_engaged(seeds.items, n, exclude=ask.exclude)  # positive seeds only
+        exhausted = len(found) < n
+        found = {i: s for i, s in found.items() if snap.catalog.allows(i, ask.kinds, ask.category)}
+    elif fallback in ("trending", "popular"):
+        window, half_life = ((engine.trending_window_days, engine.trending_half_life_days) if fallback == "trending"
+                             else (ALL_TIME_DAYS, ALL_TIME_DAYS))
+        found = snap.trending(now=ask.now, window_days=window, half_life_days=half_life, n=n,
+                              kinds=ask.kinds, category=ask.category, exclude=ask.exclude)
+        exhausted = len(found) < n
+    elif fallback == "newest":
+        found = _newest(session, ask, n)
+        exhausted = len(found) < n
+    else:
+        raise ValueError(f"unknown fallback {fallback!r}")
+    return Sources({FALLBACK_SOURCE[fallback]: _push_away(engine, seeds, found)}, exhausted)
+
+
+def recommend(engine: Engine, seeds: Seeds, ask: Ask, *, session: Session, explain: bool = False,
+              fallback: str | None = None) -> list[Rec]:
+    """:func:`gather` (or one fallback's source) then :func:`rank`, asking the sources for more when
+    filters thin them out."""
     n = engine.candidates_per_source * (4 if ask.kinds or ask.category else 1)
     while True:
-        sources = gather(engine, seeds, ask, n)
+        sources = (gather(engine, seeds, ask, n) if fallback is None
+                   else fallback_sources(engine, seeds, ask, fallback, n, session=session))
         recs = rank(engine, seeds, ask, sources, session=session, explain=explain)
         if len(recs) >= ask.k or sources.exhausted or n >= 20_000:
             return recs
@@ -324,6 +395,50 @@ class Answer:
     strategy: str
 
 
+def personal_answer(engine: Engine, seeds: Seeds, ask: Ask, primary: str, *, session: Session,
+                    explain: bool = False, fallbacks: bool = True) -> Answer:
+    """One person's page: ``primary`` from what they like, then :data:`FALLBACKS` until it is full.
+
+    ``primary`` (personalized, session, examples) is :func:`recommend` with the seeds, run when
+    they hold something liked. A page shorter than ``ask.k`` is then filled from the fallbacks in
+    order (co-engagement needs something liked; a fallback whose source the primary blend
+    already drew on in full is skipped), each ranked on its own, never repeating an item and
+    keeping the ask's filters and exclusions. The strategy names the steps that produced items,
+    joined by "+" (``personalized+popular``), or the first step tried when none did (nothing
+    recommendable: an empty page). No seeds at all is ``cold_start`` whatever filled it.
+
+    Seeds without anything liked (only low ratings, negative examples) never name ``primary``
+    with an empty page: the positive sources are skipped and the fallbacks answer, leaving the
+    disliked items out and pushing their look-alikes down (:func:`_push_away`). Histories whose
+    decay would underflow keep positive weights instead (``ranking.history_decay``).
+
+    ``fallbacks=False`` is :func:`recommend` alone (the offline evaluation scoring one source).
+    """
+    if not fallbacks:
+        return Answer(recommend(engine, seeds, ask, session=session, explain=explain), primary if seeds else "cold_start")
+    recs: list[Rec] = []
+    steps: list[tuple[str, int]] = []  # (step, items it added)
+    if seeds.liked:
+        recs = recommend(engine, seeds, ask, session=session, explain=explain)
+        steps.append((primary, len(recs)))
+    # A short primary page means recommend() exhausted its sources: these add nothing new.
+    covered = {s for s in ("co_engagement", "trending") if seeds.liked and ask.weights.get(s, 0) > 0}
+    for fallback in FALLBACKS:
+        if len(recs) >= ask.k:
+            break
+        if fallback in covered or (fallback == "co_engagement" and not seeds.liked):
+            continue
+        fill = replace(ask, k=ask.k - len(recs), exclude=ask.exclude | {r.item.id for r in recs},
+                       weights={FALLBACK_SOURCE[fallback]: 1.0}, widen_trending=False)
+        more = recommend(engine, seeds, fill, session=session, explain=explain, fallback=fallback)
+        recs += more
+        steps.append((fallback, len(more)))
+    if not seeds:
+        return Answer(recs, "cold_start")
+    answered = [step for step, added in steps if added]
+    return Answer(recs, "+".join(answered) if answered else steps[0][0] if steps else primary)
+
+
 def make_ask(settings: Settings, *, k: int, now: float, kinds: Sequence[str] = (), category: str | None = None,
              diversity: float | None = None, exclude: Iterable[int] = (), weights: Mapping[str, float] | None = None,
              **extra) -> Ask:
@@ -344,11 +459,12 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
              kinds: Sequence[str] = (), category: str | None = None, exclude_seen: bool = True,
              diversity: float | None = None, explain: bool = False, history: History | None = None,
              consumed: Iterable[int] | None = None, weights: Mapping[str, float] | None = None,
-             half_life_days: float | None = None) -> Answer:
+             half_life_days: float | None = None, fallbacks: bool = True) -> Answer:
     """What ``user_id`` should see next: ``GET /users/{id}/recommendations`` and ``recsys eval`` both call this.
 
     The user's last ``history_limit`` events (read from SQL) become seeds; items of the
-    ``exclude_seen_types`` they already consumed are left out; no usable history means cold start.
+    ``exclude_seen_types`` they already consumed are left out; no history means cold start, and
+    a page the history leaves short is filled by the fallbacks (:func:`personal_answer`).
 
     Args:
         now: the clock (Unix seconds): decay, trending windows. The endpoint passes the time of
@@ -358,6 +474,8 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             holds the held-out events too). None reads them as the endpoint does.
         weights, half_life_days: blend weights and history half-life other than the settings'
             (tuning); None uses the settings.
+        fallbacks: fill a short page from the fallbacks (:func:`personal_answer`), as the endpoint
+            does; the offline evaluation turns it off to score a single source alone.
     """
     if history is None:
         history = user_history(session=session, external_id=user_id, limit=settings.history_limit)
@@ -368,8 +486,7 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             session=session, history=history, types=settings.exclude_seen_types)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
                    weights=weights)
-    recs = recommend(engine, seeds, ask, session=session, explain=explain)
-    return Answer(recs, "personalized" if seeds else "cold_start")
+    return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
 
 def similar_items(engine: Engine, *, session: Session, settings: Settings, item_id: int, now: float, k: int = 10,
@@ -409,7 +526,8 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
     """``POST /recommend``: examples (ids or unit vectors), an anonymous session, and/or a user.
 
     A session is used on its own; examples may be combined with a user's history, whose
-    consumed items are then excluded like in :func:`for_user`.
+    consumed items are then excluded like in :func:`for_user`. Short pages are filled like
+    :func:`for_user`'s (:func:`personal_answer`).
     """
     if session_items:
         seeds, name = seeds_from_session(session_items), "session"
@@ -428,8 +546,7 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
             name = "personalized"
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
                    strategy=strategy)
-    recs = recommend(engine, seeds, ask, session=session, explain=explain)
-    return Answer(recs, name if seeds else "cold_start")
+    return personal_answer(engine, seeds, ask, name, session=session, explain=explain)
 
 
 def trending_items(engine: Engine, *, session: Session, settings: Settings, now: float, k: int = 10,

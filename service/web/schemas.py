@@ -188,7 +188,12 @@ class RecommendOut(Schema):
     user_id = fields.String(allow_none=True)
     item_id = fields.String(allow_none=True)
     recommendation_id = fields.String(metadata={"description": "send it with events to attribute clicks"})
-    strategy = fields.String(metadata={"description": "personalized, session, examples, similar, also, trending or cold_start"})
+    strategy = fields.String(metadata={"description": (
+        "who answered: personalized, session or examples (the person's seeds); similar, also or also+similar "
+        "(an item's neighbours); trending; cold_start (no history: trending, popular, then newest items). "
+        "A page the seeds leave short is filled by the fallbacks co_engagement, trending, popular (all-time) "
+        "and newest, in that order, named joined by '+' (personalized+trending, trending+newest); a history "
+        "with nothing liked (only low ratings) is answered by the fallbacks alone")})
     index_version = fields.String(allow_none=True)
     took_ms = fields.Float()
     hits = fields.List(fields.Nested(RecHitOut))

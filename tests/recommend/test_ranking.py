@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from service.recommend.behaviour import Catalog, Snapshot
-from service.recommend.ranking import blend, decay, event_weights, mmr, profile_vector, scale, top_n
+from service.recommend.ranking import (MIN_HISTORY_DECAY, blend, decay, event_weights, history_decay, mmr,
+                                      profile_vector, scale, top_n)
 
 DAY = 86_400.0
 
@@ -19,6 +20,17 @@ def test_event_weights_follow_types_and_rating_values():
 
 def test_decay_halves_per_half_life_and_ignores_future_times():
     assert decay(np.array([0, 30 * DAY, 60 * DAY, -5 * DAY]), 30).tolist() == [1.0, 0.5, 0.25, 1.0]
+
+
+def test_history_decay_is_plain_decay_until_the_whole_history_would_underflow():
+    recent = np.array([0.0, 7 * DAY, 14 * DAY])
+    assert history_decay(recent, 7).tolist() == decay(recent, 7).tolist() == [1.0, 0.5, 0.25]
+    # Decades old: plain decay is 0.0 for every event; relative to the newest, the ratios survive.
+    ancient = np.array([30 * 365 * DAY, 30 * 365 * DAY + 7 * DAY, 30 * 365 * DAY + 14 * DAY])
+    assert decay(ancient, 7).max() == 0.0
+    assert history_decay(ancient, 7).tolist() == [MIN_HISTORY_DECAY, MIN_HISTORY_DECAY / 2, MIN_HISTORY_DECAY / 4]
+    assert np.float32(history_decay(ancient, 7)[0]) > 0  # co-engagement sums in float32
+    assert history_decay(np.zeros(0), 7).tolist() == []
 
 
 def test_profile_is_the_weighted_mean_minus_dislikes():

@@ -7,12 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from service.recommend.behaviour import Snapshot
 from service.recommend.recommender import Engine, also_engaged, for_user, from_examples, similar_items, trending_items
 from service.settings import load_settings
 from service.store.events import History
-from service.store.models import EPOCH
+from service.store.models import EPOCH, Item
 from tests.usecase_world import build_world, empty_delta
 
 NOW = time.time()
@@ -108,3 +109,95 @@ def test_trending_items_follow_the_window(world):
     engine.trending_window_days = 1 / 24 / 4  # the last 15 minutes: only the kettle
     assert ids(world, trending_items(engine, session=world["session"], settings=world["settings"], now=NOW,
                                      k=3)) == ["kettle"]
+
+
+# --- never an empty page while anything is recommendable: the fallbacks ------------------------
+
+
+def recommend_for(world, history: History, *consumed: str, **kwargs):
+    """for_user with ``history``; ``consumed`` (external ids) is what exclude_seen leaves out."""
+    return for_user(world["engine"], session=world["session"], settings=world["settings"], user_id="u", now=NOW,
+                    history=history, consumed={world["pks"][c] for c in consumed}, **kwargs)
+
+
+def test_a_user_with_only_low_ratings_gets_the_fallbacks_named_and_their_dislikes_push_away(world):
+    low = history_of(world, ("boot", "rating", 1.0, 600), ("knife", "rating", 2.0, 300))
+    answer = recommend_for(world, low, "boot", "knife", k=3)
+    # Nothing liked: no "personalized" with an empty page, but trending then the newest items.
+    assert answer.strategy == "trending+newest" and ids(world, answer) == ["jacket", "kettle", "rain-guide"]
+    assert [r.signals for r in answer.recs] == [("trending",), ("trending",), ("new",)]
+    everything = ids(world, recommend_for(world, low, "boot", "knife", k=8))
+    # Look-alikes of the boot and the knife sink below unrelated items of their fallback ...
+    assert everything[:3] == ["jacket", "kettle", "rain-guide"]
+    assert set(everything[3:]) == {"runner", "sandal", "whetstone-guide"}
+    # ... and the disliked items themselves never come back, even when seen items may.
+    assert not {"boot", "knife"} & set(ids(world, recommend_for(world, low, k=8, exclude_seen=False)))
+    # Nothing trending in the window: all-time popularity answers first.
+    world["engine"].trending_window_days = 1e-9
+    quiet = recommend_for(world, low, "boot", "knife", k=3)
+    assert quiet.strategy == "popular+newest" and ids(world, quiet) == ["jacket", "kettle", "rain-guide"]
+
+
+def test_negative_examples_alone_are_answered_by_the_fallbacks(world):
+    answer = from_examples(world["engine"], session=world["session"], settings=world["settings"], now=NOW, k=8,
+                           negative=[world["pks"]["boot"]])
+    got = ids(world, answer)
+    assert answer.strategy == "trending+newest" and got[:2] == ["jacket", "kettle"] and "boot" not in got
+    assert got.index("rain-guide") < min(got.index("runner"), got.index("sandal"))
+
+
+def test_a_history_decades_old_still_personalizes_like_a_fresh_one(world):
+    # 30 years at a 7-day half-life: plain decay underflows to 0.0 and the purchase would weigh nothing.
+    ancient = recommend_for(world, history_of(world, ("boot", "purchase", None, 30 * 365 * 86_400.0)), "boot", k=4)
+    fresh = recommend_for(world, history_of(world, ("boot", "purchase", None, 600)), "boot", k=4)
+    assert ancient.strategy == fresh.strategy == "personalized"
+    assert ids(world, ancient) == ids(world, fresh) and ids(world, fresh)[:2] == ["jacket", "runner"]
+    # Without anything trending either (the reported empty page), the content and co-engagement still answer.
+    world["engine"].trending_window_days = 1e-9
+    quiet = recommend_for(world, history_of(world, ("boot", "purchase", None, 30 * 365 * 86_400.0)), "boot", k=4)
+    assert quiet.strategy == "personalized" and ids(world, quiet)[:2] == ["jacket", "runner"]
+
+
+def test_a_short_personalized_page_is_filled_in_order_without_repeats_and_within_filters(world):
+    bought = history_of(world, ("boot", "purchase", None, 600))
+    # Co-engagement alone knows only the jacket: trending, then the newest items fill the page.
+    answer = recommend_for(world, bought, "boot", k=4, weights={"co_engagement": 1.0})
+    got = ids(world, answer)
+    assert answer.strategy == "personalized+trending+newest" and got == ["jacket", "kettle", "rain-guide",
+                                                                          "whetstone-guide"]
+    assert [r.signals[0] for r in answer.recs] == ["co_engagement", "trending", "new", "new"]
+    # The offline evaluation scores a single source alone: no fallbacks.
+    alone = recommend_for(world, bought, "boot", k=4, weights={"co_engagement": 1.0}, fallbacks=False)
+    assert alone.strategy == "personalized" and ids(world, alone) == ["jacket"]
+    # Filters and exclusions hold on every fallback item; the page stays short when nothing else matches.
+    outdoor = recommend_for(world, bought, "boot", k=4, weights={"co_engagement": 1.0}, category="outdoor")
+    assert outdoor.strategy == "personalized+newest" and ids(world, outdoor) == ["jacket", "rain-guide"]
+    low = history_of(world, ("knife", "rating", 1.0, 600))
+    kitchen = recommend_for(world, low, "knife", "kettle", k=8, category="kitchen")
+    assert ids(world, kitchen) == ["whetstone-guide"] and kitchen.strategy == "newest"
+    articles = recommend_for(world, low, "knife", k=8, kinds=["article"])
+    assert sorted(ids(world, articles)) == ["rain-guide", "whetstone-guide"]
+    for answer in (kitchen, articles):
+        assert len(set(ids(world, answer))) == len(answer.recs)
+
+
+def test_cold_start_fills_the_page_with_popular_then_newest_items(world):
+    world["engine"].trending_window_days = 1 / 24 / 4  # the last 15 minutes: only the kettle trends
+    answer = for_user(world["engine"], session=world["session"], settings=world["settings"], user_id="nobody",
+                      now=NOW, k=8, history=History(user_id=None))
+    got = ids(world, answer)
+    assert answer.strategy == "cold_start" and got[:3] == ["kettle", "jacket", "boot"] and len(set(got)) == 8
+
+
+def test_nothing_recommendable_is_an_empty_page_not_an_error(world):
+    pks, session = world["pks"], world["session"]
+    session.execute(update(Item).values(deleted_at=EPOCH + dt.timedelta(seconds=NOW)))
+    session.flush()
+    bought = recommend_for(world, history_of(world, ("boot", "purchase", None, 600)), k=5)
+    low = recommend_for(world, history_of(world, ("boot", "rating", 1.0, 600)), k=5)
+    cold = for_user(world["engine"], session=session, settings=world["settings"], user_id="nobody", now=NOW, k=5,
+                    history=History(user_id=None))
+    examples = from_examples(world["engine"], session=session, settings=world["settings"], now=NOW, k=5,
+                             negative=[pks["boot"]])
+    assert [(a.strategy, a.recs) for a in (bought, low, cold, examples)] == [
+        ("personalized", []), ("trending", []), ("cold_start", []), ("trending", [])]

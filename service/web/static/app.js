@@ -771,10 +771,13 @@
     row.classList.remove("loading");
     notice.hidden = true;
     const hits = body.hits || [];
-    const cold = body.strategy === "cold_start";
+    // A user's page is personal when it starts from their history; otherwise the fallbacks
+    // (trending, popular, newest) answered: no history yet, or nothing liked in it.
+    const cold = !(body.strategy || "").startsWith("personalized");
     strategy.hidden = !body.strategy;
     strategy.className = `pill${cold ? " cold" : ""}`;
-    strategy.textContent = cold ? "Popular now · no history yet" : "Personalized";
+    strategy.textContent = body.strategy === "cold_start" ? "Popular now · no history yet"
+      : cold ? "Popular now" : "Personalized";
     strategy.title = `strategy: ${body.strategy}`;
     meta.textContent = `for ${body.user_id || user}${typeof body.took_ms === "number" ? ` · ${Math.round(body.took_ms)} ms` : ""}`;
     row.dataset.signature = `${body.strategy}:${hits.map((x) => x.id).join(",")}`;
