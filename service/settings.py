@@ -159,6 +159,8 @@ class Settings:
     index_poll_seconds: float = 2.0
     # Torch threads per worker for query encoding: 1 measured fastest with 2 workers on 2 cores (0 = torch default).
     torch_threads: int = 1
+    # Recent query vectors kept per worker (LRU; search bars repeat queries; 0 disables the cache).
+    query_cache_size: int = 1024
     # FAISS (OpenMP) threads per worker for searches: one query at a time is fastest single-
     # threaded, and gunicorn's threads already run queries side by side (0 = faiss's default).
     faiss_threads: int = 1
@@ -308,7 +310,7 @@ def _validate(s: Settings) -> None:
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0")
     for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads", "trusted_proxies",
-                 "max_future_skew_seconds"):
+                 "max_future_skew_seconds", "query_cache_size"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
     if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:

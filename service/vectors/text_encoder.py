@@ -91,6 +91,29 @@ class TextEncoder:
         out = np.asarray(out, dtype=np.float32)
         return out[0] if single else out
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """Embed one query string: float32, unit norm, shape ``(dim,)``; equal to ``encode(text)``.
+
+        The search bar's fast path: tokenizes and runs the modules directly, skipping
+        ``SentenceTransformer.encode``'s argument checks, length sorting, batching, progress bar
+        and reordering, all dead weight for one string. Normalises like ``encode`` (in the
+        model's dtype, then float32), so the vectors are the same bits on the same device.
+        """
+        import torch
+
+        model = self._model
+        prompt_name = getattr(model, "default_prompt_name", None)
+        prompt = (getattr(model, "prompts", None) or {}).get(prompt_name) if prompt_name else None
+        with torch.inference_mode():
+            if hasattr(model, "preprocess"):  # sentence-transformers >= 6
+                features = model.preprocess([text], prompt=prompt) if prompt else model.preprocess([text])
+            else:  # pragma: no cover - older sentence-transformers
+                features = model.tokenize([(prompt or "") + text])
+            features = {k: v.to(self._device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            embedding = model(features)["sentence_embedding"]
+            embedding = torch.nn.functional.normalize(embedding, p=2, dim=1)
+            return embedding[0].cpu().numpy().astype(np.float32, copy=False)
+
 
 def load_text_encoder(settings: "Settings") -> TextEncoder:
     """Load ``settings.text_model`` ("default" = the packaged all-MiniLM-L6-v2, no network).

@@ -75,7 +75,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     try:
         rt.store.refresh()
         if rt.store.current is not None:
-            rt.text_encoder().encode(["warm up"])
+            rt.text_encoder().encode_query("warm up")  # the search path (not cached)
     except Exception:  # a broken index must not stop the service from starting (writes still work)
         log.exception("could not load the published index at startup")
     try:

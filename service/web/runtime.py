@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
+import numpy as np
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,7 @@ from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.vectors.delta import DeltaSet
 from service.vectors.index_store import IndexStore, LoadedSpace, LoadedVersion
+from service.vectors.query_cache import QueryCache
 from service.web.errors import APIError
 from service.web.metrics import Metrics
 
@@ -67,6 +69,8 @@ class Runtime:
             refresh_seconds=settings.behaviour_refresh_seconds,
         )
         self.clip_error: str | None = None
+        # Recent query vectors of this worker, keyed by space and encoder revision.
+        self.query_cache = QueryCache(settings.query_cache_size)
         self._suggester = None
         self._suggester_lock = threading.Lock()
         self._suggester_checked = 0.0
@@ -87,6 +91,22 @@ class Runtime:
             return _shared_encoder("clip", self.settings)
         except EncoderUnavailable as exc:
             raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
+
+    def query_encoder(self, space_name: str) -> Callable[[str], np.ndarray]:
+        """The query encoder of a space (``text`` or ``clip``), through this worker's query cache.
+
+        Text queries take the encoder's one-string fast path (``encode_query``); CLIP queries its
+        text tower. APIError 503 when the CLIP encoder cannot be loaded here.
+        """
+        if space_name == "text":
+            encoder = self.text_encoder()
+            encode = encoder.encode_query
+        elif space_name == "clip":
+            encoder = self.clip_encoder()
+            encode = encoder.encode_text
+        else:
+            raise ValueError(f"no query encoder for space {space_name!r}")
+        return self.query_cache.wrap(space_name, encoder, encode)
 
     def _check_compatible(self, manifest: dict[str, Any]) -> str | None:
         text = manifest["spaces"].get("text")

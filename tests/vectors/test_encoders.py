@@ -114,6 +114,37 @@ def test_text_single_string_gives_one_vector(text_encoder):
     np.testing.assert_allclose(vector, text_encoder.encode(["a single query"])[0], atol=1e-6)
 
 
+# Search-bar queries of every shape: short, long past max_seq_length, unicode, near-empty.
+QUERIES = [
+    "a", "x", "?", "!!", "42", "shoe", "red shoes", "trail running shoe", "waterproof rain jacket for hiking",
+    "best budget espresso machine under 200", "how to clean suede shoes", "chef knife vs santoku",
+    "Kettle", "KETTLE", "kettle ", " kettle", "kettle\n", "kettle\tblack",
+    "café crème brûlée", "naïve façade", "Straße", "東京 ラーメン", "北京烤鸭", "서울 맛집", "Москва зима",
+    "Ελληνικά βιβλία", "עברית", "العربية", "हिन्दी", "emoji 🍣🎉👟", "👍", "mixed 日本 and English words",
+    "C++ vs Rust?", "1/2\" drill bit", "size 10.5 (US)", "ipad pro 12.9 2022", "<b>bold</b>", "a-b_c.d",
+    "the the the the", "trail " * 60, "running shoes with a grippy sole for muddy trails " * 40,
+    " ".join(f"word{i}" for i in range(300)), "x" * 3000, "supercalifragilisticexpialidocious",
+    "ünïcödé " * 100, "日本語" * 200, "tab\tand\nnewlines\r\n", "\u200bzero width", "a" * 512, "ok",
+]
+
+
+def test_encode_query_equals_encode(text_encoder):
+    assert len(QUERIES) >= 50
+    # Some queries run past the model's token limit (truncated alike on both paths).
+    tokens = max(len(text_encoder.model.tokenizer(q)["input_ids"]) for q in QUERIES)
+    assert tokens > text_encoder.model.max_seq_length
+    worst = 0.0
+    for query in QUERIES:
+        fast = text_encoder.encode_query(query)
+        assert fast.shape == (MINILM_DIM,)
+        _assert_unit_rows(fast)
+        worst = max(worst, float(np.abs(fast - text_encoder.encode(query)).max()))
+        worst = max(worst, float(np.abs(fast - text_encoder.encode([query])[0]).max()))
+    # Same modules, same normalisation, one string: bit-identical on CPU.
+    assert worst <= 1e-6, worst
+    print(f"encode_query vs encode: max abs diff {worst:g}")
+
+
 def test_text_empty_list(text_encoder):
     vectors = text_encoder.encode([])
     assert vectors.shape == (0, MINILM_DIM)

@@ -122,6 +122,34 @@ def test_semantic_search_finds_the_relevant_item_first(client):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_repeated_queries_reuse_the_cached_vector(make_client, monkeypatch):
+    from service.vectors.text_encoder import TextEncoder
+
+    calls = []
+    real = TextEncoder.encode_query
+
+    def counting(self, text):
+        calls.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(TextEncoder, "encode_query", counting)
+    client = make_client()
+    rt = client.application.extensions["recsys"]
+    calls.clear()  # the start-up warm-up
+    first = client.get("/search?q=rain gear&mode=semantic&k=3").get_json()
+    second = client.get("/search?q=rain gear&mode=hybrid&k=3").get_json()
+    assert calls == ["rain gear"] and rt.query_cache.hits == 1
+    assert first["hits"][0]["id"] == second["hits"][0]["id"]
+    client.get("/search?q=rain gear&space=clip&mode=semantic&k=3")  # its own entry, CLIP's text tower
+    assert calls == ["rain gear"] and {key[0] for key in rt.query_cache._entries} == {"text", "clip"}
+
+    uncached = make_client(query_cache_size=0)
+    calls.clear()
+    for _ in range(2):
+        uncached.get("/search?q=rain gear&mode=semantic&k=3")
+    assert calls == ["rain gear", "rain gear"]
+
+
 def test_keyword_and_hybrid_modes_report_their_signals(client):
     kw = client.get("/search?q=whetstone&mode=keyword").get_json()
     assert [h["id"] for h in kw["hits"]] == ["art-knife"] and kw["hits"][0]["signals"] == ["keyword"]
