@@ -32,6 +32,11 @@ def check_text(value: str, field: str) -> str:
         raise invalid(exc.field, exc.reason) from exc
 
 
+def _shown(name: str) -> str:
+    """A client-given name as it may appear in an error message (hostile characters escaped)."""
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
+
+
 def _check_tree(value: Any, path: str, depth: int, limit: int) -> None:
     """Walk a parsed JSON value: depth, and every key and string."""
     if depth > limit:
@@ -40,7 +45,7 @@ def _check_tree(value: Any, path: str, depth: int, limit: int) -> None:
         check_text(value, path or "body")
     elif isinstance(value, dict):
         for key, item in value.items():
-            name = f"{path}.{key}" if path else str(key)
+            name = f"{path}.{_shown(key)}" if path else _shown(key)
             check_text(key, name)
             _check_tree(item, name, depth + 1, limit)
     elif isinstance(value, list):
@@ -111,8 +116,8 @@ def _check_request() -> None:
         if isinstance(value, str):
             check_text(value, name)
     for name, value in request.args.items(multi=True):
-        check_text(name, name)
-        check_text(value, name)
+        check_text(name, _shown(name))
+        check_text(value, _shown(name))
         if len(value) > MAX_PARAM_CHARS:
             raise invalid(name, f"longer than {MAX_PARAM_CHARS} characters")
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -120,8 +125,8 @@ def _check_request() -> None:
             # werkzeug hands over a part whose name it cannot parse (name="x\") as None.
             if name is None:
                 raise invalid("body", "a form part without a usable name")
-            check_text(name, name)
-            check_text(value, name)
+            check_text(name, _shown(name))
+            check_text(value, _shown(name))
     if request.is_json and request.content_length != 0 and request.method in ("POST", "PUT", "PATCH"):
         # Parsed once here through SafeJSONProvider.loads (Flask caches it for the handler);
         # webargs parses the raw bytes again, which is safe once they passed these checks.

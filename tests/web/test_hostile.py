@@ -66,6 +66,8 @@ def assert_error(resp, status: int, field: str | None = None) -> dict:
     assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:300])
     body = strict_json(resp)
     assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+    # The message never echoes the hostile characters themselves.
+    assert not any(c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF for c in body["error"]["message"])
     if field:
         assert field in body["error"]["message"], body["error"]["message"]
     return body["error"]
