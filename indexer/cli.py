@@ -125,6 +125,12 @@ def build(c: Context, full: bool, force: bool, no_publish: bool) -> None:
     _print_build(report)
 
 
+def _probe_part(info: dict) -> str:
+    """`` (probes 0.961)`` when the recall check also ran on query-like probes."""
+    probes = info.get("recall_probes")
+    return f" (probes {probes:.3f})" if probes is not None else ""
+
+
 def _print_build(report) -> None:
     click.echo(report.message)
     if report.status == "up-to-date" or report.manifest is None:
@@ -132,7 +138,7 @@ def _print_build(report) -> None:
     for name, info in report.manifest["spaces"].items():
         click.echo(
             f"  {name:5} {info['count']:>8} vectors  dim {info['dim']:<4} {info['index_key']:<14} "
-            f"recall@10 {info['recall_at_10']:.3f}  params {json.dumps(info['search_params'])}  "
+            f"recall@10 {info['recall_at_10']:.3f}{_probe_part(info)}  params {json.dumps(info['search_params'])}  "
             f"embedded {info['embedded']}, cached {info['cached']}, errors {info['error_count']}"
         )
     for name, reason in report.manifest.get("skipped_spaces", {}).items():
@@ -161,7 +167,8 @@ def status(c: Context, as_json: bool) -> None:
     if current:
         try:
             manifest = artifacts.verify_version(artifacts.version_dir(index_dir, current), checksums=False)
-            data["spaces"] = {k: {"count": v["count"], "index_key": v["index_key"], "recall_at_10": v["recall_at_10"]}
+            data["spaces"] = {k: {"count": v["count"], "index_key": v["index_key"], "recall_at_10": v["recall_at_10"],
+                                  "recall_probes": v.get("recall_probes")}
                               for k, v in manifest["spaces"].items()}
             data["skipped_spaces"] = manifest.get("skipped_spaces", {})
             data["built_seconds"] = manifest.get("timings", {}).get("total")
@@ -179,7 +186,8 @@ def status(c: Context, as_json: bool) -> None:
     else:
         click.echo(f"published: {current or ('none usable' if pointer.error else 'nothing yet (run recsys-indexer build)')}")
         for name, info in data.get("spaces", {}).items():
-            click.echo(f"  {name:5} {info['count']:>8} vectors  {info['index_key']:<14} recall@10 {info['recall_at_10']:.3f}")
+            click.echo(f"  {name:5} {info['count']:>8} vectors  {info['index_key']:<14} "
+                       f"recall@10 {info['recall_at_10']:.3f}{_probe_part(info)}")
         for name, reason in data.get("skipped_spaces", {}).items():
             click.echo(f"  {name:5} skipped: {reason}")
         if "error" in data:

@@ -4,7 +4,10 @@ Recall@k is measured the way faiss's ``contrib.evaluation.knn_intersection_measu
 ``|approx top-k ∩ exact top-k| / k`` averaged over queries, where the exact top-k comes from a
 blocked brute-force inner-product search (``contrib.exhaustive_search.knn_ground_truth``), so
 the collection is never copied into a second index. Queries are a seeded random sample of the
-collection's own vectors, which is slightly optimistic compared with unseen queries.
+collection's own vectors, which can be far too optimistic: a catalog vector sits inside its own
+cluster, where a graph or inverted-file search finds its neighbours easily, while real queries
+(short texts) land between clusters. :func:`tune_search_params` therefore also takes query-like
+``probes`` (e.g. embedded titles, text spans and title prefixes) and requires the floor on both.
 """
 
 from __future__ import annotations
@@ -34,14 +37,24 @@ class RecallTooLow(RuntimeError):
         floor: the recall required.
         best_recall: the highest recall measured.
         best_params: the parameters that gave it.
-        tried: every (params, recall) measured, in order.
+        tried: every (params, recall) measured, in order (with probes: the lower of the two).
+        detail: per entry of ``tried``, (catalog recall, probe recall or None), when known.
     """
 
-    def __init__(self, floor: float, tried: list[tuple[dict, float]]):
+    def __init__(
+        self,
+        floor: float,
+        tried: list[tuple[dict, float]],
+        detail: list[tuple[float, float | None]] | None = None,
+    ):
         self.floor = floor
         self.tried = list(tried)
+        self.detail = list(detail) if detail is not None else None
         self.best_params, self.best_recall = max(self.tried, key=lambda t: t[1])
-        steps = ", ".join(f"{_fmt(p)}: {r:.4f}" for p, r in self.tried)
+        extra = [""] * len(self.tried)
+        if self.detail is not None and any(p is not None for _, p in self.detail):
+            extra = [f" (catalog {c:.4f}, probes {p:.4f})" if p is not None else "" for c, p in self.detail]
+        steps = ", ".join(f"{_fmt(p)}: {r:.4f}{x}" for (p, r), x in zip(self.tried, extra))
         super().__init__(
             f"recall floor {floor} not reached: best recall {self.best_recall:.4f} at "
             f"{_fmt(self.best_params)}; tried {steps}"
@@ -54,13 +67,21 @@ class TuneResult:
 
     Attributes:
         params: search parameters to pass to ``service.vectors.vector_index.search`` ({} for exact indexes).
-        recall: recall@k measured with them.
-        tried: every (params, recall) measured, in order.
+        recall: recall@k measured with them: the lower of ``recall_catalog`` and ``recall_probes``.
+        tried: every (params, recall) measured, in order (recall: the lower of the two).
+        recall_catalog: recall@k on the sample of catalog vectors.
+        recall_probes: recall@k on the query-like probes, None when none were given.
+        probe_count: how many probes were measured.
+        tried_detail: per entry of ``tried``, (catalog recall, probe recall or None).
     """
 
     params: dict
     recall: float
     tried: list[tuple[dict, float]] = field(default_factory=list)
+    recall_catalog: float | None = None
+    recall_probes: float | None = None
+    probe_count: int = 0
+    tried_detail: list[tuple[float, float | None]] = field(default_factory=list)
 
 
 def build_index(
@@ -146,42 +167,73 @@ def tune_search_params(
     sample: int = 1000,
     k: int = 10,
     seed: int = 0,
+    probes: np.ndarray | None = None,
 ) -> TuneResult:
     """Find the smallest ``spec.search_param`` value whose recall@k reaches ``floor``.
+
+    Recall is measured on ``min(sample, n)`` catalog vectors drawn with ``seed`` and, when
+    ``probes`` (query-like vectors, e.g. embedded titles or short text spans; every row is used)
+    are given, on them too, each against exact search over all of ``vectors``; a value passes
+    only when both reach the floor. Catalog vectors alone are optimistic: they sit inside their
+    own clusters, real queries land between them.
 
     Starts at ``spec.search_start`` and doubles up to ``spec.search_max``; once the floor is met,
     bisects between the last failing and the first passing value (to within a quarter of the
     lower one, so the answer is not fitted to the sample's noise). Exact indexes (no search
-    parameter) are measured once; a Flat index is exact and returns recall 1.0 untouched.
+    parameter) are measured once; a Flat index is exact and returns recall 1.0 untouched
+    (probes are not searched).
 
     Raises:
-        ValueError: ``floor`` not in (0, 1], or the inputs ``measure_recall`` rejects.
-        RecallTooLow: the floor is not reached even at ``spec.search_max``.
+        ValueError: ``floor`` not in (0, 1], ``probes`` not a finite float32 (m, dim) array with
+            m >= 1, or the inputs ``measure_recall`` rejects.
+        RecallTooLow: the floor is not reached (on both sets) even at ``spec.search_max``.
     """
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor <= 1:
         raise ValueError(f"floor must be in (0, 1], got {floor!r}")
     _check_vectors(vectors, spec.dim)
+    if probes is not None:
+        _check_vectors(probes, spec.dim)
+        if not np.isfinite(probes).all():
+            raise ValueError("probes contain NaN or infinite values")
+    n_probes = 0 if probes is None else int(probes.shape[0])
     if spec.factory_key == "Flat":
-        return TuneResult(params={}, recall=1.0, tried=[({}, 1.0)])
+        exact_probes = None if probes is None else 1.0
+        return TuneResult(params={}, recall=1.0, tried=[({}, 1.0)], recall_catalog=1.0,
+                          recall_probes=exact_probes, probe_count=n_probes, tried_detail=[(1.0, exact_probes)])
     start, top = spec.search_start, spec.search_max
     if spec.search_param is not None and (start is None or top is None or not 1 <= start <= top):
         raise ValueError(f"spec needs 1 <= search_start <= search_max, got {start} and {top}")
 
     queries, exact = _ground_truth(index, vectors, k, sample, seed)
+    if probes is not None:
+        probes = np.ascontiguousarray(probes)
+    probe_exact = None if probes is None else _exact_topk(probes, vectors, k)
     tried: list[tuple[dict, float]] = []
+    detail: list[tuple[float, float | None]] = []
 
     def measure(value: int | None) -> float:
         params = {} if value is None else {spec.search_param: value}
-        recall = _recall(index, queries, exact, k, params)
+        on_catalog = _recall(index, queries, exact, k, params)
+        on_probes = None if probes is None else _recall(index, probes, probe_exact, k, params)
+        recall = on_catalog if on_probes is None else min(on_catalog, on_probes)
         tried.append((params, recall))
-        log.info("recall@%d %s = %.4f", k, _fmt(params), recall)
+        detail.append((on_catalog, on_probes))
+        if on_probes is None:
+            log.info("recall@%d %s = %.4f", k, _fmt(params), recall)
+        else:
+            log.info("recall@%d %s = %.4f (catalog %.4f, probes %.4f)", k, _fmt(params), recall, on_catalog, on_probes)
         return recall
+
+    def result(params: dict, at: int) -> TuneResult:
+        on_catalog, on_probes = detail[at]
+        return TuneResult(params=params, recall=tried[at][1], tried=tried, recall_catalog=on_catalog,
+                          recall_probes=on_probes, probe_count=n_probes, tried_detail=detail)
 
     if spec.search_param is None:
         recall = measure(None)
         if recall < floor:
-            raise RecallTooLow(floor, tried)
-        return TuneResult(params={}, recall=recall, tried=tried)
+            raise RecallTooLow(floor, tried, detail)
+        return result({}, 0)
 
     low, value, top = None, spec.search_start, spec.search_max
     while True:
@@ -189,18 +241,18 @@ def tune_search_params(
         if recall >= floor:
             break
         if value >= top:
-            raise RecallTooLow(floor, tried)
+            raise RecallTooLow(floor, tried, detail)
         low, value = value, min(2 * value, top)
-    high, best = value, recall
+    high, best = value, len(tried) - 1
     # Bisect (low, high]: recall is monotone in efSearch/nprobe up to sampling noise.
     while low is not None and high - low > max(1, low // 4):
         mid = (low + high) // 2
         recall = measure(mid)
         if recall >= floor:
-            high, best = mid, recall
+            high, best = mid, len(tried) - 1
         else:
             low = mid
-    return TuneResult(params={spec.search_param: high}, recall=best, tried=tried)
+    return result({spec.search_param: high}, best)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -298,9 +350,6 @@ def _ground_truth(
     index: Any, vectors: np.ndarray, k: int, sample: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample queries from ``vectors`` and return them with their exact top-k ids."""
-    import faiss
-    from faiss.contrib.exhaustive_search import knn_ground_truth
-
     _check_vectors(vectors, index.d)
     n = vectors.shape[0]
     if index.ntotal != n:
@@ -311,9 +360,18 @@ def _ground_truth(
         raise ValueError(f"sample must be an integer >= 1, got {sample!r}")
     rows = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
     queries = np.ascontiguousarray(vectors[rows])
+    return queries, _exact_topk(queries, vectors, k)
+
+
+def _exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """Exact inner-product top-k ids of ``queries`` over all of ``vectors``, in blocks."""
+    import faiss
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    n = vectors.shape[0]
     blocks = (vectors[i : i + _GT_BLOCK] for i in range(0, n, _GT_BLOCK))
     _, exact = knn_ground_truth(queries, blocks, int(k), metric_type=faiss.METRIC_INNER_PRODUCT)
-    return queries, exact
+    return exact
 
 
 def _recall(

@@ -79,6 +79,9 @@ class SpaceVectors:
     embedded: int = 0
     cached: int = 0
     errors: dict[int, str] = field(default_factory=dict)
+    # Query-like probe vectors for the recall check: called with the most to return, only when
+    # the index is approximate (a Flat index never pays for them). None: catalog vectors only.
+    probes: Callable[[int], np.ndarray | None] | None = None
 
 
 @dataclass
@@ -100,6 +103,53 @@ def _text_inputs(session: Session, ids: list[int]) -> list[str]:
         for pk, title, text in session.execute(select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))):
             found[pk] = f"{title}\n{text}".strip()
     return [found[i] for i in ids]
+
+
+def probe_texts(items: list[tuple[str, str]], seed: int = 0) -> list[str]:
+    """One query-like text per (title, text): the title, 3-6 consecutive words of the text, or a
+    typeahead-like prefix of the title (at least 3 characters), chosen with ``seed``.
+
+    Real queries are short and land between the catalog's clusters, unlike the items' own
+    title+text vectors; empty results are dropped.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    for title, text in items:
+        title, words = (title or "").strip(), (text or "").split()
+        kind = int(rng.integers(3))
+        if kind == 1 and len(words) >= 3:
+            size = int(rng.integers(3, 7))
+            start = int(rng.integers(0, max(1, len(words) - size + 1)))
+            probe = " ".join(words[start : start + size])
+        elif kind == 2 and len(title) > 3:
+            probe = title[: int(rng.integers(3, len(title)))].strip()
+        else:
+            probe = title or " ".join(words[:6])
+        if probe:
+            out.append(probe)
+    return out
+
+
+def text_probe_source(
+    session_factory: sessionmaker[Session], encoder: Any, ids: np.ndarray, *, seed: int = 0, progress: bool = False
+) -> Callable[[int], np.ndarray | None]:
+    """Probes for the text space: ``probe_texts`` of a seeded sample of items, embedded by ``encoder``."""
+
+    def probes(count: int) -> np.ndarray | None:
+        rng = np.random.default_rng(seed)
+        chosen = [int(ids[i]) for i in np.sort(rng.choice(len(ids), min(count, len(ids)), replace=False))]
+        found: dict[int, tuple[str, str]] = {}
+        with session_scope(session_factory) as session:
+            for chunk in chunked(chosen):
+                stmt = select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))
+                found.update({pk: (title, text) for pk, title, text in session.execute(stmt)})
+        texts = probe_texts([found[i] for i in chosen if i in found], seed)
+        if not texts:
+            return None
+        log.info("text: embedding %d query-like probes for the recall check", len(texts))
+        return np.asarray(encoder.encode(texts, progress=progress), dtype=np.float32)
+
+    return probes
 
 
 def space_members(space: str, rows: list[ItemRow]) -> list[ItemRow]:
@@ -203,7 +253,13 @@ def embed_space(
 
 
 def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    """Index stage: choose, build and tune the FAISS index, write it with the id map."""
+    """Index stage: choose, build and tune the FAISS index, write it with the id map.
+
+    An approximate index is tuned on catalog vectors and, when ``sv.probes`` is set (the text
+    space), on up to ``recall_sample`` query-like probes as well; ``recall_at_10`` is the lower.
+    CLIP has no probes (its queries are texts of another tower, with no catalog texts to derive
+    them from): it is tuned on catalog vectors only.
+    """
     from indexer.index_build import build_index, tune_search_params
     from indexer.index_choice import choose_index
     from service.vectors.vector_index import write_index
@@ -211,7 +267,16 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
     spec = choose_index(len(sv.ids), sv.vectors.shape[1], settings.index_memory_budget_mb)
     log.info("%s: %d vectors -> %s", sv.space, len(sv.ids), spec.factory_key)
     index = build_index(sv.vectors, spec, progress=progress)
-    tuned = tune_search_params(index, sv.vectors, spec, floor=settings.recall_floor, sample=settings.recall_sample)
+    probes = None
+    if spec.factory_key == "Flat":
+        probe_note = "none: exact Flat index"
+    elif sv.probes is None:
+        probe_note = "none for this space: catalog vectors only"
+    else:
+        probes = sv.probes(settings.recall_sample)
+        probe_note = "query-like texts (titles, text spans, title prefixes)" if probes is not None else "none could be made"
+    tuned = tune_search_params(index, sv.vectors, spec, floor=settings.recall_floor, sample=settings.recall_sample,
+                               probes=probes)
     folder.mkdir(parents=True, exist_ok=True)
     write_index(index, folder / artifacts.INDEX_FILE)
     np.save(folder / artifacts.IDS_FILE, sv.ids)
@@ -223,8 +288,13 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
         "metric": spec.metric,
         "search_params": tuned.params,
         "recall_at_10": tuned.recall,
+        "recall_catalog": tuned.recall_catalog,
+        "recall_probes": tuned.recall_probes,
         "recall_sample": min(settings.recall_sample, len(sv.ids)),
-        "tuning": [{"params": p, "recall": r} for p, r in tuned.tried],
+        "probe_count": tuned.probe_count,
+        "probes": probe_note,
+        "tuning": [{"params": p, "recall": r, "recall_catalog": c, "recall_probes": q}
+                   for (p, r), (c, q) in zip(tuned.tried, tuned.tried_detail)],
         "memory_bytes_estimate": spec.memory_bytes,
     }
 
@@ -427,6 +497,8 @@ class Pipeline:
             if not len(sv.ids):
                 manifest["skipped_spaces"][space] = f"no item could be embedded ({len(sv.errors)} errors)"
                 continue
+            if space == "text" and sv.probes is None:  # embedded lazily, only for an approximate index
+                sv.probes = text_probe_source(self.session_factory, encoder, sv.ids, progress=self.progress)
             folder = building / space
             with self._stage(f"index:{space}"):
                 info = self.index_builder(sv, folder, self.settings, progress=self.progress)

@@ -221,7 +221,9 @@ def test_tuning_reaches_the_floor(built, data, name):
 
 
 def test_tuning_flat_is_exact_without_search(built, data):
-    assert tune_search_params(built["flat"], data, SPECS["flat"]) == TuneResult({}, 1.0, [({}, 1.0)])
+    assert tune_search_params(built["flat"], data, SPECS["flat"]) == TuneResult(
+        {}, 1.0, [({}, 1.0)], recall_catalog=1.0, tried_detail=[(1.0, None)]
+    )
 
 
 def test_tuning_compressed_exact_index_is_measured_once(data):
