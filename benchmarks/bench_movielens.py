@@ -147,9 +147,9 @@ def run_service(data, settings, factory, version, k: int) -> tuple[dict, dict[in
     print(f"  best blend on validation: {tuned.describe()} (NDCG@{k} {table[0]['ndcg']:.4f}, "
           f"{len(table)} settings in {tune_s:.0f} s)", file=sys.stderr)
     hl = settings.event_half_life_days
-    runs = {"content only": Blend(NAMED_BLENDS["content only"], 0.0, hl),
-            "co-engagement only": Blend(NAMED_BLENDS["co-engagement only"], 0.0, hl),
-            "trending only": Blend(NAMED_BLENDS["trending only"], 0.0, hl),
+    runs = {"content only": Blend(NAMED_BLENDS["content only"], 0.0, hl, fallbacks=False),
+            "co-engagement only": Blend(NAMED_BLENDS["co-engagement only"], 0.0, hl, fallbacks=False),
+            "trending only": Blend(NAMED_BLENDS["trending only"], 0.0, hl, fallbacks=False),
             "service blend (default)": Blend.configured(settings),
             "service blend (tuned)": tuned}
     for name, blend in runs.items():

@@ -63,15 +63,9 @@ class Blend:
     weights: Mapping[str, float]
     damping: float = 0.0
     half_life_days: float = 30.0
-    # None: fill, except for the single-source ablations (NAMED_BLENDS), which score one source
-    # alone; the configured and the tuned blend say True (they are what the endpoint serves).
-    fallbacks: bool | None = None
-
-    @property
-    def fills(self) -> bool:
-        if self.fallbacks is not None:
-            return self.fallbacks
-        return dict(self.weights) not in [dict(w) for w in NAMED_BLENDS.values()]
+    # True for what the endpoint serves (the configured and the tuned blend); the single-source
+    # ablations (NAMED_BLENDS) say False to score one source alone.
+    fallbacks: bool = True
 
     def describe(self) -> str:
         text = ", ".join(f"{k} {v:g}" for k, v in self.weights.items() if v)
@@ -84,7 +78,7 @@ class Blend:
 
     @classmethod
     def configured(cls, s: Settings) -> "Blend":
-        return cls(dict(s.blend_weights), s.co_engagement_popularity_damping, s.event_half_life_days, fallbacks=True)
+        return cls(dict(s.blend_weights), s.co_engagement_popularity_damping, s.event_half_life_days)
 
 
 @dataclass
@@ -232,7 +226,7 @@ class Evaluator:
         answer = for_user(engine or self.engine(phase, blend.damping), session=session, settings=self.settings,
                           user_id=self.log.user_names.get(user, str(user)), now=self.world(phase).now, k=self.k,
                           history=history, consumed=consumed, weights=blend.weights,
-                          half_life_days=blend.half_life_days, fallbacks=blend.fills)
+                          half_life_days=blend.half_life_days, fallbacks=blend.fallbacks)
         return [r.item.id for r in answer.recs]
 
     # --- scoring ----------------------------------------------------------------------------
@@ -317,8 +311,7 @@ def format_table(rows: Sequence[tuple[str, Mapping[str, float]]], k: int) -> str
 def best_blend(table: Sequence[Mapping[str, Any]]) -> Blend:
     """The best row of :meth:`Evaluator.tune` as a :class:`Blend`."""
     top = table[0]
-    return Blend({n: top[n] for n in ("profile", "co_engagement", "trending")}, top["damping"], top["half_life_days"],
-                 fallbacks=True)
+    return Blend({n: top[n] for n in ("profile", "co_engagement", "trending")}, top["damping"], top["half_life_days"])
 
 
 def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_valid: int, k: int, tune: bool,

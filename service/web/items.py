@@ -22,8 +22,8 @@ from service.web.boundary import parse_json_body
 from service.vectors.delta import touch_signal, write_fresh
 from service.web.errors import APIError, invalid
 from service.store.events import record_events
-from service.store.image_sources import INGEST_ERRORS, ImageSources, too_large
-from service.store.images import ImageStore, is_key, key_of
+from service.store.image_sources import INGEST_ERRORS, too_large
+from service.store.images import is_key, key_of
 from service.store.items import upsert_items
 from service.store.models import Item, utcnow
 from service.store.records import FieldError, ItemRecord, parse_event, parse_item
@@ -91,7 +91,7 @@ def _stored_image(rt: Runtime, item: Item, errors: dict[str, str]) -> bytes | No
     if not is_key(item.image_location):
         errors["clip"] = LEGACY_IMAGE
         return None
-    store = ImageStore.from_settings(rt.settings)
+    store = rt.images
     if not store.exists(item.image_location):
         errors["clip"] = "the image is missing from the image store"
         return None
@@ -157,7 +157,7 @@ def _ingested(rt: Runtime, item_id: str, args: dict[str, Any], upload: bytes | N
         record = parse_item(raw)
     except FieldError as exc:
         raise invalid(exc.field, exc.reason) from exc
-    sources = ImageSources.from_settings(rt.settings)
+    sources = rt.image_sources
     try:
         if data is not None:
             key = sources.from_bytes(data)
@@ -240,7 +240,7 @@ def item_image(item_id: str):
     require_read()
     rt = runtime()
     item = _live_item(item_id)
-    store = ImageStore.from_settings(rt.settings)
+    store = rt.images
     key = item.image_location
     if not is_key(key) or not store.exists(key):
         raise APIError(404, f"item {item_id!r} has no image")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from service.recommend.behaviour import BehaviourModel, Snapshot
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
+from service.store.image_sources import ImageSources
 from service.vectors.delta import DeltaSet
 from service.vectors.index_store import IndexStore, LoadedSpace, LoadedVersion
 from service.vectors.query_cache import QueryCache
@@ -59,6 +60,9 @@ class Runtime:
         self.engine = make_engine(settings)
         self.session_factory = make_session_factory(self.engine)
         self.metrics = Metrics()
+        # The image store and the URL guard are settings-only objects: built once, shared by requests.
+        self.image_sources = ImageSources.from_settings(settings)
+        self.images = self.image_sources.store
         self.deltas = DeltaSet(settings.index_path)
         self.behaviour = BehaviourModel(
             event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,

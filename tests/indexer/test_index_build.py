@@ -37,16 +37,6 @@ def structured(n: int, seed: int) -> np.ndarray:
     return x
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_omp_thread():
-    # The indexes are tiny, and on a shared 2-core runner OpenMP's spinning threads make
-    # contended multi-threaded k-means several times slower than one thread.
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> np.ndarray:
     return structured(N, seed=0)

@@ -19,14 +19,6 @@ from indexer.index_choice import choose_index
 N, DIM, LATENT, CLUSTERS, FLOOR = 20_480, 32, 8, 200, 0.95
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_omp_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clustered():
     """Unit vectors in 200 tight clusters of an 8-d subspace of R^32, and 500 between-cluster probes."""

@@ -103,5 +103,5 @@ def test_the_split_holds_out_the_latest_positives_and_the_evaluator_answers_from
     # The low rating is in the user's history (the endpoint reads every event), not in the truth.
     a0 = next(u for u, name in log.user_names.items() if name == "a0")
     assert "rating" in ev.history(a0, "test")[0].types
-    assert ev.run(Blend({"co_engagement": 1.0}), phase="test")["recall"] == 1.0
-    assert ev.run(Blend({"trending": 1.0}), phase="valid")["n_users"] == 16
+    assert ev.run(Blend({"co_engagement": 1.0}, fallbacks=False), phase="test")["recall"] == 1.0
+    assert ev.run(Blend({"trending": 1.0}, fallbacks=False), phase="valid")["n_users"] == 16
