@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -179,7 +180,33 @@ def test_rotating_keys_do_not_bypass_the_limit(make_app):
         "/metrics", headers=hdr("w-key")).get_data(as_text=True)
 
 
-def test_a_flood_of_bogus_keys_does_not_reset_a_clients_bucket(make_app):
+class _FrozenTime:
+    """The ``time`` module with ``time()`` stopped: a rate window that never slides mid-test."""
+
+    def __init__(self, at: float):
+        self.at = at
+
+    def time(self) -> float:
+        return self.at
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def frozen_limit_clock(monkeypatch):
+    """Stop the clock the in-memory limiter counts with (the flood below can outlast a minute on a
+    slow machine, and a sliding window would then forget the client's first hits)."""
+    import limits.storage.memory
+    import limits.strategies
+
+    frozen = _FrozenTime(time.time())
+    monkeypatch.setattr(limits.storage.memory, "time", frozen)
+    monkeypatch.setattr(limits.strategies, "time", frozen)
+    return frozen
+
+
+def test_a_flood_of_bogus_keys_does_not_reset_a_clients_bucket(make_app, frozen_limit_clock):
     app = make_app(rate_limit_per_minute=5, **KEYS)
     limiter, settings = next(iter(app.extensions["limiter"])), app.extensions["recsys"].settings
     client = app.test_client()
