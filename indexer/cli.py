@@ -7,6 +7,7 @@ Exit codes a scheduler can act on:
 1     the build failed (the published version is unchanged)
 2     bad usage or configuration
 3     the recall floor could not be met (index too lossy for the budget)
+4     the quality gate refused the new model (kept unpublished; --force publishes it anyway)
 74    disk full or I/O error (free space, then run it again); the published version is unchanged
 75    another build is running (try again later)
 130   interrupted (Ctrl-C or SIGTERM); the published version is unchanged
@@ -29,7 +30,7 @@ import click
 from service.vectors import artifacts
 from service.cli import Context, pass_ctx
 
-EXIT_FAILED, EXIT_RECALL, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 3, 74, 75, 130
+EXIT_FAILED, EXIT_RECALL, EXIT_GATE, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 3, 4, 74, 75, 130
 log = logging.getLogger("recsys.indexer")
 
 # errno -> what a disk or I/O failure is called in the one-line message (exit 74).
@@ -93,11 +94,26 @@ def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, qui
 
 @cli.command()
 @click.option("--full", is_flag=True, help="Re-embed every item (ignore the vector cache).")
-@click.option("--force", is_flag=True, help="Build a new version even when nothing changed.")
+@click.option("--force", is_flag=True,
+              help="Build a new version even when nothing changed, and publish it even if the quality gate refuses its model.")
 @click.option("--no-publish", is_flag=True, help="Build and verify, but leave the current version published.")
 @pass_ctx
 def build(c: Context, full: bool, force: bool, no_publish: bool) -> None:
-    """Build a new index version from the catalog (incremental by default) and publish it."""
+    """Build a new index version from the catalog (incremental by default), train its model, publish it."""
+    _run_pipeline(c, lambda p: p.run(full=full, force=force, publish=not no_publish), "build")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Publish the new model even if the quality gate refuses it.")
+@click.option("--no-publish", is_flag=True, help="Train and evaluate, but leave the current version published.")
+@pass_ctx
+def train(c: Context, force: bool, no_publish: bool) -> None:
+    """Retrain the collaborative model on the events now in SQL (the published spaces are reused)."""
+    _run_pipeline(c, lambda p: p.train(force=force, publish=not no_publish), "training")
+
+
+def _run_pipeline(c: Context, action, what: str) -> None:
+    """Run a build or a training, turning every failure into one line and an exit code."""
     from indexer.index_build import RecallTooLow
     from indexer.pipeline import BuildLocked, Pipeline, failed_stage
 
@@ -105,30 +121,48 @@ def build(c: Context, full: bool, force: bool, no_publish: bool) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     pipeline = Pipeline(c.settings, c.session_factory, progress=sys.stderr.isatty())
     try:
-        report = pipeline.run(full=full, force=force, publish=not no_publish)
+        report = action(pipeline)
     except BuildLocked as exc:
-        click.echo(f"build skipped: {exc}", err=True)
+        click.echo(f"{what} skipped: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     except RecallTooLow as exc:
-        click.echo(f"build failed: {exc}. The published version is unchanged.", err=True)
+        click.echo(f"{what} failed: {exc}. The published version is unchanged.", err=True)
         sys.exit(EXIT_RECALL)
     except KeyboardInterrupt:
-        click.echo("build interrupted; the published version is unchanged.", err=True)
+        click.echo(f"{what} interrupted; the published version is unchanged.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - whatever broke, the scheduler gets one line and an exit code
         stage = failed_stage(exc) or pipeline.failed_stage
         where = f" in stage {stage}" if stage else ""
-        log.debug("build failed%s", where, exc_info=exc)  # the traceback, at -v only
+        log.debug("%s failed%s", what, where, exc_info=exc)  # the traceback, at -v only
         io = io_failure(exc)
-        click.echo(f"build failed{where}: {io or _one_line(exc)}. The published version is unchanged.", err=True)
+        click.echo(f"{what} failed{where}: {io or _one_line(exc)}. The published version is unchanged.", err=True)
         sys.exit(EXIT_IO if io else EXIT_FAILED)
     _print_build(report)
+    if report.status == "refused":
+        sys.exit(EXIT_GATE)
 
 
 def _probe_part(info: dict) -> str:
     """`` (probes 0.961)`` when the recall check also ran on query-like probes."""
     probes = info.get("recall_probes")
     return f" (probes {probes:.3f})" if probes is not None else ""
+
+
+def _model_line(section: dict) -> str:
+    """One line on a version's collaborative model: recipe, test metrics against the references, gate."""
+    if section.get("status") != "trained":
+        return f"none ({section.get('reason', section.get('status'))})"
+    metrics = section.get("metrics", {})
+    parts = [f"{section['family']} {json.dumps(section['params'])}, blend {json.dumps(section['blend'])}"]
+    for name in ("model", "without_model", "published_recipe"):
+        if name in metrics:
+            m = metrics[name]
+            parts.append(f"{name.replace('_', ' ')}: NDCG@10 {m['ndcg']:.4f} recall@10 {m['recall']:.4f}")
+    gate = section.get("gate", {})
+    if gate.get("reference"):
+        parts.append("gate " + ("passed" if gate.get("passed") else "FORCED" if gate.get("forced") else "REFUSED"))
+    return "; ".join(parts)
 
 
 def _print_build(report) -> None:
@@ -143,6 +177,8 @@ def _print_build(report) -> None:
         )
     for name, reason in report.manifest.get("skipped_spaces", {}).items():
         click.echo(f"  {name:5} skipped: {reason}")
+    if "behaviour" in report.manifest:
+        click.echo(f"  model {_model_line(report.manifest['behaviour'])}")
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
     click.echo(f"  timings: {timings}")
 
@@ -171,6 +207,10 @@ def status(c: Context, as_json: bool) -> None:
                                   "recall_probes": v.get("recall_probes")}
                               for k, v in manifest["spaces"].items()}
             data["skipped_spaces"] = manifest.get("skipped_spaces", {})
+            if "behaviour" in manifest:
+                from indexer.pipeline import behaviour_summary
+
+                data["model"] = behaviour_summary(manifest["behaviour"])
             data["built_seconds"] = manifest.get("timings", {}).get("total")
         except artifacts.ArtifactError as exc:
             data["error"] = str(exc)
@@ -190,6 +230,8 @@ def status(c: Context, as_json: bool) -> None:
                        f"recall@10 {info['recall_at_10']:.3f}{_probe_part(info)}")
         for name, reason in data.get("skipped_spaces", {}).items():
             click.echo(f"  {name:5} skipped: {reason}")
+        if "model" in data:
+            click.echo(f"  model {_model_line(data['model'])}")
         if "error" in data:
             click.echo(f"  PROBLEM: {data['error']}")
         if "last_build" in data:

@@ -1,4 +1,4 @@
-"""The offline rebuild: read → embed → build index → verify → publish, with injected stages.
+"""The offline rebuild: read → embed → build index → verify → train → publish, with injected stages.
 
 Every stage is a callable passed to :class:`Pipeline` (defaults below), timed separately and
 shown with a progress bar. A rebuild reads only ids and content hashes of live items, looks their
@@ -6,6 +6,10 @@ vectors up in the cache (content hash, encoder) and embeds only the misses; dele
 not read, so they leave the index. The new version is written into a private folder and moved
 into place in one rename, then published by swapping the ``CURRENT`` pointer: a failed, killed or
 interrupted build never touches the published version.
+
+The training stage (:mod:`indexer.train`) fits the collaborative model into the same version;
+its quality gate can refuse a version (kept unpublished, ``status: refused``) unless forced.
+``recsys-indexer train`` runs that stage alone on a copy of the published version's spaces.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer.train import TrainResult, train_model
 from indexer.vector_cache import VectorCache
 from service.vectors import artifacts
 from service.store.db import session_scope
 from service.vectors.encoders import EncoderUnavailable
+from service.vectors.index_store import load_space
 from service.store.images import ImageStore, is_key
 from service.store.items import chunked
 from service.store.models import IndexVersion, Item, utcnow
@@ -86,7 +92,7 @@ class SpaceVectors:
 
 @dataclass
 class BuildReport:
-    status: str  # "published", "ready" (built, not published) or "up-to-date"
+    status: str  # "published", "ready" (built, not published), "refused" (by the quality gate) or "up-to-date"
     version: str | None
     manifest: dict[str, Any] | None
     timings: dict[str, float]
@@ -370,6 +376,7 @@ class Pipeline:
         embedder: Callable[..., SpaceVectors] = embed_space,
         index_builder: Callable[..., dict[str, Any]] = build_space_index,
         verifier: Callable[[Path, SpaceVectors], None] = verify_space,
+        trainer: Callable[..., TrainResult] | None = None,
         progress: bool = False,
     ):
         if load_text_encoder is None or load_clip_encoder is None:
@@ -381,6 +388,7 @@ class Pipeline:
         self.session_factory = session_factory
         self.loaders = {"text": load_text_encoder, "clip": load_clip_encoder}
         self.reader, self.embedder, self.index_builder, self.verifier = reader, embedder, index_builder, verifier
+        self.trainer = trainer or train_model
         self.progress = progress
         self.index_dir = settings.index_path
         self.image_store = ImageStore.from_settings(settings)
@@ -451,20 +459,92 @@ class Pipeline:
                 manifest = self._build(version, building, rows, prints, full=full)
                 # Writes after this instant are not in the version: the service keeps them in its delta.
                 manifest["read_at"] = read_at.isoformat() + "Z"
-                manifest["timings"] = dict(self.timings)
-                with self._step("finish"):
-                    artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
-                    final = artifacts.finish_version(self.index_dir, building, version)
-                    self._record(version, "ready", final, manifest=manifest)
-                if publish:
-                    with self._stage("publish"):
-                        publish_version(self.settings, self.session_factory, version)
-                self.timings["total"] = round(time.perf_counter() - started, 4)
+                return self._train_and_finish(version, building, manifest, force=force, publish=publish,
+                                              started=started)
             except BaseException as exc:  # KeyboardInterrupt and SystemExit too: clean up, then re-raise
                 self._fail(version, building, exc)
                 raise
+
+    def train(self, *, force: bool = False, publish: bool = True) -> BuildReport:
+        """``recsys-indexer train``: a new version with the published one's spaces and a new model.
+
+        The spaces' files are hard-linked (copied where links fail), so this costs the training
+        stage only. ``force`` publishes a model the quality gate refused.
+
+        Raises:
+            BuildError: nothing usable is published.
+        """
+        self.timings, self.failed_stage = {}, None
+        started = time.perf_counter()
+        try:
+            with build_lock(self.index_dir):
+                current = artifacts.current_version(self.index_dir)
+                if current is None:
+                    raise BuildError("nothing is published yet: run `recsys-indexer build` first")
+                source = artifacts.version_dir(self.index_dir, current)
+                try:
+                    old = artifacts.verify_version(source, checksums=False)
+                except artifacts.ArtifactError as exc:
+                    raise BuildError(f"the published version is unusable: {exc}") from exc
+                version = artifacts.new_version_name()
+                building = Path(self.index_dir) / f"{artifacts.BUILDING_PREFIX}{version}"
+                try:
+                    with self._step("start"):
+                        artifacts.start_version(self.index_dir, version)
+                        self._record(version, "building", building)
+                        for space in old["spaces"]:
+                            _link_tree(source / space, building / space)
+                    manifest = {k: v for k, v in old.items() if k not in ("behaviour", "timings")}
+                    manifest.update(version=version, created_at=utcnow().isoformat() + "Z", spaces_from=current)
+                    return self._train_and_finish(version, building, manifest, force=force, publish=publish,
+                                                  started=started)
+                except BaseException as exc:
+                    self._fail(version, building, exc)
+                    raise
+        except BaseException as exc:
+            self.failed_stage = failed_stage(exc)
+            raise
+
+    def _train_and_finish(self, version: str, building: Path, manifest: dict[str, Any], *, force: bool,
+                          publish: bool, started: float) -> BuildReport:
+        """Training stage, then write, move into place and publish (unless the gate refused)."""
+        with self._stage("train"):
+            text = manifest["spaces"].get("text")
+            space = load_space(building / "text", "text", text) if text else None
+            result = self.trainer(self.settings, self.session_factory, building, space=space,
+                                  published=self._published_behaviour())
+        manifest["behaviour"] = result.section
+        refused = result.refused if result.refused and not force else None
+        if result.refused and force:
+            result.section["gate"]["forced"] = True
+            log.warning("quality gate overridden (--force): %s", result.refused)
+        manifest["timings"] = dict(self.timings)
+        with self._step("finish"):
+            artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
+            final = artifacts.finish_version(self.index_dir, building, version)
+            self._record(version, "ready", final, manifest=manifest,
+                         message=f"refused by the quality gate: {refused}" if refused else None)
+        if publish and not refused:
+            with self._stage("publish"):
+                publish_version(self.settings, self.session_factory, version)
+        self.timings["total"] = round(time.perf_counter() - started, 4)
+        if refused:
+            msg = (f"version {version} refused by the quality gate ({refused}); the published version is unchanged "
+                   f"(publish it anyway with --force, or `recsys-indexer publish {version}`)")
+            log.error(msg)
+            return BuildReport("refused", version, manifest, dict(self.timings), msg)
         status = "published" if publish else "ready"
         return BuildReport(status, version, manifest, dict(self.timings), f"version {version} {status}")
+
+    def _published_behaviour(self) -> dict[str, Any] | None:
+        """The published version's model section (None: nothing published, or no model in it)."""
+        current = artifacts.current_version(self.index_dir)
+        if current is None:
+            return None
+        try:
+            return artifacts.read_manifest(artifacts.version_dir(self.index_dir, current)).get("behaviour")
+        except artifacts.ArtifactError:
+            return None
 
     def _build(self, version: str, building: Path, rows: list[ItemRow], prints: dict[str, str], *, full: bool) -> dict[str, Any]:
         manifest: dict[str, Any] = {
@@ -556,12 +636,30 @@ class Pipeline:
 
 
 def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What the SQL row keeps of a manifest (not the per-item errors)."""
+    """What the SQL row keeps of a manifest (not the per-item errors, nor the model's files)."""
     spaces = {
         name: {k: v for k, v in info.items() if k not in ("errors", "tuning", "files")}
         for name, info in manifest.get("spaces", {}).items()
     }
-    return {"spaces": spaces, "skipped_spaces": manifest.get("skipped_spaces", {}), "timings": manifest.get("timings", {})}
+    out = {"spaces": spaces, "skipped_spaces": manifest.get("skipped_spaces", {}), "timings": manifest.get("timings", {})}
+    if "behaviour" in manifest:
+        out["behaviour"] = behaviour_summary(manifest["behaviour"])
+    return out
+
+
+def behaviour_summary(section: dict[str, Any]) -> dict[str, Any]:
+    """The model section as status pages show it: recipe, test metrics, gate (no candidate table)."""
+    return {k: v for k, v in section.items() if k not in ("files", "validation")}
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link every file of ``source`` into ``target`` (copy where the file system refuses)."""
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        try:
+            os.link(path, target / path.name)
+        except OSError:
+            shutil.copy2(path, target / path.name)
 
 
 def publish_version(settings: Settings, session_factory: sessionmaker[Session], version: str) -> None:

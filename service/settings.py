@@ -19,7 +19,9 @@ ENV_PREFIX = "RECSYS_"
 
 BUILTIN_EVENT_TYPES = ("view", "click", "cart", "purchase", "rating")
 # Candidate sources of recommendations, blended by ``blend_weights``.
-BLEND_SOURCES = ("profile", "co_engagement", "trending")
+BLEND_SOURCES = ("profile", "co_engagement", "trending", "model")
+# Collaborative model families the training stage may fit (service.recommend.collab).
+MODEL_FAMILIES = ("ease", "item_knn", "factor")
 
 
 class SettingsError(ValueError):
@@ -84,6 +86,20 @@ class Settings:
     # Trending: default window and its own half-life (days).
     trending_window_days: float = 7.0
     trending_half_life_days: float = 3.0
+    # Training stage of the rebuild (`recsys-indexer build` / `train`): model families to try
+    # (the best on validation wins), the memory the fitted model may take (it bounds EASE's item
+    # count), users sampled to validate and gate it, and the fewest positive interactions worth
+    # training on (fewer: no model, co-engagement alone answers).
+    train_families: tuple[str, ...] = MODEL_FAMILIES
+    train_memory_budget_mb: float = 1024.0
+    train_eval_users: int = 1000
+    train_min_interactions: int = 200
+    # Quality gate: a new model whose test NDCG@10 is below the published model's (refit on the
+    # same split) by more than this fraction is not published (`--force` publishes anyway).
+    train_gate_tolerance: float = 0.02
+    # Serve with the blend weights the training stage fitted on held-out behaviour (when the
+    # published version has a model) instead of blend_weights.
+    learned_blend: bool = True
     # How often each worker pulls new events into its in-memory behaviour model (seconds).
     behaviour_refresh_seconds: float = 2.0
     # A JSON file of settings, read under the environment (default <data_dir>/settings.json).
@@ -321,6 +337,13 @@ def _validate(s: Settings) -> None:
             raise SettingsError(f"setting {name}: must be > 0, got {getattr(s, name)}")
     if not s.rate_limit_storage_uri.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
         raise SettingsError("setting rate_limit_storage_uri: use memory:// or redis://host:port")
+    for family in s.train_families:
+        if family not in MODEL_FAMILIES:
+            raise SettingsError(f"setting train_families: {family!r} is not one of {MODEL_FAMILIES}")
+    if s.train_memory_budget_mb <= 0 or s.train_eval_users < 1 or s.train_min_interactions < 1:
+        raise SettingsError("settings train_memory_budget_mb, train_eval_users and train_min_interactions must be > 0")
+    if not 0.0 <= s.train_gate_tolerance < 1.0:
+        raise SettingsError("setting train_gate_tolerance: must be in [0, 1)")
     if s.event_half_life_days <= 0:
         raise SettingsError("setting event_half_life_days: must be > 0")
     for t in s.custom_event_types:

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.recommend.behaviour import Snapshot, load_catalog
+from service.recommend.collab import CollabModel
 from service.recommend.evaluation import (
     Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, popularity_bias, recall_at_k,
 )
@@ -215,10 +216,17 @@ class Evaluator:
                     complete=len(rows) < limit)
         return h, consumed
 
-    def engine(self, phase: str, damping: float) -> Engine:
+    def engine(self, phase: str, damping: float, model: CollabModel | None = None) -> Engine:
+        """The endpoint's engine in ``phase``'s world (``model``: a collaborative model fitted on it)."""
         s = self.settings
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
-                      trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source)
+                      trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source,
+                      model=model)
+
+    def world_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(users, items, weights, times) of every event in ``phase``'s world: what a model is fitted on."""
+        rows, log = self.world(phase).rows, self.log
+        return log.users[rows], log.items[rows], log.weights[rows], log.times[rows]
 
     def recommend_for(self, user, blend: "Blend", phase: str, *, session: Session, engine: Engine | None = None) -> list[int]:
         """The endpoint's list for ``user`` (item primary keys), through :func:`for_user`."""
@@ -230,9 +238,10 @@ class Evaluator:
         return [r.item.id for r in answer.recs]
 
     # --- scoring ----------------------------------------------------------------------------
-    def run(self, blend: "Blend", *, phase: str = "test", progress: bool = False) -> dict[str, float]:
+    def run(self, blend: "Blend", *, phase: str = "test", progress: bool = False,
+            model: CollabModel | None = None) -> dict[str, float]:
         """Metrics of one blend setting, calling :func:`for_user` per evaluated user."""
-        engine = self.engine(phase, blend.damping)
+        engine = self.engine(phase, blend.damping, model)
         with self.session_factory() as session:
             return self._score(lambda user: self.recommend_for(user, blend, phase, session=session, engine=engine),
                                phase, progress)
@@ -258,35 +267,46 @@ class Evaluator:
         out.update(popularity_bias(recs, popularity))
         return out
 
+    def rank_grid(self, settings_list: Sequence[Mapping[str, float]], *, phase: str = "valid", half_life_days: float,
+                  damping: float = 0.0, model: CollabModel | None = None,
+                  progress: Callable[[Iterable], Iterable] | None = None) -> list[dict[str, float]]:
+        """NDCG and recall of each blend-weight setting on ``phase``, in the given order.
+
+        Candidates are gathered once per user with every source the settings use, then ranked
+        per setting: the two steps ``for_user``'s ``recommend`` is made of, with the same
+        seeds, exclusions and clock.
+        """
+        truth = self.truth(phase)
+        users = list(truth)
+        now = self.world(phase).now
+        engine = self.engine(phase, damping, model)
+        every = {name: 1.0 for weights in settings_list for name, w in weights.items() if w > 0}
+        per_setting: list[list[list[int]]] = [[] for _ in settings_list]
+        with self.session_factory() as session:
+            for user in (progress(users) if progress else users):
+                history, consumed = self.history(user, phase)
+                seeds = user_seeds(history, self.settings, now=now, half_life_days=half_life_days)
+                ask = make_ask(self.settings, k=self.k, now=now, exclude=consumed, weights=every)
+                sources = gather(engine, seeds, ask)
+                for j, weights in enumerate(settings_list):
+                    ask.weights = dict(weights)
+                    per_setting[j].append([r.item.id for r in rank(engine, seeds, ask, sources, session=session)])
+        relevant = [truth[u] for u in users]
+        return [{"ndcg": ndcg_at_k(recs, relevant, self.k), "recall": recall_at_k(recs, relevant, self.k)}
+                for recs in per_setting]
+
     def tune(self, grid: Mapping[str, Iterable[float]] = TUNE_GRID, *, phase: str = "valid",
              progress: Callable[[Iterable], Iterable] | None = None) -> list[dict[str, Any]]:
         """NDCG of every grid point on ``phase`` (best first). Candidates are gathered once per
         user and damping with every source on, then ranked per weight setting (the two steps
         ``for_user``'s ``recommend`` is made of, with the same seeds, exclusions and clock)."""
         results = []
-        combos = list(itertools.product(grid["profile"], grid["trending"]))
-        truth = self.truth(phase)
-        users = list(truth)
-        now = self.world(phase).now
+        combos = [{"profile": p, "co_engagement": 1.0, "trending": t}
+                  for p, t in itertools.product(grid["profile"], grid["trending"])]
         for damping, half_life in itertools.product(grid["damping"], grid["half_life_days"]):
-            engine = self.engine(phase, damping)
-            per_combo: dict[tuple, list[list[int]]] = {c: [] for c in combos}
-            with self.session_factory() as session:
-                for user in (progress(users) if progress else users):
-                    history, consumed = self.history(user, phase)
-                    seeds = user_seeds(history, self.settings, now=now, half_life_days=half_life)
-                    ask = make_ask(self.settings, k=self.k, now=now, exclude=consumed,
-                                   weights={"profile": 1.0, "co_engagement": 1.0, "trending": 1.0})
-                    sources = gather(engine, seeds, ask)
-                    for profile, trending in combos:
-                        ask.weights = {"profile": profile, "co_engagement": 1.0, "trending": trending}
-                        per_combo[(profile, trending)].append(
-                            [r.item.id for r in rank(engine, seeds, ask, sources, session=session)])
-            relevant = [truth[u] for u in users]
-            for (profile, trending), recs in per_combo.items():
-                results.append({"profile": profile, "co_engagement": 1.0, "trending": trending, "damping": damping,
-                                "half_life_days": half_life,
-                                "ndcg": ndcg_at_k(recs, relevant, self.k), "recall": recall_at_k(recs, relevant, self.k)})
+            scores = self.rank_grid(combos, phase=phase, half_life_days=half_life, damping=damping, progress=progress)
+            for weights, metrics in zip(combos, scores):
+                results.append({**weights, "damping": damping, "half_life_days": half_life, **metrics})
         results.sort(key=lambda r: -r["ndcg"])
         return results
 
@@ -356,3 +376,24 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
         rows.append((name, metrics))
     echo(format_table(rows, k))
     return report
+
+
+def sample_split(log: EventLog, split: Split, max_users: int, *, seed: int = 0) -> Split:
+    """The split restricted to at most ``max_users`` evaluated users (a seeded sample; all when fewer)."""
+    if len(split.users) <= max_users:
+        return split
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(split.users), size=max_users, replace=False))
+    keep_users = set(split.users[chosen].tolist())
+    owners = log.users[log.positive]
+
+    def keep(idx: np.ndarray) -> np.ndarray:
+        return idx[np.fromiter((owners[i].item() in keep_users for i in idx.tolist()), dtype=bool, count=len(idx))]
+
+    valid, test = keep(split.valid_idx), keep(split.test_idx)
+    held = set(valid.tolist()) | set(test.tolist())
+    train = np.asarray(sorted(set(range(len(owners))) - held), dtype=np.int64)
+    return Split(train, valid, test, split.users[chosen],
+                 {u: t for u, t in split.valid_truth.items() if u in keep_users},
+                 {u: t for u, t in split.test_truth.items() if u in keep_users},
+                 split.n_test, split.n_valid, split.min_train)

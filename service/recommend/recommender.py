@@ -4,7 +4,9 @@ Every recommendation endpoint, and the offline evaluation, goes through the same
 
 1. :func:`gather` draws candidates from each source: ``profile`` (FAISS search with the
    weighted, time-decayed mean of the seed items' embeddings, plus raw vectors),
-   ``co_engagement`` (people who engaged with a seed also engaged with ...) and ``trending``;
+   ``co_engagement`` (people who engaged with a seed also engaged with ...), ``model`` (the
+   collaborative model the rebuild trained, when the published version has one) and
+   ``trending``;
 2. :func:`rank` blends them with weights, checks the page's items against SQL (live, filters),
    diversifies with maximal marginal relevance and explains each item.
 
@@ -28,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.recommend.behaviour import Snapshot
+from service.recommend.collab import CollabModel
 from service.recommend.ranking import blend, event_weights, history_decay, mmr, profile_vector
 from service.settings import Settings
 from service.store.events import History, consumed_items, user_history
@@ -130,6 +133,10 @@ class Engine:
     trending_window_days: float = 7.0
     trending_half_life_days: float = 3.0
     candidates_per_source: int = 200
+    # The trained collaborative model of the published version, and the blend weights the
+    # training stage fitted with it (None: the settings' blend_weights).
+    model: CollabModel | None = None
+    blend: Mapping[str, float] | None = None
 
     def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         if self.space is None:
@@ -233,6 +240,10 @@ def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sour
         found = snap.co_engaged(seeds.items, n, exclude=ask.exclude)
         exhausted &= len(found) < n
         scores["co_engagement"] = allowed(found)
+    if seeds.items and engine.model is not None and ask.weights.get("model", 0) > 0:
+        found = engine.model.recommend(seeds.items, n, exclude=ask.exclude)
+        exhausted &= len(found) < n
+        scores["model"] = allowed(found)
     if ask.weights.get("trending", 0) > 0 or not seeds:
         found = snap.trending(now=ask.now, window_days=engine.trending_window_days,
                               half_life_days=engine.trending_half_life_days, n=n,
@@ -380,6 +391,8 @@ def explain_recs(engine: Engine, seeds: Seeds, sources: Sources, recs: list[Rec]
                 rec.reasons.append({"signal": signal, "text": where})
             elif signal == "new":
                 rec.reasons.append({"signal": signal, "text": "new in the catalog"})
+            elif signal == "model":
+                rec.reasons.append({"signal": signal, "text": "people with tastes like yours engaged with this"})
             elif signal == "profile":
                 rec.reasons.append({"signal": signal, "text": "close to what you like"})
 
@@ -472,8 +485,8 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
         history, consumed: the offline evaluation's one intended difference: the user's events
             before the held-out ones, and the items to exclude, instead of reading SQL (which
             holds the held-out events too). None reads them as the endpoint does.
-        weights, half_life_days: blend weights and history half-life other than the settings'
-            (tuning); None uses the settings.
+        weights, half_life_days: blend weights and history half-life other than the served ones
+            (tuning); None uses the trained blend (``engine.blend``) or else the settings'.
         fallbacks: fill a short page from the fallbacks (:func:`personal_answer`), as the endpoint
             does; the offline evaluation turns it off to score a single source alone.
     """
@@ -485,7 +498,7 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
         exclude = consumed if consumed is not None else consumed_items(
             session=session, history=history, types=settings.exclude_seen_types)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   weights=weights)
+                   weights=engine.blend if weights is None else weights)
     return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
 
@@ -545,7 +558,7 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
         if name == "examples" and not (positive or positive_vectors):
             name = "personalized"
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   strategy=strategy)
+                   strategy=strategy, weights=engine.blend)
     return personal_answer(engine, seeds, ask, name, session=session, explain=explain)
 
 

@@ -6,6 +6,7 @@ Layout under the index directory::
     versions/<version>/<space>/index.faiss     one FAISS index per embedding space
     versions/<version>/<space>/ids.npy         row -> item primary key (int64, ascending)
     versions/<version>/<space>/vectors.npy     row -> exact float32 vector (more-like-this, profiles)
+    versions/<version>/behaviour/*.npy         the collaborative model of the training stage (optional)
     .building-<version>/                        a build in progress (never read; removed by gc)
     CURRENT                                     name of the published version
 
@@ -37,6 +38,8 @@ IDS_FILE = "ids.npy"
 VECTORS_FILE = "vectors.npy"
 SPACE_FILES = (INDEX_FILE, IDS_FILE, VECTORS_FILE)
 SPACES = ("text", "clip")
+# Manifest sections besides the spaces whose "files" live in a folder of the same name.
+FILE_SECTIONS = ("behaviour",)
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 
 
@@ -133,7 +136,9 @@ def verify_version(folder: Path, *, checksums: bool = True) -> dict[str, Any]:
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
-    for space, info in manifest["spaces"].items():
+    sections = [(space, info) for space, info in manifest["spaces"].items()]
+    sections += [(name, manifest[name]) for name in FILE_SECTIONS if isinstance(manifest.get(name), dict)]
+    for space, info in sections:
         for rel, meta in info.get("files", {}).items():
             path = folder / space / rel
             if not path.is_file():

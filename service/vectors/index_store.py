@@ -74,23 +74,30 @@ def load_version(index_dir: Path, version: str, *, checksums: bool = True) -> Lo
     Raises:
         artifacts.ArtifactError: missing, corrupt or unreadable.
     """
-    from service.vectors.vector_index import read_index
-
     folder = artifacts.version_dir(index_dir, version)
     manifest = artifacts.verify_version(folder, checksums=checksums)
-    spaces = {}
-    for name, info in manifest["spaces"].items():
-        sub = folder / name
-        try:
-            index = read_index(sub / artifacts.INDEX_FILE, mmap=True)
-            ids = np.load(sub / artifacts.IDS_FILE, mmap_mode="r")
-            vectors = np.load(sub / artifacts.VECTORS_FILE, mmap_mode="r")
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise artifacts.ArtifactError(f"{version}/{name}: cannot open ({exc})") from exc
-        if index.ntotal != len(ids) or vectors.shape != (len(ids), int(info["dim"])) or index.d != int(info["dim"]):
-            raise artifacts.ArtifactError(f"{version}/{name}: index, ids and vectors disagree in size")
-        spaces[name] = LoadedSpace(name, index, np.asarray(ids), vectors, dict(info.get("search_params") or {}), dict(info["encoder"]))
+    spaces = {name: load_space(folder / name, name, info) for name, info in manifest["spaces"].items()}
     return LoadedVersion(version, manifest, spaces, _parse_time(manifest.get("read_at")))
+
+
+def load_space(sub: Path, name: str, info: dict[str, Any]) -> LoadedSpace:
+    """Open one space folder (a published version's, or a build's own before it is published).
+
+    Raises:
+        artifacts.ArtifactError: unreadable, or index, ids and vectors disagree.
+    """
+    from service.vectors.vector_index import read_index
+
+    where = f"{sub.parent.name}/{name}"
+    try:
+        index = read_index(sub / artifacts.INDEX_FILE, mmap=True)
+        ids = np.load(sub / artifacts.IDS_FILE, mmap_mode="r")
+        vectors = np.load(sub / artifacts.VECTORS_FILE, mmap_mode="r")
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise artifacts.ArtifactError(f"{where}: cannot open ({exc})") from exc
+    if index.ntotal != len(ids) or vectors.shape != (len(ids), int(info["dim"])) or index.d != int(info["dim"]):
+        raise artifacts.ArtifactError(f"{where}: index, ids and vectors disagree in size")
+    return LoadedSpace(name, index, np.asarray(ids), vectors, dict(info.get("search_params") or {}), dict(info["encoder"]))
 
 
 def _is_dir(path: Path) -> bool:

@@ -79,6 +79,10 @@ def status_payload() -> dict:
                                    "recall_at_10": info.get("recall_at_10"), "search_params": sp.params,
                                    "encoder": sp.encoder.get("name"), "fresh": len(rt.deltas.get(name).vectors) if rt.deltas.get(name) else 0}
         out["skipped_spaces"] = manifest.get("skipped_spaces", {})
+        section = manifest.get("behaviour")
+        if section is not None:
+            out["model"] = {k: v for k, v in section.items() if k not in ("files", "validation")}
+            out["model"]["served"] = rt.learned(version)[0] is not None
         if rt.clip_error:
             out["clip_error"] = rt.clip_error
     # Recent request latency per route, from this worker's ring buffer (each gunicorn worker has its own).

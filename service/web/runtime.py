@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
+from service.recommend import collab
 from service.recommend.behaviour import BehaviourModel, Snapshot
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.store.image_sources import ImageSources
+from service.vectors import artifacts
 from service.vectors.delta import DeltaSet
 from service.vectors.index_store import IndexStore, LoadedSpace, LoadedVersion
 from service.vectors.query_cache import QueryCache
@@ -77,6 +79,9 @@ class Runtime:
         self.query_cache = QueryCache(settings.query_cache_size)
         self._suggester = None
         self._suggester_lock = threading.Lock()
+        # (version name, its collaborative model or None, its fitted blend or None)
+        self._learned: tuple[str, collab.CollabModel | None, Mapping[str, float] | None] | None = None
+        self._learned_lock = threading.Lock()
         self._suggester_checked = 0.0
         self.store = IndexStore(
             settings.index_path, poll_seconds=settings.index_poll_seconds,
@@ -166,6 +171,28 @@ class Runtime:
     def now(self) -> float:
         """The current time for recommendations (see ``clock``)."""
         return self.clock()
+
+    def learned(self, version: LoadedVersion | None) -> tuple[collab.CollabModel | None, Mapping[str, float] | None]:
+        """The version's trained model (memory-mapped, loaded once per version) and the blend
+        weights fitted with it (None unless ``learned_blend``); (None, None) without a model."""
+        if version is None:
+            return None, None
+        cached = self._learned
+        if cached is not None and cached[0] == version.name:
+            return cached[1], cached[2]
+        with self._learned_lock:
+            if self._learned is None or self._learned[0] != version.name:
+                model, blend = None, None
+                section = version.manifest.get("behaviour") or {}
+                if section.get("status") == "trained":
+                    folder = artifacts.version_dir(self.settings.index_path, version.name) / collab.MODEL_DIR
+                    try:
+                        model = collab.load_model(folder, section["family"], dict(section["params"]))
+                        blend = dict(section["blend"]) if self.settings.learned_blend else None
+                    except (OSError, ValueError, KeyError) as exc:  # checksums passed: a format this code can't read
+                        log.error("model of version %s not served (co-engagement answers): %s", version.name, exc)
+                self._learned = (version.name, model, blend)
+            return self._learned[1], self._learned[2]
 
     def behaviour_snapshot(self) -> Snapshot:
         """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""

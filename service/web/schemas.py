@@ -315,6 +315,9 @@ class StatusOut(Schema):
                          metadata={"description": "per space: count, dim, index_key, recall_at_10, encoder, fresh"})
     refused = fields.Dict(keys=fields.String(), values=fields.String(),
                           metadata={"description": "versions that could not be served, with the reason"})
+    model = fields.Dict(allow_none=True, metadata={
+        "description": "the version's collaborative model: status, family, params, fitted blend, test metrics "
+                       "(model, without_model, published_recipe), quality gate, training watermark, served"})
 
 
 class ReloadOut(StatusOut):

@@ -17,11 +17,13 @@ from sqlalchemy import delete, select
 
 from indexer.pipeline import Pipeline
 from service.demo import EVENTS_FILE, ITEMS_FILE
+from service.recommend import collab
 from service.recommend.offline_eval import Blend, Evaluator, load_event_log, split_log
 from service.settings import load_settings
 from service.store.db import make_engine, make_session_factory, upgrade
 from service.store.importing import import_events, import_items
 from service.store.models import Event, Item
+from service.vectors import artifacts
 from service.vectors.index_store import load_version
 from service.web.app import create_app
 
@@ -51,7 +53,13 @@ def test_evaluator_lists_equal_the_endpoint_lists_for_the_same_world_and_clock(d
         event_ids = list(session.scalars(select(Event.id).order_by(Event.id)))
         external = dict(session.execute(select(Item.id, Item.external_id)).all())
     split = split_log(log, n_test=2, n_valid=0)
-    space = load_version(settings.index_path, demo["version"]).spaces["text"]
+    published = load_version(settings.index_path, demo["version"])
+    space = published.spaces["text"]
+    # The rebuild trained a model: the endpoint serves it with its fitted blend, so must the evaluator.
+    section = published.manifest["behaviour"]
+    assert section["status"] == "trained"
+    model = collab.load_model(artifacts.version_dir(settings.index_path, demo["version"]) / collab.MODEL_DIR,
+                              section["family"], section["params"])
     ev = Evaluator(log, split, space, settings, factory, k=10)
     world = ev.world("test")
     assert len(split.users) > 20 and 0 < len(world.rows) < len(log)
@@ -71,17 +79,19 @@ def test_evaluator_lists_equal_the_endpoint_lists_for_the_same_world_and_clock(d
     runtime = app.extensions["recsys"]
     runtime.clock = lambda: world.now
     client = app.test_client()
-    blend = Blend.configured(settings)
-    compared = 0
+    blend = Blend(section["blend"], settings.co_engagement_popularity_damping, settings.event_half_life_days)
+    engine = ev.engine("test", blend.damping, model)
+    compared, signals = 0, set()
     with factory() as session:
         for user in list(world.by_user)[:40]:
             name = log.user_names[user]
-            expected = [external[i] for i in ev.recommend_for(user, blend, "test", session=session)]
+            expected = [external[i] for i in ev.recommend_for(user, blend, "test", session=session, engine=engine)]
             body = client.get(f"/users/{name}/recommendations?k=10").get_json()
             assert body["strategy"] in ("personalized", "cold_start")
+            signals |= {s for h in body["hits"] for s in h["signals"]}
             assert [h["id"] for h in body["hits"]] == expected, name
             compared += 1
-    assert compared >= 20
+    assert compared >= 20 and "model" in signals
     # The metric the evaluator reports is computed over exactly those lists.
-    metrics = ev.run(blend, phase="test")
+    metrics = ev.run(blend, phase="test", model=model)
     assert metrics["n_users"] == len(world.by_user) and 0 <= metrics["ndcg"] <= 1

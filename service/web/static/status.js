@@ -87,6 +87,8 @@
       }));
     }
 
+    renderModel(st.model);
+
     const lat = st.latency || {};
     $("latency-scope").textContent = `this worker (pid ${lat.worker_pid ?? "?"}), last ${fmtInt(lat.window)} requests per route; other gunicorn workers keep their own`;
     const routes = Object.entries(lat.routes || {}).filter(([r]) => !r.includes("/static/"))
@@ -105,6 +107,34 @@
       h("td", { class: "num" }, fmtMs(r.p99_ms)),
       h("td", null, h("div", { class: "bar lat" }, h("span", { style: `width:${Math.max(2, Math.round((r.p95_ms / worst) * 100))}%` }))),
       h("td", { class: "num" }, r.errors ? h("b", { style: "color:var(--danger)" }, r.errors) : "0"))));
+  }
+
+  function renderModel(model) {
+    const mbody = $("model-metrics").tBodies[0];
+    if (!model) {
+      $("model-summary").textContent = "No model in this version (built before the training stage existed).";
+      mbody.replaceChildren();
+      return;
+    }
+    if (model.status !== "trained") {
+      $("model-summary").textContent = `No model: ${model.reason || model.status}`;
+      mbody.replaceChildren();
+      return;
+    }
+    const gate = model.gate || {};
+    const verdict = !gate.reference ? "no published model to compare with" :
+      gate.forced ? "gate overridden (--force)" : gate.passed ? "passed the quality gate" : "refused by the quality gate";
+    $("model-summary").replaceChildren(
+      h("b", null, model.family), ` ${JSON.stringify(model.params)} · blend ${JSON.stringify(model.blend)} · `,
+      `${fmtInt(model.interactions)} interactions up to event #${fmtInt(model.watermark_event_id)} · ${verdict}`,
+      model.served ? "" : h("span", { class: "warn-box" }, " not served by this worker"));
+    const names = { model: "with the model (served)", without_model: "without a model (co-engagement blend)",
+      published_recipe: "the previously published model" };
+    const rows = Object.entries(model.metrics || {});
+    const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : "–");
+    mbody.replaceChildren(...rows.map(([name, m]) => h("tr", { dataset: { setting: name } },
+      h("td", null, names[name] || name), h("td", { class: "num" }, fmt(m.ndcg)),
+      h("td", { class: "num" }, fmt(m.recall)), h("td", { class: "num" }, fmt(m.coverage)))));
   }
 
   let timer = null;

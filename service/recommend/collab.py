@@ -1,0 +1,401 @@
+"""Collaborative models fitted offline and memory-mapped online: EASE, item-kNN and PureSVD.
+
+The co-engagement cosine in :mod:`service.recommend.behaviour` is rebuilt by every worker from raw
+events, so it has to stay cheap. These models cost more to fit (an N x N inverse, a blocked
+all-pairs cosine, a truncated SVD), so the index rebuild fits them once, keeps the
+hyper-parameters that score best offline and writes the arrays into the versioned index artifact
+(``<version>/behaviour/``). Workers memory-map those files: the pages are shared between
+processes, and a request reads only its seeds' rows. Training rows and online seeds get the same
+transform (:func:`interaction_matrix`, :func:`seed_row`): weights <= 0 are dropped (none of these
+models can say "less than unseen"), repeats add up, and ``log1p`` keeps a hundred views from
+outweighing a few purchases.
+
+Memory: ``memory_budget_bytes`` counts the fitted arrays plus the fit's own working set (EASE's
+float64 N x N matrix and float32 result, item-kNN's per-block similarity rows and neighbour lists,
+the SVD's Lanczos vectors and its dense users x k step); the input matrix and copies of its size
+are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import get_lapack_funcs
+from scipy.sparse.linalg import svds
+
+from service.recommend.ranking import decay, top_n
+
+FAMILIES = ("ease", "item_knn", "factor")
+MODEL_DIR = "behaviour"  # sub-folder of an index version that holds the model files
+
+# EASE over fewer items than this (when the budget forces it) covers too little to be worth a fit.
+EASE_MIN_ITEMS = 100
+# Rows of the N x N matrices handled at once (Gram product, symmetrising, scaling to B).
+EASE_BLOCK = 256
+# lambda as multiples of the mean diagonal of X'X: Steck's best values (ML-20M 500, Netflix 1000,
+# MSD 200; binary X) are 0.25-1x that mean there, and the mean moves with event weights and data
+# size, so fixed values would be wrong somewhere. Small data wants more shrinkage: steps above 1x.
+EASE_L2_SCALES = (0.25, 1.0, 4.0, 16.0)
+KNN_NEIGHBOURS = (50, 200)
+KNN_USER_DAMPING = (0.0, 0.5)
+# Bytes per (item in the block, item) pair: the sparse product (value + index), its dense float32
+# copy, the int64 argpartition result, slack.
+KNN_PAIR_BYTES = 32
+# Bytes per kept neighbour while fitting: int64 row + int64 column + float32 value, then the CSR.
+KNN_NEIGHBOUR_BYTES = 28
+FACTORS = (32, 64, 128)
+
+
+@dataclass
+class Interactions:
+    """Who engaged with what: users x items, ``log1p`` of the summed decayed positive weight."""
+
+    matrix: sp.csr_matrix  # users x items, float32
+    item_ids: np.ndarray  # int64, ascending: column -> item primary key
+    user_keys: np.ndarray  # row -> user key
+
+
+def interaction_matrix(users, items, weights, times, *, half_life_days: float) -> Interactions:
+    """Events (user key, item id, weight, Unix seconds) as a users x items matrix.
+
+    Events with weight <= 0 are dropped. Each weight decays with its age relative to *that
+    user's* newest event (someone who stopped visiting a year ago still says which items go
+    together), sums per (user, item), then ``log1p``. ``half_life_days`` <= 0 or inf: no decay.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    keep = w > 0
+    user_keys, u = np.unique(np.asarray(users)[keep], return_inverse=True)
+    item_ids, i = np.unique(np.asarray(items, dtype=np.int64)[keep], return_inverse=True)
+    w, t = w[keep], np.asarray(times, dtype=np.float64)[keep]
+    if half_life_days > 0 and np.isfinite(half_life_days) and len(w):
+        latest = np.full(len(user_keys), -np.inf)
+        np.maximum.at(latest, u, t)
+        w = w * decay(latest[u] - t, half_life_days)
+    m = sp.csr_matrix((w, (u.ravel(), i.ravel())), shape=(len(user_keys), len(item_ids)))
+    m.sum_duplicates()
+    m.data = np.log1p(m.data)
+    m = m.astype(np.float32)
+    m.eliminate_zeros()  # decayed below float32's range
+    return Interactions(m, item_ids, user_keys)
+
+
+def seed_row(seeds: Mapping[int, float]) -> dict[int, float]:
+    """The online counterpart of a matrix row: ``log1p(w)`` for w > 0, the others dropped."""
+    return {int(i): float(np.log1p(w)) for i, w in seeds.items() if w > 0}
+
+
+class CollabModel:
+    """A fitted model: named arrays (saved as .npy, memory-mapped when loaded) and its params."""
+
+    family = ""
+    ARRAYS: tuple[str, ...] = ("item_ids",)
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        self.arrays = dict(arrays)
+        self.item_ids: np.ndarray = self.arrays["item_ids"]
+        self.params = dict(params)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the model's arrays (what a worker maps)."""
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def rows_of(self, item_ids: Iterable[int]) -> np.ndarray:
+        """Position of each item id in ``item_ids`` (-1 when the model does not know it)."""
+        ids = np.asarray(list(item_ids), dtype=np.int64)
+        if not len(self.item_ids) or not len(ids):
+            return np.full(len(ids), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.item_ids, ids), len(self.item_ids) - 1)
+        return np.where(self.item_ids[pos] == ids, pos, -1)
+
+    def seed_vector(self, seeds: Mapping[int, float]) -> np.ndarray | None:
+        """Seeds as a dense row over ``item_ids`` (via :func:`seed_row`); None when none is known."""
+        row = seed_row(seeds)
+        rows = self.rows_of(row)
+        known = rows >= 0
+        if not known.any():
+            return None
+        x = np.zeros(len(self.item_ids), dtype=np.float32)
+        x[rows[known]] = np.fromiter(row.values(), dtype=np.float64, count=len(row))[known]
+        return x
+
+    def align(self, matrix: sp.spmatrix, item_ids: np.ndarray) -> sp.csr_matrix:
+        """Columns of ``matrix`` (named by ``item_ids``) moved to this model's items; others dropped."""
+        rows = self.rows_of(item_ids)
+        known = np.flatnonzero(rows >= 0)
+        move = sp.csr_matrix((np.ones(len(known), np.float32), (known, rows[known])),
+                             shape=(len(item_ids), len(self.item_ids)))
+        return sp.csr_matrix(sp.csr_matrix(matrix) @ move)
+
+    def score_rows(self, x: np.ndarray) -> np.ndarray:
+        """Scores over ``item_ids`` for one dense row ``x`` (n_items,)."""
+        return self.score_batch(np.asarray(x)[None, :])[0]
+
+    def score_batch(self, x) -> np.ndarray:
+        """Scores (b, n_items) for rows ``x`` (b, n_items), dense or sparse."""
+        x = x.toarray() if sp.issparse(x) else np.asarray(x)
+        x = np.atleast_2d(x).astype(np.float32, copy=False)
+        if x.shape[1] != len(self.item_ids):
+            raise ValueError(f"rows have {x.shape[1]} columns, the model knows {len(self.item_ids)} items")
+        # Only the seeds' rows of the model are read: a request touches a few pages of the map.
+        cols = np.flatnonzero((x != 0).any(axis=0))
+        if not len(cols):
+            return np.zeros(x.shape, dtype=np.float32)
+        return np.ascontiguousarray(self._score(x[:, cols], cols), dtype=np.float32)
+
+    def _score(self, x: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def recommend(self, seeds: Mapping[int, float], n: int, exclude: Iterable[int] = ()) -> dict[int, float]:
+        """Best ``n`` items for the seeds (item id -> score > 0), ``exclude`` removed.
+
+        Seeds are raw weights (as for ``Snapshot.co_engaged``); :func:`seed_row` is applied here.
+        Seeds are candidates too; empty when no positive seed is known to the model.
+        """
+        x = self.seed_vector(seeds)
+        if x is None:
+            return {}
+        scores = self.score_rows(x)
+        blocked = self.rows_of(set(exclude))
+        scores[blocked[blocked >= 0]] = 0.0
+        best = top_n(scores, n)
+        best = best[scores[best] > 0]
+        return dict(zip(self.item_ids[best].tolist(), scores[best].astype(float).tolist()))
+
+    def save(self, folder: Path) -> list[str]:
+        """Write each array as ``<family>.<name>.npy`` into ``folder``; the names written."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for name in self.ARRAYS:
+            names.append(f"{self.family}.{name}.npy")
+            np.save(folder / names[-1], np.ascontiguousarray(self.arrays[name]), allow_pickle=False)
+        return names
+
+
+class EaseModel(CollabModel):
+    """EASE (Steck, WWW 2019): ``scores = x @ B`` over the N most active items."""
+
+    family = "ease"
+    ARRAYS = ("item_ids", "B")
+
+    @property
+    def B(self) -> np.ndarray:  # noqa: N802 - Steck's name
+        """Item-item weights, N x N float32 with a zero diagonal."""
+        return self.arrays["B"]
+
+    @B.setter
+    def B(self, value: np.ndarray) -> None:  # noqa: N802
+        self.arrays["B"] = value
+
+    def _score(self, x, cols):
+        return x @ self.B[cols]
+
+
+class ItemKnnModel(CollabModel):
+    """Item-item cosine, top neighbours per item: ``scores = x @ S`` with S sparse (CSR)."""
+
+    family = "item_knn"
+    ARRAYS = ("item_ids", "data", "indices", "indptr")
+
+    def __init__(self, arrays, params):
+        super().__init__(arrays, params)
+        n = len(self.item_ids)
+        # copy=False and int32 indices (when they fit) keep scipy from copying the mapped arrays.
+        self.sim = sp.csr_matrix((self.arrays["data"], self.arrays["indices"], self.arrays["indptr"]),
+                                 shape=(n, n), copy=False)
+
+    def _score(self, x, cols):
+        return (self.sim[cols].T @ x.T).T
+
+
+class FactorModel(CollabModel):
+    """PureSVD (Cremonesi et al. 2010): ``scores = (x @ Q) @ Q.T`` with Q the item factors."""
+
+    family = "factor"
+    ARRAYS = ("item_ids", "factors")
+
+    def _score(self, x, cols):
+        q = self.arrays["factors"]
+        return (x @ q[cols]) @ q.T
+
+
+_MODELS: dict[str, type[CollabModel]] = {"ease": EaseModel, "item_knn": ItemKnnModel, "factor": FactorModel}
+
+
+def _model_class(family: str) -> type[CollabModel]:
+    if family not in _MODELS:
+        raise ValueError(f"unknown collaborative family {family!r} (known: {', '.join(FAMILIES)})")
+    return _MODELS[family]
+
+
+def load_model(folder: Path, family: str, params: Mapping[str, Any], *, mmap: bool = True) -> CollabModel:
+    """The model :meth:`CollabModel.save` wrote into ``folder``, arrays memory-mapped read-only."""
+    cls = _model_class(family)
+    arrays = {name: np.load(Path(folder) / f"{family}.{name}.npy", mmap_mode="r" if mmap else None,
+                            allow_pickle=False) for name in cls.ARRAYS}
+    return cls(arrays, params)
+
+
+# --- fitting ----------------------------------------------------------------------------------
+def fit(family: str, data: Interactions, **params) -> CollabModel:
+    """Fit one family on ``data``; ``items`` in params (a fitted model's size) is ignored."""
+    params.pop("items", None)
+    _model_class(family)
+    return {"ease": _fit_ease, "item_knn": _fit_knn, "factor": _fit_factor}[family](data, **params)
+
+
+def _spd_inverse(g: np.ndarray) -> np.ndarray:
+    """Inverse of the symmetric positive-definite ``g`` (C order, float64), overwriting it.
+
+    LAPACK potrf/potri in place (np.linalg.inv would need a second N x N float64); they fill
+    one triangle, copied to the other in blocks.
+    """
+    potrf, potri = get_lapack_funcs(("potrf", "potri"), (g,))
+    c, info = potrf(g.T, lower=1, clean=0, overwrite_a=1)  # g.T: the same memory, Fortran order
+    if info == 0:
+        c, info = potri(c, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"X'X + l2*I is not positive definite (LAPACK info {info})")
+    p = c.T  # its upper triangle holds the inverse
+    for r0 in range(0, len(p), EASE_BLOCK):
+        r1 = min(r0 + EASE_BLOCK, len(p))
+        p[r0:r1, :r0] = p[:r0, r0:r1].T
+        block, low = p[r0:r1, r0:r1], np.tril_indices(r1 - r0, -1)
+        block[low] = block.T[low]
+    return p
+
+
+def _most_active(x: sp.csr_matrix, n: int) -> np.ndarray:
+    """Columns of the ``n`` items the most users touched, ascending (so item ids stay sorted)."""
+    return np.sort(top_n(np.bincount(x.indices, minlength=x.shape[1]).astype(np.float64), n))
+
+
+def _fit_ease(data: Interactions, l2: float, max_items: int | None = None) -> EaseModel:
+    x = data.matrix
+    n = x.shape[1] if max_items is None else min(x.shape[1], int(max_items))
+    cols = _most_active(x, n)
+    xs = sp.csr_matrix(x[:, cols], dtype=np.float64)
+    xt = xs.T.tocsr()
+    g = np.empty((n, n), dtype=np.float64)
+    for r0 in range(0, n, EASE_BLOCK):  # X'X block by block: never a sparse N x N product
+        (xt[r0:r0 + EASE_BLOCK] @ xs).toarray(out=g[r0:r0 + EASE_BLOCK])
+    g[np.diag_indices(n)] += float(l2)
+    p = _spd_inverse(g) if n else g
+    neg_diag = -np.diag(p).copy()
+    b = np.empty((n, n), dtype=np.float32)
+    for r0 in range(0, n, EASE_BLOCK):  # B = -P / diag(P), column by column's diagonal
+        b[r0:r0 + EASE_BLOCK] = p[r0:r0 + EASE_BLOCK] / neg_diag
+    np.fill_diagonal(b, 0.0)
+    params = {"l2": float(l2), "items": n} | ({} if max_items is None else {"max_items": int(max_items)})
+    return EaseModel({"item_ids": data.item_ids[cols].astype(np.int64), "B": b}, params)
+
+
+def _fit_knn(data: Interactions, neighbours: int = 200, user_damping: float = 0.5,
+             block: int | None = None) -> ItemKnnModel:
+    x = sp.csr_matrix(data.matrix, dtype=np.float32, copy=True)
+    n = x.shape[1]
+    if user_damping:  # inverse user frequency, as in Snapshot
+        per_user = np.maximum(np.diff(x.indptr), 1).astype(np.float64)
+        x.data *= np.repeat(per_user ** -float(user_damping), np.diff(x.indptr)).astype(np.float32)
+    norms = np.sqrt(np.bincount(x.indices, weights=np.square(x.data, dtype=np.float64), minlength=n))
+    x.data *= np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)[x.indices].astype(np.float32)
+    xt = x.T.tocsr()
+    k = max(0, min(int(neighbours), n - 1))
+    block = max(1, int(block) if block else 2 ** 28 // (KNN_PAIR_BYTES * max(n, 1)))
+    rows, cols, vals = [], [], []
+    for r0 in range(0, n if k else 0, block):
+        r1 = min(r0 + block, n)
+        sims = (xt[r0:r1] @ x).toarray()
+        sims[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0  # an item is not its own neighbour
+        top = np.argpartition(sims, n - k, axis=1)[:, n - k:]
+        v = np.take_along_axis(sims, top, axis=1)
+        keep = v > 0
+        rows.append(np.nonzero(keep)[0] + r0)
+        cols.append(top[keep])
+        vals.append(v[keep])
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    s = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))), shape=(n, n))
+    idx = np.int32 if s.nnz < 2 ** 31 else np.int64
+    arrays = {"item_ids": data.item_ids.astype(np.int64), "data": s.data.astype(np.float32),
+              "indices": s.indices.astype(idx), "indptr": s.indptr.astype(idx)}
+    return ItemKnnModel(arrays, {"neighbours": int(neighbours), "user_damping": float(user_damping),
+                                 "block": block, "items": n})
+
+
+def _fit_factor(data: Interactions, factors: int = 64, seed: int = 0) -> FactorModel:
+    x = sp.csr_matrix(data.matrix, dtype=np.float64)
+    k = min(int(factors), min(x.shape) - 1)
+    if k < 1:
+        raise ValueError(f"a {x.shape[0]} x {x.shape[1]} matrix is too small for a factor model")
+    # A seeded start vector makes ARPACK, and so the whole fit, reproducible.
+    v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, min(x.shape))
+    _, _, vt = svds(x, k=k, v0=v0, return_singular_vectors="vh")
+    arrays = {"item_ids": data.item_ids.astype(np.int64), "factors": np.ascontiguousarray(vt.T, dtype=np.float32)}
+    return FactorModel(arrays, {"factors": k, "seed": int(seed), "items": x.shape[1]})
+
+
+# --- memory and hyper-parameters ------------------------------------------------------------------
+def _ease_bytes(n: int) -> int:
+    # float64 X'X (inverted in place) + float32 B, per-block sparse products and float64 rows, ids.
+    return 12 * n * n + (16 * EASE_BLOCK + 16) * n
+
+
+def ease_item_limit(memory_budget_bytes: int) -> int:
+    """Most items a dense EASE fits in the budget (N x N float64 work matrix + float32 result)."""
+    n = int(np.sqrt(max(memory_budget_bytes, 0) / 12)) + 1  # 12 N^2 alone: an upper bound
+    while n > 0 and _ease_bytes(n) > memory_budget_bytes:
+        n -= 1
+    return n
+
+
+def _knn_bytes(n: int, k: int, block: int) -> int:
+    return KNN_NEIGHBOUR_BYTES * n * k + KNN_PAIR_BYTES * block * n + 16 * n
+
+
+def _factor_bytes(n_users: int, n_items: int, k: int) -> int:
+    # ARPACK keeps ncv = max(2k + 1, 20) Lanczos vectors of the smaller side; then svds puts X @ V
+    # (larger side x k, float64) through a dense SVD (about three such arrays); V.T and Q (float32).
+    small, large = sorted((n_users, n_items))
+    return 8 * small * (max(2 * k + 1, 20) + k + 4) + 24 * large * k + 12 * n_items * k
+
+
+def estimate_bytes(family: str, data: Interactions, params: Mapping[str, Any]) -> int:
+    """Bytes a fit with ``params`` holds at its peak, as the budget counts them."""
+    n_users, n = data.matrix.shape
+    if family == "ease":
+        return _ease_bytes(min(n, int(params.get("max_items") or n)))
+    if family == "item_knn":
+        block = int(params.get("block") or 2 ** 28 // (KNN_PAIR_BYTES * max(n, 1)))
+        return _knn_bytes(n, max(0, min(int(params.get("neighbours", 200)), n - 1)), min(block, n))
+    _model_class(family)
+    return _factor_bytes(n_users, n, min(int(params.get("factors", 64)), max(min(n_users, n) - 1, 0)))
+
+
+def param_grid(family: str, data: Interactions, memory_budget_bytes: int) -> list[dict]:
+    """Hyper-parameter settings worth trying, each within the budget; [] when none fits."""
+    n_users, n = data.matrix.shape
+    if family == "ease":
+        items = min(n, ease_item_limit(memory_budget_bytes))
+        if items < 2 or items < min(n, EASE_MIN_ITEMS) or not data.matrix.nnz:
+            return []
+        x = data.matrix
+        diag = np.bincount(x.indices, weights=np.square(x.data, dtype=np.float64), minlength=n)
+        mean = float(diag[_most_active(x, items)].mean())
+        return [{"l2": float(f"{s * mean:.3g}"), "max_items": items} for s in EASE_L2_SCALES]
+    if family == "item_knn":
+        grid = []
+        for k in sorted({min(v, n - 1) for v in KNN_NEIGHBOURS} if n > 1 else ()):
+            block = min(n, (memory_budget_bytes - _knn_bytes(n, k, 0)) // (KNN_PAIR_BYTES * n))
+            grid += [{"neighbours": k, "user_damping": d, "block": int(block)} for d in KNN_USER_DAMPING if block >= 1]
+        return grid
+    _model_class(family)
+    # Capped at half the smaller side: with k near the item count Q Q' is close to the identity
+    # and gives the seeds back (svds itself needs k < min(X.shape)).
+    cap = min(n_users, n) // 2
+    return [{"factors": k} for k in sorted({min(f, cap) for f in FACTORS} if cap >= 1 else ())
+            if _factor_bytes(n_users, n, k) <= memory_budget_bytes]

@@ -1,0 +1,229 @@
+"""Collaborative models (EASE, item-kNN, PureSVD): known answers, the memory budget, the mmap round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from service.recommend import collab
+from service.recommend.collab import (FAMILIES, MODEL_DIR, Interactions, ease_item_limit, estimate_bytes, fit,
+                                      interaction_matrix, load_model, param_grid, seed_row)
+
+DAY = 86_400.0
+# Small enough that every family knows the answer, big enough that each has something to weigh.
+PARAMS = {"ease": {"l2": 1.0}, "item_knn": {"neighbours": 5, "user_damping": 0.5}, "factor": {"factors": 2}}
+BLOCK_A, BLOCK_B = [100, 101, 102, 103, 104], [105, 106, 107, 108, 109]
+
+
+def checkerboard() -> Interactions:
+    """Users 0-9 like items 100-104, users 10-19 like 105-109; user 0 has not met 102.
+
+    Users 20 and 21 cross over, so block B items get (small) co-engagement with block A.
+    """
+    pairs = [(u, i) for u in range(10) for i in BLOCK_A if (u, i) != (0, 102)]
+    pairs += [(u, i) for u in range(10, 20) for i in BLOCK_B]
+    pairs += [(20, 100), (20, 105), (21, 101), (21, 106), (21, 107)]
+    users, items = zip(*pairs)
+    return interaction_matrix(users, items, np.ones(len(pairs)), np.zeros(len(pairs)), half_life_days=0)
+
+
+def random_data(n_users: int = 200, n_items: int = 60, seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    # Item popularity falls off like real catalogues, so "most active" means something.
+    n = n_users * 8
+    items = (rng.pareto(1.0, n) * 5).astype(np.int64) % n_items * 7 + 3
+    users = rng.integers(0, n_users, n)
+    return interaction_matrix(users, items, rng.uniform(-1, 5, n), rng.uniform(0, 100 * DAY, n), half_life_days=30)
+
+
+def mapped(a) -> bool:
+    """True when ``a`` is a np.memmap or a view of one."""
+    while a is not None:
+        if isinstance(a, np.memmap):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+# --- interactions ------------------------------------------------------------------------------------
+def test_interaction_matrix_sums_drops_non_positive_and_takes_log1p():
+    data = interaction_matrix(["a", "a", "a", "b", "b", "c"], [1, 1, 2, 1, 3, 3], [2, 1, -1, 1, 0, 5],
+                              np.zeros(6), half_life_days=0)
+    assert data.item_ids.tolist() == [1, 3] and data.item_ids.dtype == np.int64  # item 2 only disliked
+    assert data.user_keys.tolist() == ["a", "b", "c"]
+    assert data.matrix.dtype == np.float32 and isinstance(data.matrix, sp.csr_matrix)
+    assert data.matrix.toarray() == pytest.approx(np.log1p([[3, 0], [1, 0], [0, 5]]))
+
+
+def test_interaction_decay_is_relative_to_each_users_newest_event():
+    now = 1000 * DAY
+    data = interaction_matrix(["old", "old", "old", "new"], [1, 2, 2, 1], [1, 1, 1, 1],
+                              [0.0, -30 * DAY, -60 * DAY, now], half_life_days=30)
+    # "old" stopped years before "new": its newest event still counts in full.
+    assert data.user_keys.tolist() == ["new", "old"]
+    assert data.matrix.toarray() == pytest.approx(np.log1p([[1, 0], [1, 0.5 + 0.25]]))
+    for off in (0, -1, np.inf):  # no decay
+        flat = interaction_matrix(["old", "old", "old", "new"], [1, 2, 2, 1], [1, 1, 1, 1],
+                                  [0.0, -30 * DAY, -60 * DAY, now], half_life_days=off)
+        assert flat.matrix.toarray() == pytest.approx(np.log1p([[1, 0], [1, 2]]))
+
+
+def test_empty_events_give_an_empty_matrix():
+    data = interaction_matrix(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0), half_life_days=7)
+    assert data.matrix.shape == (0, 0) and len(data.item_ids) == 0
+    assert all(param_grid(f, data, 10 ** 9) == [] for f in FAMILIES)
+
+
+def test_seed_row_is_log1p_of_positive_weights():
+    assert seed_row({1: 2.0, 2: -1.0, 3: 0.0, 4: 1e-3}) == pytest.approx({1: np.log1p(2.0), 4: np.log1p(1e-3)})
+
+
+# --- known answers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checkerboard_completes_the_missing_item_first(family):
+    model = fit(family, checkerboard(), **PARAMS[family])
+    seeds = {i: 1.0 for i in BLOCK_A if i != 102}
+    recs = model.recommend(seeds, n=10, exclude=seeds)
+    assert next(iter(recs)) == 102
+    assert not set(recs) & set(seeds)
+    scores = model.score_rows(model.seed_vector(seeds))
+    rows = model.rows_of(BLOCK_B)
+    assert (scores[rows] < scores[model.rows_of([102])[0]]).all()
+
+
+def test_ease_matches_the_closed_form():
+    rng = np.random.default_rng(3)
+    x = sp.random(40, 15, density=0.3, random_state=rng, format="csr", dtype=np.float32)
+    data = Interactions(x, np.arange(15, dtype=np.int64) * 10, np.arange(40))
+    model = fit("ease", data, l2=3.0)
+    g = x.toarray().astype(np.float64)
+    p = np.linalg.inv(g.T @ g + 3.0 * np.eye(15))
+    b = p / -np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    assert model.B.dtype == np.float32
+    np.testing.assert_allclose(model.B, b, rtol=1e-5, atol=1e-7)
+    row = x[4].toarray()[0]
+    np.testing.assert_allclose(model.score_rows(row), row @ b, rtol=1e-4, atol=1e-6)
+
+
+def test_ease_keeps_the_most_active_items_and_aligns_other_columns():
+    data = random_data()
+    model = fit("ease", data, l2=10.0, max_items=20)
+    activity = np.bincount(data.matrix.indices, minlength=len(data.item_ids))
+    assert len(model.item_ids) == 20 and model.params["items"] == 20
+    assert (np.diff(model.item_ids) > 0).all()
+    assert activity[np.searchsorted(data.item_ids, model.item_ids)].min() >= np.sort(activity)[-20]
+    aligned = model.align(data.matrix, data.item_ids)
+    cols = np.searchsorted(data.item_ids, model.item_ids)
+    np.testing.assert_array_equal(aligned.toarray(), data.matrix[:, cols].toarray())
+    np.testing.assert_allclose(model.score_batch(aligned), aligned.toarray() @ model.B, rtol=1e-5,
+                               atol=1e-6)
+    # Items outside the 20 are never recommended, and as seeds they are unknown.
+    outside = int(np.setdiff1d(data.item_ids, model.item_ids)[0])
+    assert outside not in model.recommend({int(model.item_ids[0]): 1.0}, n=100)
+    assert model.recommend({outside: 1.0}, n=5) == {}
+
+
+def test_item_knn_is_the_same_whatever_the_block_size():
+    data = random_data()
+    one = fit("item_knn", data, neighbours=7, user_damping=0.5, block=len(data.item_ids))
+    tiny = fit("item_knn", data, neighbours=7, user_damping=0.5, block=3)
+    assert (one.sim != tiny.sim).nnz == 0
+    per_item = np.diff(one.arrays["indptr"])
+    assert per_item.max() <= 7 and one.sim.diagonal().max() == 0  # an item is not its own neighbour
+    assert one.arrays["indices"].dtype == np.int32 and one.sim.has_sorted_indices
+
+
+def test_factor_fits_are_reproducible():
+    data = random_data()
+    a, b = fit("factor", data, factors=8), fit("factor", data, factors=8)
+    np.testing.assert_array_equal(a.arrays["factors"], b.arrays["factors"])
+    assert a.arrays["factors"].shape == (len(data.item_ids), 8)
+    assert fit("factor", checkerboard(), factors=500).params["factors"] == 9  # below min(X.shape)
+
+
+# --- recommend() ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recommend_needs_a_known_positive_seed_and_honours_n_and_exclude(family):
+    model = fit(family, checkerboard(), **PARAMS[family])
+    assert model.recommend({}, n=5) == {}
+    assert model.recommend({999: 1.0}, n=5) == {}
+    assert model.recommend({100: -1.0, 101: 0.0}, n=5) == {}
+    full = model.recommend({100: 1.0, 105: 0.5, 103: -2.0}, n=10)
+    assert full and all(s > 0 for s in full.values())
+    assert list(full.values()) == sorted(full.values(), reverse=True)
+    top3 = model.recommend({100: 1.0, 105: 0.5}, n=3)
+    assert list(top3) == list(full)[:3]
+    some = model.recommend({100: 1.0, 105: 0.5}, n=10, exclude=list(full)[:2])
+    assert not set(some) & set(list(full)[:2])
+
+
+# --- save / load ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_mmap_load_give_the_same_recommendations(family, tmp_path):
+    data = random_data()
+    model = fit(family, data, **param_grid(family, data, 10 ** 8)[0])
+    folder = tmp_path / "v1" / MODEL_DIR
+    names = model.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+    loaded = load_model(folder, family, model.params)
+    assert loaded.family == family and loaded.params == model.params and loaded.nbytes == model.nbytes > 0
+    for name, arr in loaded.arrays.items():
+        assert mapped(arr), name
+        np.testing.assert_array_equal(arr, model.arrays[name])
+    if family == "item_knn":  # the CSR wraps the mapped arrays, no copies
+        assert mapped(loaded.sim.data) and mapped(loaded.sim.indices) and mapped(loaded.sim.indptr)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        seeds = {int(i): float(w) for i, w in zip(rng.choice(data.item_ids, 4), rng.uniform(-1, 3, 4))}
+        assert loaded.recommend(seeds, n=10, exclude=list(seeds)[:1]) == model.recommend(seeds, n=10,
+                                                                                          exclude=list(seeds)[:1])
+    eager = load_model(folder, family, model.params, mmap=False)
+    assert not any(mapped(a) for a in eager.arrays.values())
+
+
+def test_unknown_family_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        fit("als", checkerboard())
+    with pytest.raises(ValueError):
+        param_grid("als", checkerboard(), 10 ** 9)
+    with pytest.raises(ValueError):
+        load_model(tmp_path, "als", {})
+
+
+# --- memory budget ---------------------------------------------------------------------------------
+def test_ease_item_limit_counts_the_float64_inverse_and_float32_result():
+    assert ease_item_limit(0) == 0 and ease_item_limit(1000) == 0
+    previous = 0
+    for budget in (10 ** 5, 10 ** 6, 10 ** 7, 10 ** 9, 4 * 2 ** 30):
+        n = ease_item_limit(budget)
+        assert 12 * n * n <= collab._ease_bytes(n) <= budget < collab._ease_bytes(n + 1)
+        assert n >= previous
+        previous = n
+    assert 15_000 < ease_item_limit(4 * 2 ** 30) < 19_000
+
+
+def test_param_grids_stay_within_the_budget():
+    data = random_data(n_users=300, n_items=150)
+    n = len(data.item_ids)
+    assert n > collab.EASE_MIN_ITEMS
+    # EASE: a budget for fewer items than the minimum gives nothing; a bigger one caps the items.
+    assert param_grid("ease", data, collab._ease_bytes(collab.EASE_MIN_ITEMS - 1)) == []
+    budget = collab._ease_bytes(120)
+    grid = param_grid("ease", data, budget)
+    assert len(grid) == len(collab.EASE_L2_SCALES) and {g["max_items"] for g in grid} == {120}
+    assert len({g["l2"] for g in grid}) == len(grid)
+    assert len(fit("ease", data, **grid[0]).item_ids) == 120
+    assert param_grid("ease", data, 10 ** 9)[0]["max_items"] == n
+    # item-kNN: the block shrinks with the budget, never below one item, never beyond it.
+    for budget in (collab._knn_bytes(n, n - 1, 1), 2 * 10 ** 6, 10 ** 8):
+        grid = param_grid("item_knn", data, budget)
+        assert grid and all(1 <= g["block"] <= n and estimate_bytes("item_knn", data, g) <= budget for g in grid)
+    assert param_grid("item_knn", data, collab._knn_bytes(n, 50, 0)) == []
+    small = param_grid("item_knn", data, collab._knn_bytes(n, n - 1, 10))
+    assert fit("item_knn", data, **small[0]).params["block"] == small[0]["block"] < n
+    # Factors: capped by the data (half of its 121 items) and by the budget.
+    assert n == 121 and [g["factors"] for g in param_grid("factor", data, 10 ** 9)] == [32, 60]
+    assert param_grid("factor", data, 1000) == []
+    assert all(estimate_bytes("factor", data, g) <= 10 ** 6 for g in param_grid("factor", data, 10 ** 6))
