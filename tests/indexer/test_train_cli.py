@@ -1,0 +1,113 @@
+"""``recsys-indexer build`` with its training stage, ``train`` alone, and the quality gate's exit code,
+on the embedded SQLite default with the real text model; then the service serving the model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import indexer.pipeline as pipeline
+import indexer.train as train
+from indexer.cli import EXIT_GATE, cli
+from service.cli import cli as recsys
+from service.recommend import collab
+from service.settings import load_settings
+from service.vectors import artifacts
+from service.web.app import create_app
+
+pytestmark = pytest.mark.slow  # the real text model
+
+TASTES, PER_TASTE, USERS, PER_USER = 3, 12, 60, 6
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """A catalog of three tastes and users who each stick to one, imported through the CLI."""
+    for key in ("RECSYS_DATABASE_URL", "RECSYS_RECALL_FLOOR", "RECSYS_INDEX_MEMORY_BUDGET_MB"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RECSYS_CLIP_ENABLED", "false")
+    data = tmp_path / "data"
+    items, events = tmp_path / "items.jsonl", tmp_path / "events.csv"
+    items.write_text("".join(json.dumps({"id": f"t{t}-{i}", "kind": "product", "title": f"Taste {t} product {i}"}) + "\n"
+                             for t in range(TASTES) for i in range(PER_TASTE)))
+    rng = np.random.default_rng(3)
+    lines = ["event_id,user_id,item_id,type,value,timestamp"]
+    for u in range(USERS):
+        for step, i in enumerate(rng.choice(PER_TASTE, size=PER_USER, replace=False).tolist()):
+            lines.append(f"e{u}-{step},u{u},t{u % TASTES}-{i},purchase,,2026-03-{1 + u % 20:02d}T{step:02d}:00:00Z")
+    events.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    for args in (["db", "upgrade"], ["import", "items", str(items)], ["import", "events", str(events)]):
+        res = runner.invoke(recsys, ["--data-dir", str(data), *args])
+        assert res.exit_code == 0, res.output
+
+    def invoke(*args):
+        return runner.invoke(cli, ["--data-dir", str(data), *args], catch_exceptions=False)
+
+    invoke.data = data
+    return invoke
+
+
+def _bad_fit(family, data, **params):
+    """Any family, then its scores replaced by a fixed random ranking: a model worth refusing."""
+    model = collab.fit(family, data, **params)
+    noise = np.random.default_rng(1).random(len(model.item_ids)).astype(np.float32)
+    model.score_rows = lambda x, _noise=noise: np.broadcast_to(_noise, np.shape(x)).copy()
+    model.score_batch = model.score_rows
+    return model
+
+
+def test_build_trains_then_the_gate_refuses_a_worse_model_until_forced(run, monkeypatch):
+    built = run("build")
+    assert built.exit_code == 0, built.output
+    assert "model " in built.output and "NDCG@10" in built.output
+    index_dir = load_settings({"data_dir": run.data}, environ={}).index_path
+    first = artifacts.current_version(index_dir)
+    section = artifacts.read_manifest(artifacts.version_dir(index_dir, first))["behaviour"]
+    assert section["status"] == "trained" and section["interactions"] == USERS * PER_USER
+    status = json.loads(run("status", "--json").output)
+    assert status["model"]["family"] == section["family"] and "files" not in status["model"]
+
+    # The same data, a deliberately bad model: refused, kept unpublished, exit code 4.
+    real_train = train.train_model
+    monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: real_train(*a, **{**k, "fit": _bad_fit}))
+    refused = run("train")
+    assert refused.exit_code == EXIT_GATE, refused.output
+    assert "refused by the quality gate" in refused.output and "gate REFUSED" in refused.output
+    assert artifacts.current_version(index_dir) == first
+    newest = artifacts.list_versions(index_dir)[0]
+    assert newest.name != first and not newest.published and newest.manifest["spaces_from"] == first
+    assert json.loads(run("status", "--json").output)["last_build"]["message"].startswith("refused by the quality gate")
+
+    forced = run("train", "--force")
+    assert forced.exit_code == 0, forced.output
+    published = artifacts.current_version(index_dir)
+    manifest = artifacts.read_manifest(artifacts.version_dir(index_dir, published))
+    assert published not in (first, newest.name) and manifest["behaviour"]["gate"]["forced"] is True
+    # The spaces were reused, not rebuilt: the same files (hard links) under the new version.
+    old_ids = artifacts.version_dir(index_dir, first) / "text" / artifacts.IDS_FILE
+    new_ids = artifacts.version_dir(index_dir, published) / "text" / artifacts.IDS_FILE
+    assert old_ids.read_bytes() == new_ids.read_bytes()
+
+
+def test_the_service_serves_the_trained_model_and_a_new_event_counts_at_once(run, monkeypatch):
+    assert run("build").exit_code == 0
+    for key in ("RECSYS_CLIP_ENABLED",):
+        monkeypatch.delenv(key, raising=False)
+    app = create_app({"data_dir": str(run.data), "clip_enabled": False})
+    client = app.test_client()
+    status = client.get("/status").get_json()
+    assert status["model"]["served"] is True and status["model"]["status"] == "trained"
+    hits = client.get("/users/u0/recommendations?k=5").get_json()["hits"]
+    assert any("model" in h["signals"] for h in hits)
+    assert all(h["id"].startswith("t0-") for h in hits)  # u0's taste
+    # A brand-new user: cold start, then one purchase of taste 2 turns the page to taste 2 at once.
+    assert client.get("/users/newbie/recommendations?k=5").get_json()["strategy"] == "cold_start"
+    posted = client.post("/events", json={"user_id": "newbie", "item_id": "t2-0", "type": "purchase"})
+    assert posted.status_code in (200, 201, 202), posted.get_data(as_text=True)
+    after = client.get("/users/newbie/recommendations?k=5").get_json()
+    assert after["strategy"].startswith("personalized")
+    assert after["hits"] and all(h["id"].startswith("t2-") for h in after["hits"][:3])
