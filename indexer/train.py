@@ -81,7 +81,7 @@ def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.Co
     """Fit every allowed (family, setting) on the validation world; returns (table, best row)."""
     data = _interactions(ev.world_arrays("valid"), settings)
     budget = int(settings.train_memory_budget_mb * 2**20)
-    table = []
+    table: list[dict] = []
     for family in settings.train_families:
         for params in collab.param_grid(family, data, budget):
             started = time.perf_counter()
@@ -150,6 +150,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     ev = Evaluator(event_log, split, space, settings, session_factory, k=K)
 
     table, best = choose_model(ev, settings, fit)
+    # Refit rather than keep every candidate alive: one fit of the winner costs less than the grid.
     valid_model = fit(best["family"], _interactions(ev.world_arrays("valid"), settings), **best["params"])
     weights, valid_ndcg = choose_blend(ev, valid_model, settings)
     log.info("train: chose %s %s, blend %s (validation NDCG@%d %.4f)", best["family"], best["params"], weights, K,

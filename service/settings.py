@@ -86,13 +86,14 @@ class Settings:
     # Trending: default window and its own half-life (days).
     trending_window_days: float = 7.0
     trending_half_life_days: float = 3.0
-    # Training stage of the rebuild (`recsys-indexer build` / `train`): model families to try
-    # (the best on validation wins), the memory the fitted model may take (it bounds EASE's item
-    # count), users sampled to validate and gate it, and the fewest positive interactions worth
-    # training on (fewer: no model, co-engagement alone answers).
+    # Training stage of the rebuild (`recsys-indexer build` / `train`): collaborative model
+    # families to try; the best on held-out behaviour wins.
     train_families: tuple[str, ...] = MODEL_FAMILIES
+    # Memory the fitted model and its fit may take (bounds EASE's item count and kNN's blocks).
     train_memory_budget_mb: float = 1024.0
+    # Users sampled (seeded) to validate and gate the model: more is steadier, and slower.
     train_eval_users: int = 1000
+    # Fewest positive interactions worth training on (fewer: no model, co-engagement answers).
     train_min_interactions: int = 200
     # Quality gate: a new model whose test NDCG@10 is below the published model's (refit on the
     # same split) by more than this fraction is not published (`--force` publishes anyway).

@@ -20,6 +20,7 @@ events. Tuning reuses each user's gathered candidates across weight settings (th
 from __future__ import annotations
 
 import datetime as dt
+import json
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.recommend.behaviour import Snapshot, load_catalog
+from service.recommend import collab
 from service.recommend.collab import CollabModel
 from service.recommend.evaluation import (
     Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, popularity_bias, recall_at_k,
@@ -349,7 +351,8 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
     if not len(split.users):
         raise ValueError(f"no user has the {n_test + n_valid + 1} positive interactions a split needs")
     version = artifacts.current_version(settings.index_path)
-    space = load_version(settings.index_path, version).spaces.get("text") if version else None
+    loaded = load_version(settings.index_path, version) if version else None
+    space = loaded.spaces.get("text") if loaded else None
     echo(f"{len(log)} events ({len(log.positive)} positive interactions), {len(split.users)} users evaluated "
          f"(last {n_test} held out, {n_valid} before them for validation); "
          f"content from index {version or 'none (no index published: content source off)'}")
@@ -369,9 +372,19 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
         if write:
             path = write_settings_file(settings, best.settings())
             echo(f"wrote the tuned blend to {path}")
+    models: dict[str, CollabModel] = {}
+    section = (loaded.manifest.get("behaviour") or {}) if loaded else {}
+    if section.get("status") == "trained":
+        # The published model saw the held-out events: its recipe is refit on this split's world.
+        users, items, weights, times = ev.world_arrays("test")
+        data = collab.interaction_matrix(users, items, weights, times, half_life_days=settings.event_half_life_days)
+        name = f"published model, refit ({section['family']} {json.dumps(section['params'])})"
+        models[name] = collab.fit(section["family"], data, **section["params"])
+        blends.insert(0, (name, Blend(dict(section["blend"]), settings.co_engagement_popularity_damping,
+                                      settings.event_half_life_days)))
     rows = []
     for name, blend in blends:
-        metrics = ev.run(blend, phase="test", progress=True)
+        metrics = ev.run(blend, phase="test", progress=True, model=models.get(name))
         report["results"][name] = {**blend.settings(), **metrics}
         rows.append((name, metrics))
     echo(format_table(rows, k))

@@ -65,9 +65,14 @@ def test_recsys_eval_scores_the_real_path_tunes_and_writes_settings(tmp_path, se
     res = runner.invoke(cli, [*base, "eval", "--write-settings"])
     assert res.exit_code == 2 and "--tune" in res.output
     s = load_settings({"data_dir": settings.data_dir, "database_url": settings.sqlalchemy_url}, environ={})
-    Pipeline(s.__class__(**{**s.__dict__, "clip_enabled": False}), _factory(s)).run()
-    out = run("eval", "--holdout", "1", "--valid", "1", "--tune", "--write-settings")
+    # Built with a model (this world is small: lower the training threshold).
+    Pipeline(s.__class__(**{**s.__dict__, "clip_enabled": False, "train_min_interactions": 20}), _factory(s)).run()
+    out = run("eval", "--holdout", "1", "--valid", "1", "--tune", "--write-settings", "--json", str(tmp_path / "r2.json"))
     assert "best on validation" in out and "wrote the tuned blend" in out
+    # The published model saw the held-out events, so its recipe is refit on the split's world.
+    refit = [v for k, v in json.loads((tmp_path / "r2.json").read_text())["results"].items()
+             if k.startswith("published model, refit")]
+    assert len(refit) == 1 and refit[0]["blend_weights"]["model"] == 1.0 and refit[0]["ndcg"] > 0.5
     written = json.loads((settings.data_dir / "settings.json").read_text())
     assert written["blend_weights"]["co_engagement"] == 1.0 and "event_half_life_days" in written
     assert load_settings({"data_dir": settings.data_dir}, environ={}).blend_weights == written["blend_weights"]
