@@ -349,6 +349,12 @@ def test_status_page(browser, server):
         assert pg.locator('#latency tr[data-route="GET /search"]').count() == 1
         assert "this worker" in pg.inner_text("#latency-scope")
         assert pg.inner_text("#build-seconds") != "–"
+        # The demo's rebuild trained a model: its recipe and test metrics are on the page.
+        model = status["model"]
+        assert model["status"] == "trained" and model["family"] in pg.inner_text("#model-summary")
+        served = pg.locator("#model-metrics tr[data-setting=model]")
+        assert f"{model['metrics']['model']['ndcg']:.4f}" in served.inner_text()
+        assert pg.locator("#model-metrics tr[data-setting=without_model]").count() == 1
     # Auto-refresh: the page asks again within about 5 s.
     with pg.expect_response(lambda r: r.url.endswith("/status"), timeout=8000):
         pass
