@@ -190,61 +190,41 @@ def _short(params: dict) -> str:
 
 def run_trained(data, ev, pk_of_col, settings, factory) -> tuple[str, dict, dict[int, list[int]]]:
     """The service with its trained model, chosen and scored as :func:`indexer.train.train_model`
-    does, on this benchmark's evaluator: (row name, row, test list per user in benchmark columns)."""
-    from indexer.train import _interactions, _test_metrics, choose_blend, choose_model
+    does (``choose_recipe``: family, setting, blend weights, learned ranker), on this benchmark's
+    evaluator: (row name, row, test list per user in benchmark columns)."""
+    from indexer.train import _interactions, choose_recipe
     from service.recommend import collab
     from service.recommend.offline_eval import Blend
 
     t0 = time.perf_counter()
-    candidates, best = choose_model(ev, settings, collab.fit)
-    model_s = time.perf_counter() - t0
-    family, params = best["family"], best["params"]
-    t1 = time.perf_counter()
-    valid_model = collab.fit(family, _interactions(ev.world_arrays("valid"), settings), **params)
-    weights, blend_valid_ndcg = choose_blend(ev, valid_model, settings)
-    blend_s = time.perf_counter() - t1
+    recipe = choose_recipe(ev, settings, collab.fit)
     choose_s = time.perf_counter() - t0
-    recipe = f"{family} {_short(params)}; blend " + ", ".join(f"{k} {v:g}" for k, v in weights.items())
-    print(f"  trained model chosen on validation: {recipe} (direct NDCG@{ev.k} {best['ndcg']:.4f}, "
-          f"blend NDCG@{ev.k} {blend_valid_ndcg:.4f}; {len(candidates)} candidates in {model_s:.0f} s, "
-          f"blend in {blend_s:.0f} s)", file=sys.stderr)
-    # End-to-end validation figure of the chosen recipe (for_user, fallbacks on), for the table.
-    valid = _test_metrics_phase(ev, valid_model, weights, settings, "valid")
+    family, params, weights = recipe.best["family"], recipe.best["params"], recipe.weights
+    served = "ranker" if recipe.ranker is not None else "weights"
+    text = (f"{family} {_short(params)}; blend " + ", ".join(f"{k} {v:g}" for k, v in weights.items())
+            + f"; served by the {served}")
+    print(f"  trained model chosen on validation: {text} (direct NDCG@{ev.k} {recipe.best['ndcg']:.4f}, "
+          f"blend NDCG@{ev.k} {recipe.valid_ndcg:.4f}; ranker {recipe.ranker_record}; {choose_s:.0f} s)",
+          file=sys.stderr)
     t2 = time.perf_counter()
     test_model = collab.fit(family, _interactions(ev.world_arrays("test"), settings), **params)
-    refit_s = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    metrics = _test_metrics(ev, test_model, weights, settings)
-    test_s = time.perf_counter() - t3
-    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days)
+    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days,
+                  served=True)
     assert blend.fallbacks, "the trained-model row is scored with the endpoint's fallbacks"
-    # The same test lists, through the same public call ``run`` makes, for the paired comparison.
+    lists_pk: dict = {}
+    metrics = ev.run(blend, phase="test", model=test_model, ranker=recipe.ranker, lists=lists_pk)
+    test_s = time.perf_counter() - t2
     col_of_pk = {int(pk): c for c, pk in enumerate(pk_of_col.tolist())}
-    engine = ev.engine("test", blend.damping, test_model)
-    lists: dict[int, list[int]] = {}
-    with factory() as session:
-        for user in data.split.users.tolist():
-            lists[int(user)] = [col_of_pk[pk] for pk in ev.recommend_for(user, blend, "test", session=session,
-                                                                         engine=engine)]
-    name = f"{TRAINED} ({family} {_short(params)})"
-    row = {**metrics, "valid_ndcg": valid["ndcg"], "blend_valid_ndcg": blend_valid_ndcg,
-           "family": family, "params": params, "model_valid_ndcg": best["ndcg"], "blend": weights,
-           "fallbacks": blend.fallbacks, **blend.settings(), "recipe": recipe,
+    lists = {int(u): [col_of_pk[pk] for pk in lists_pk[u]] for u in data.split.users.tolist()}
+    name = f"{TRAINED} ({family} {_short(params)}, {served})"
+    row = {**{k: float(v) for k, v in metrics.items()}, "valid_ndcg": recipe.valid_ndcg, "blend_valid_ndcg": recipe.valid_ndcg,
+           "family": family, "params": params, "model_valid_ndcg": recipe.best["ndcg"], "blend": weights,
+           "ranker": recipe.ranker_record, "fallbacks": blend.fallbacks, **blend.settings(), "recipe": text,
            "model_bytes": int(test_model.nbytes), "model_items": int(len(test_model.item_ids)),
-           "candidates": candidates,
-           "timing": {"choose_model_seconds": round(model_s, 1), "choose_blend_seconds": round(blend_s, 1),
-                      "choose_seconds": round(choose_s, 1), "test_refit_seconds": round(refit_s, 2),
-                      "test_score_seconds": round(test_s, 1)},
+           "candidates": recipe.table,
+           "timing": {"choose_seconds": round(choose_s, 1), "test_seconds": round(test_s, 1)},
            "seconds": round(time.perf_counter() - t0, 1)}
     return name, row, lists
-
-
-def _test_metrics_phase(ev, model, weights, settings, phase: str) -> dict[str, float]:
-    """:func:`indexer.train._test_metrics` on another phase (same blend, fallbacks on)."""
-    from service.recommend.offline_eval import Blend
-
-    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days)
-    return {k: float(v) for k, v in ev.run(blend, phase=phase, model=model).items()}
 
 
 def paired_ndcg(data, ours: dict[int, list[int]], theirs: dict[int, list[int]], k: int) -> dict:
@@ -350,7 +330,7 @@ def main() -> None:
                                              "pct": round(pct, 2), **paired}
     print(compare_line("trained-model service", paired, pct, args.k, "the tuned blend (no model)"))
     print(f"trained model: {trained['recipe']}; choice on validation took {trained['timing']['choose_seconds']:.0f} s "
-          f"(models {trained['timing']['choose_model_seconds']:.0f} s, blend {trained['timing']['choose_blend_seconds']:.0f} s)")
+          f"(family, setting, blend weights and ranker), test {trained['timing']['test_seconds']:.0f} s")
     total = time.perf_counter() - started
     print(f"total {total:.0f} s (service rows {service_s:.0f} s, trained model {trained['seconds']:.0f} s, "
           f"baselines {baselines_s:.0f} s)")

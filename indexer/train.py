@@ -8,12 +8,18 @@ gate it against the published one, and write it into the version being built.
    is fitted per hyper-parameter setting on the validation world and scored directly (the
    user's seeds in, the same exclusions); the best family and setting wins.
 3. The blend of the model with the other sources (content profile, co-engagement, trending) is
-   fitted on validation through the pieces of the endpoint's own ``recommend``.
+   fitted on validation through the pieces of the endpoint's own ``recommend``: fixed weights
+   from a grid, and a LambdaRank ranker over the candidates' features
+   (:mod:`service.recommend.learned_rank`); the ranker is kept only when it beats the weights
+   on the half of the validation users it was not trained on by more than two standard errors
+   of the paired difference.
 4. Test metrics come from :func:`service.recommend.recommender.for_user` end to end (the
    function ``GET /users/{id}/recommendations`` calls), with the clock of the training data.
-   The published model's recipe (family, setting, blend) is refit on the same world and
-   scored the same way: a new model worse than it by more than ``train_gate_tolerance`` is
-   refused (the caller decides whether ``--force`` publishes it anyway).
+   The published model's recipe (family, setting, blend weights) is refit on the same world and
+   scored the same way: a new model is refused when its NDCG@10 is below that reference by
+   more than ``train_gate_tolerance`` *and* the paired per-user difference is more than two
+   standard errors below zero (small catalogs are noisy; a gate that flaps on noise is ignored).
+   The caller decides whether ``--force`` publishes a refused model anyway.
 5. The winner is refit on every event and saved under ``behaviour/`` of the version folder;
    its manifest section records the recipe, metrics, gate and training watermark.
 """
@@ -31,9 +37,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.recommend import collab
-from service.recommend.evaluation import ndcg_at_k, recall_at_k
+from service.recommend.evaluation import ndcg_at_k, ndcg_per_user, paired_difference, recall_at_k
+from service.recommend import learned_rank
 from service.recommend.offline_eval import Blend, Evaluator, EventLog, load_event_log, sample_split, split_log
-from service.recommend.recommender import user_seeds
+from service.recommend.ranking import blend as weighted_blend
+from service.recommend.recommender import gather, make_ask, user_seeds
 from service.settings import Settings
 from service.store.models import Event
 from service.vectors import artifacts
@@ -97,23 +105,141 @@ def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.Co
 
 
 def choose_blend(ev: Evaluator, model: collab.CollabModel, settings: Settings) -> tuple[dict[str, float], float]:
-    """The blend weights with the best validation NDCG (ties: the simpler setting, listed first)."""
+    """The blend weights with the best validation NDCG (ties: the setting listed first).
+
+    Settings without the model compete too (co-engagement at 1, and the configured
+    ``blend_weights``): where validation says the model does not help, it is not blended in.
+    """
     names = [n for n in BLEND_GRID if n != "profile" or ev.space is not None]
-    grid: list[dict[str, float]] = [{"model": 1.0}]
+    with_model: list[dict[str, float]] = [{"model": 1.0}]
+    without: list[dict[str, float]] = [{"co_engagement": 1.0}]
     for name in names:
-        grid = [{**g, name: w} for g in grid for w in BLEND_GRID[name]]
-    grid = [{n: w for n, w in g.items() if w > 0} for g in grid]
+        with_model = [{**g, name: w} for g in with_model for w in BLEND_GRID[name]]
+        if name != "co_engagement":
+            without = [{**g, name: w} for g in without for w in BLEND_GRID[name]]
+    grid = [{n: w for n, w in g.items() if w > 0} for g in with_model + without + [dict(settings.blend_weights)]]
+    grid = [g for j, g in enumerate(grid) if g and g not in grid[:j]]
     scores = ev.rank_grid(grid, phase="valid", half_life_days=settings.event_half_life_days, model=model)
     best = max(range(len(grid)), key=lambda j: (scores[j]["ndcg"], -j))
     return grid[best], scores[best]["ndcg"]
 
 
+@dataclass
+class Group:
+    """One validation user's candidates (every source on), their features and which were held out."""
+
+    scores: dict[str, dict[int, float]]
+    items: list[int]
+    x: np.ndarray
+    y: np.ndarray
+
+
+def candidate_groups(ev: Evaluator, model: collab.CollabModel, settings: Settings, phase: str = "valid") -> list[Group]:
+    """Per evaluated user, what ``gather`` finds with every source on (the ranker's training data)."""
+    truth, now = ev.truth(phase), ev.world(phase).now
+    engine = ev.engine(phase, settings.co_engagement_popularity_damping, model)
+    every = {s: 1.0 for s in learned_rank.SOURCES if s != "profile" or ev.space is not None}
+    groups = []
+    for user in truth:
+        history, consumed = ev.history(user, phase)
+        seeds = user_seeds(history, settings, now=now)
+        if not seeds.liked:
+            continue
+        ask = make_ask(settings, k=K, now=now, exclude=consumed, weights=every)
+        scores = gather(engine, seeds, ask).scores
+        items, x = learned_rank.candidate_features(scores, engine.behaviour)
+        groups.append(Group(scores, items, x, np.array([i in truth[user] for i in items], dtype=np.int32)))
+    return groups
+
+
+def _ndcg_of(order_fn, groups: list[Group]) -> np.ndarray:
+    """Per group, NDCG@K of its candidates ordered by ``order_fn(group) -> scores``."""
+    recs, relevant = [], []
+    for g in groups:
+        scores = order_fn(g)
+        recs.append([g.items[j] for j in np.argsort(-scores, kind="stable")[:K]])
+        relevant.append({i for i, y in zip(g.items, g.y) if y})
+    return ndcg_per_user(recs, relevant, K)
+
+
+def choose_ranker(groups: list[Group], weights: Mapping[str, float], *, seed: int = 0) -> tuple[learned_rank.Ranker | None, dict]:
+    """Fit the ranker on half the users, compare it with the weights on the other half, keep the
+    better (refit on every user when it is the ranker). Returns (ranker or None, the record)."""
+    order = np.random.default_rng(seed).permutation(len(groups))
+    fit_half = [groups[j] for j in order[: len(order) // 2]]
+    held_half = [groups[j] for j in order[len(order) // 2:]]
+    record: dict[str, Any] = {"used": False, "users": len(groups)}
+    trial = learned_rank.fit_ranker([(g.x, g.y) for g in fit_half])
+    if trial is None or not held_half:
+        record["reason"] = "too few validation users with a held-out item among the candidates"
+        return None, record
+
+    def by_weights(g: Group) -> np.ndarray:
+        blended = weighted_blend(g.scores, weights)
+        return np.array([blended.get(i, (0.0, ()))[0] for i in g.items])
+
+    ranked, weighted = _ndcg_of(lambda g: trial.predict(g.x), held_half), _ndcg_of(by_weights, held_half)
+    diff = paired_difference(ranked, weighted)
+    record["held_half"] = {"ranker_ndcg": float(np.nanmean(ranked)), "weights_ndcg": float(np.nanmean(weighted)),
+                           "difference": diff}
+    if not diff["mean"] > 2 * diff["se"]:
+        record["reason"] = "not better than the fixed weights on the held-out half by more than 2 standard errors"
+        return None, record
+    ranker = learned_rank.fit_ranker([(g.x, g.y) for g in groups])
+    record.update(used=ranker is not None, **(ranker.info if ranker else {}))
+    return ranker, record
+
+
 def _test_metrics(ev: Evaluator, model: collab.CollabModel | None, weights: Mapping[str, float],
-                  settings: Settings) -> dict[str, float]:
-    """Test metrics through ``for_user`` end to end (fallbacks on, as the endpoint serves)."""
-    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days)
-    out = ev.run(blend, phase="test", model=model)
-    return {k: float(v) for k, v in out.items()}
+                  settings: Settings, ranker: learned_rank.Ranker | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Test metrics through ``for_user`` end to end, blended as the endpoint would serve it
+    (the ranker, else the weights; fallbacks on), and each user's NDCG@10 for paired comparisons."""
+    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days,
+                  served=True)
+    lists: dict[Any, list[int]] = {}
+    out = ev.run(blend, phase="test", model=model, ranker=ranker, lists=lists)
+    return {k: float(v) for k, v in out.items()}, ev.per_user_ndcg(lists)
+
+
+@dataclass
+class Recipe:
+    """What validation chose: the family and setting (``best``, a row of ``table``), the blend
+    weights, and the ranker (None: the weights serve)."""
+
+    table: list[dict]
+    best: dict
+    weights: dict[str, float]
+    valid_ndcg: float
+    ranker: learned_rank.Ranker | None
+    ranker_record: dict
+
+
+def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel] = collab.fit) -> Recipe:
+    """Steps 2 and 3 of the module docstring, on ``ev``'s validation phase."""
+    table, best = choose_model(ev, settings, fit)
+    # Refit rather than keep every candidate alive: one fit of the winner costs less than the grid.
+    valid_model = fit(best["family"], _interactions(ev.world_arrays("valid"), settings), **best["params"])
+    weights, valid_ndcg = choose_blend(ev, valid_model, settings)
+    log.info("train: chose %s %s, blend %s (validation NDCG@%d %.4f)", best["family"], best["params"], weights, K,
+             valid_ndcg)
+    ranker, ranker_record = choose_ranker(candidate_groups(ev, valid_model, settings), weights)
+    log.info("train: learned ranker %s (%s)", "kept" if ranker else "not used", ranker_record)
+    return Recipe(table, best, weights, valid_ndcg, ranker, ranker_record)
+
+
+def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings, fit: Callable[..., collab.CollabModel],
+                 test_data: collab.Interactions) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """Test metrics of the recipe (refit on the test world) as served, and without any model;
+    returns (metrics, paired comparisons, per-user NDCG)."""
+    test_model = fit(recipe.best["family"], test_data, **recipe.best["params"])
+    metrics, per_user = {}, {}
+    metrics["model"], per_user["model"] = _test_metrics(ev, test_model, recipe.weights, settings, recipe.ranker)
+    metrics["without_model"], per_user["without_model"] = _test_metrics(ev, None, settings.blend_weights, settings)
+    if recipe.ranker is not None:
+        metrics["model_fixed_weights"], per_user["model_fixed_weights"] = _test_metrics(
+            ev, test_model, recipe.weights, settings)
+    comparisons = {"model_vs_without_model": paired_difference(per_user["model"], per_user["without_model"])}
+    return metrics, comparisons, per_user
 
 
 def read_log(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[EventLog, int]:
@@ -149,47 +275,45 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     split = sample_split(event_log, split, settings.train_eval_users)
     ev = Evaluator(event_log, split, space, settings, session_factory, k=K)
 
-    table, best = choose_model(ev, settings, fit)
-    # Refit rather than keep every candidate alive: one fit of the winner costs less than the grid.
-    valid_model = fit(best["family"], _interactions(ev.world_arrays("valid"), settings), **best["params"])
-    weights, valid_ndcg = choose_blend(ev, valid_model, settings)
-    log.info("train: chose %s %s, blend %s (validation NDCG@%d %.4f)", best["family"], best["params"], weights, K,
-             valid_ndcg)
-
+    chosen = choose_recipe(ev, settings, fit)
+    best, weights, ranker = chosen.best, chosen.weights, chosen.ranker
     test_data = _interactions(ev.world_arrays("test"), settings)
-    metrics = {"model": _test_metrics(ev, fit(best["family"], test_data, **best["params"]), weights, settings),
-               "without_model": _test_metrics(ev, None, settings.blend_weights, settings)}
+    metrics, comparisons, per_user = score_recipe(ev, chosen, settings, fit, test_data)
+    table, valid_ndcg, ranker_record = chosen.table, chosen.valid_ndcg, chosen.ranker_record
     recipe = {"family": best["family"], "params": best["params"], "blend": weights}
     gate = {"tolerance": settings.train_gate_tolerance, "reference": None, "passed": True}
     refused = None
     if published and published.get("status") == "trained":
         old = {"family": published["family"], "params": published["params"], "blend": published["blend"]}
-        if old == recipe:
-            reference = metrics["model"]
-        else:
-            # Always the real fitter: the reference is what the published recipe gives on this data.
-            old_model = collab.fit(old["family"], test_data, **old["params"]) if old["family"] in collab.FAMILIES else None
-            reference = _test_metrics(ev, old_model, old["blend"], settings)
+        # Always the real fitter: the reference is what the published recipe gives on this data.
+        old_model = collab.fit(old["family"], test_data, **old["params"]) if old["family"] in collab.FAMILIES else None
+        reference, reference_per_user = _test_metrics(ev, old_model, old["blend"], settings)
         metrics["published_recipe"] = reference
+        diff = paired_difference(per_user["model"], reference_per_user)
+        comparisons["model_vs_published_recipe"] = diff
         floor = reference["ndcg"] * (1.0 - settings.train_gate_tolerance)
-        gate.update(reference={"recipe": old, "ndcg": reference["ndcg"]}, floor=floor,
-                    passed=metrics["model"]["ndcg"] >= floor)
-        if not gate["passed"]:
+        worse = metrics["model"]["ndcg"] < floor and diff["mean"] + 2 * diff["se"] < 0
+        gate.update(reference={"recipe": old, "ndcg": reference["ndcg"]}, floor=floor, difference=diff,
+                    passed=not worse)
+        if worse:
             refused = (f"the new model's test NDCG@{K} {metrics['model']['ndcg']:.4f} is below the published "
-                       f"recipe's {reference['ndcg']:.4f} by more than {settings.train_gate_tolerance:.0%}")
+                       f"recipe's {reference['ndcg']:.4f} by more than {settings.train_gate_tolerance:.0%} "
+                       f"(paired difference {diff['mean']:+.4f} ± {diff['se']:.4f} SE over {diff['users']} users)")
 
     all_data = _interactions((event_log.users, event_log.items, event_log.weights, event_log.times), settings)
     final = fit(best["family"], all_data, **best["params"])
     folder = building / collab.MODEL_DIR
     names = final.save(folder)
+    if ranker is not None:
+        names += ranker.save(folder)
     section = {
-        "status": "trained", **recipe, **base,
+        "status": "trained", **recipe, "ranker": ranker_record, **base,
         "users": int(all_data.matrix.shape[0]), "items": int(all_data.matrix.shape[1]),
         "model_items": int(len(final.item_ids)), "bytes": int(final.nbytes),
         "clock": float(event_log.times.max()) if len(event_log) else 0.0,
         "split": {"users": int(len(split.users)), "n_test": 1, "n_valid": 1, "k": K},
         "validation": {"candidates": table, "blend_ndcg": valid_ndcg},
-        "metrics": metrics, "gate": gate,
+        "metrics": metrics, "comparisons": comparisons, "gate": gate,
         "seconds": round(time.perf_counter() - started, 3),
         "files": {name: artifacts.file_entry(folder / name) for name in names},
     }

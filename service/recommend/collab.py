@@ -386,7 +386,10 @@ def param_grid(family: str, data: Interactions, memory_budget_bytes: int) -> lis
         x = data.matrix
         diag = np.bincount(x.indices, weights=np.square(x.data, dtype=np.float64), minlength=n)
         mean = float(diag[_most_active(x, items)].mean())
-        return [{"l2": float(f"{s * mean:.3g}"), "max_items": items} for s in EASE_L2_SCALES]
+        # max_items is the budget's cap, not this data's item count: a refit on more data (the
+        # test world, every event) must keep items this one had no positive for yet.
+        cap = ease_item_limit(memory_budget_bytes)
+        return [{"l2": float(f"{s * mean:.3g}"), "max_items": cap} for s in EASE_L2_SCALES]
     if family == "item_knn":
         grid = []
         for k in sorted({min(v, n - 1) for v in KNN_NEIGHBOURS} if n > 1 else ()):

@@ -233,16 +233,30 @@ def ndcg_at_k(recommended: Sequence[Sequence[Any]], relevant: Sequence[set[Any]]
     DCG@k = sum over ranks r = 1..k of rel_r / log2(r + 1); IDCG@k is the DCG of a list with all
     min(k, |relevant|) relevant items first.
     """
+    scores = ndcg_per_user(recommended, relevant, k)
+    scores = scores[~np.isnan(scores)]
+    return float(np.mean(scores)) if len(scores) else 0.0
+
+
+def ndcg_per_user(recommended: Sequence[Sequence[Any]], relevant: Sequence[set[Any]], k: int = 10) -> np.ndarray:
+    """Each user's NDCG@k (see :func:`ndcg_at_k`); NaN for a user with nothing relevant."""
     _check(recommended, relevant, k)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    scores = []
-    for recs, rel in zip(recommended, relevant):
-        if not rel:
-            continue
-        dcg = float(sum(discounts[r] for r in _hit_ranks(recs, rel, k)))
-        idcg = float(discounts[: min(k, len(rel))].sum())
-        scores.append(dcg / idcg)
-    return float(np.mean(scores)) if scores else 0.0
+    out = np.full(len(relevant), np.nan)
+    for u, (recs, rel) in enumerate(zip(recommended, relevant)):
+        if rel:
+            dcg = float(sum(discounts[r] for r in _hit_ranks(recs, rel, k)))
+            out[u] = dcg / float(discounts[: min(k, len(rel))].sum())
+    return out
+
+
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Mean of ``a - b`` over the users both score (NaN skipped), its standard error and the count."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return {"mean": float(d.mean()) if len(d) else 0.0, "se": float("inf"), "users": int(len(d))}
+    return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "users": int(len(d))}
 
 
 def catalog_coverage(recommended: Sequence[Sequence[Any]], n_items: int, k: int | None = None) -> float:

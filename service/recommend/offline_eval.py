@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 from service.recommend.behaviour import Snapshot, load_catalog
 from service.recommend import collab
 from service.recommend.collab import CollabModel
+from service.recommend.learned_rank import Ranker
 from service.recommend.evaluation import (
-    Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, popularity_bias, recall_at_k,
+    Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, ndcg_per_user, popularity_bias, recall_at_k,
 )
 from service.recommend.ranking import event_weights
 from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
@@ -69,6 +70,9 @@ class Blend:
     # True for what the endpoint serves (the configured and the tuned blend); the single-source
     # ablations (NAMED_BLENDS) say False to score one source alone.
     fallbacks: bool = True
+    # Blend as the endpoint does with a trained model: ``weights`` are the engine's fitted ones,
+    # and a learned ranker given to :meth:`Evaluator.run` replaces them (``for_user`` gets no weights).
+    served: bool = False
 
     def describe(self) -> str:
         text = ", ".join(f"{k} {v:g}" for k, v in self.weights.items() if v)
@@ -218,12 +222,14 @@ class Evaluator:
                     complete=len(rows) < limit)
         return h, consumed
 
-    def engine(self, phase: str, damping: float, model: CollabModel | None = None) -> Engine:
-        """The endpoint's engine in ``phase``'s world (``model``: a collaborative model fitted on it)."""
+    def engine(self, phase: str, damping: float, model: CollabModel | None = None,
+               blend: Mapping[str, float] | None = None, ranker: Ranker | None = None) -> Engine:
+        """The endpoint's engine in ``phase``'s world (``model``: a collaborative model fitted on
+        it; ``blend``, ``ranker``: what the training stage fitted to blend it)."""
         s = self.settings
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
                       trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source,
-                      model=model)
+                      model=model, blend=blend, ranker=ranker)
 
     def world_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(users, items, weights, times) of every event in ``phase``'s world: what a model is fitted on."""
@@ -235,24 +241,31 @@ class Evaluator:
         history, consumed = self.history(user, phase)
         answer = for_user(engine or self.engine(phase, blend.damping), session=session, settings=self.settings,
                           user_id=self.log.user_names.get(user, str(user)), now=self.world(phase).now, k=self.k,
-                          history=history, consumed=consumed, weights=blend.weights,
+                          history=history, consumed=consumed, weights=None if blend.served else blend.weights,
                           half_life_days=blend.half_life_days, fallbacks=blend.fallbacks)
         return [r.item.id for r in answer.recs]
 
     # --- scoring ----------------------------------------------------------------------------
     def run(self, blend: "Blend", *, phase: str = "test", progress: bool = False,
-            model: CollabModel | None = None) -> dict[str, float]:
-        """Metrics of one blend setting, calling :func:`for_user` per evaluated user."""
-        engine = self.engine(phase, blend.damping, model)
+            model: CollabModel | None = None, ranker: Ranker | None = None,
+            lists: dict[Any, list[int]] | None = None) -> dict[str, float]:
+        """Metrics of one blend setting, calling :func:`for_user` per evaluated user (``lists``,
+        when given, receives each user's list: paired comparisons need them)."""
+        engine = (self.engine(phase, blend.damping, model, blend.weights, ranker) if blend.served
+                  else self.engine(phase, blend.damping, model))
         with self.session_factory() as session:
             return self._score(lambda user: self.recommend_for(user, blend, phase, session=session, engine=engine),
-                               phase, progress)
+                               phase, progress, {} if lists is None else lists)
 
-    def _score(self, recommend_fn, phase: str, progress: bool) -> dict[str, float]:
+    def per_user_ndcg(self, lists: Mapping[Any, Sequence[int]], phase: str = "test") -> np.ndarray:
+        """NDCG@k of each evaluated user's list (in :meth:`truth` order; NaN where nothing is held out)."""
+        truth = self.truth(phase)
+        return ndcg_per_user([list(lists.get(u, []))[: self.k] for u in truth], [truth[u] for u in truth], self.k)
+
+    def _score(self, recommend_fn, phase: str, progress: bool, lists: dict[Any, list[int]]) -> dict[str, float]:
         """Recall and NDCG (service.recommend.evaluation), coverage of the live catalog, popularity bias."""
         truth = self.truth(phase)
         users = list(truth)
-        lists: dict[Any, list[int]] = {}
 
         def remember(user):
             lists[user] = list(recommend_fn(user))[: self.k]

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from service.recommend.behaviour import Snapshot
 from service.recommend.collab import CollabModel
+from service.recommend.learned_rank import SOURCES as RANKER_SOURCES, Ranker
 from service.recommend.ranking import blend, event_weights, history_decay, mmr, profile_vector
 from service.settings import Settings
 from service.store.events import History, consumed_items, user_history
@@ -133,10 +134,21 @@ class Engine:
     trending_window_days: float = 7.0
     trending_half_life_days: float = 3.0
     candidates_per_source: int = 200
-    # The trained collaborative model of the published version, and the blend weights the
-    # training stage fitted with it (None: the settings' blend_weights).
+    # The trained collaborative model of the published version, and what the training stage
+    # fitted to blend it with the other sources: weights (None: the settings' blend_weights) or
+    # a learned ranker (used instead of the weights when present).
     model: CollabModel | None = None
     blend: Mapping[str, float] | None = None
+    ranker: Ranker | None = None
+
+    def served_blend(self, weights: Mapping[str, float] | None) -> tuple[Mapping[str, float] | None, Ranker | None]:
+        """What a request without its own ``weights`` is blended with: the ranker (gathering from
+        every source it knows), else the fitted weights; a request's own weights win."""
+        if weights is not None:
+            return weights, None
+        if self.ranker is not None:
+            return {s: 1.0 for s in RANKER_SOURCES if s != "model" or self.model is not None}, self.ranker
+        return self.blend, None
 
     def vectors(self, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         if self.space is None:
@@ -159,6 +171,9 @@ class Ask:
     # Cold start: fall back to all-time popularity when nothing is trending in the window, then
     # (in rank) to the newest items.
     widen_trending: bool = True
+    # A learned ranker scores the candidates instead of the weights (which then only say which
+    # sources to gather from).
+    ranker: Ranker | None = None
 
     @property
     def filters(self) -> Filters:
@@ -274,7 +289,10 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
     weights = dict(ask.weights)
     if not seeds:
         weights = {"trending": 1.0, "new": 1.0}
-    blended = blend(sources.scores, weights)
+    if seeds and ask.ranker is not None:
+        blended = ask.ranker.blend(sources.scores, engine.behaviour)
+    else:
+        blended = blend(sources.scores, weights)
     if not seeds and not blended and ask.widen_trending:
         blended = blend({"new": _newest(session, ask, ask.k * POOL_FACTOR)}, weights)
     order = sorted(blended, key=lambda i: (-blended[i][0], i))
@@ -442,7 +460,7 @@ def personal_answer(engine: Engine, seeds: Seeds, ask: Ask, primary: str, *, ses
         if fallback in covered or (fallback == "co_engagement" and not seeds.liked):
             continue
         fill = replace(ask, k=ask.k - len(recs), exclude=ask.exclude | {r.item.id for r in recs},
-                       weights={FALLBACK_SOURCE[fallback]: 1.0}, widen_trending=False)
+                       weights={FALLBACK_SOURCE[fallback]: 1.0}, widen_trending=False, ranker=None)
         more = recommend(engine, seeds, fill, session=session, explain=explain, fallback=fallback)
         recs += more
         steps.append((fallback, len(more)))
@@ -486,7 +504,8 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             before the held-out ones, and the items to exclude, instead of reading SQL (which
             holds the held-out events too). None reads them as the endpoint does.
         weights, half_life_days: blend weights and history half-life other than the served ones
-            (tuning); None uses the trained blend (``engine.blend``) or else the settings'.
+            (tuning); None blends as served (``Engine.served_blend``: the trained ranker, else
+            the fitted weights, else the settings').
         fallbacks: fill a short page from the fallbacks (:func:`personal_answer`), as the endpoint
             does; the offline evaluation turns it off to score a single source alone.
     """
@@ -497,8 +516,9 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
     if exclude_seen:
         exclude = consumed if consumed is not None else consumed_items(
             session=session, history=history, types=settings.exclude_seen_types)
+    weights, ranker = engine.served_blend(weights)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   weights=engine.blend if weights is None else weights)
+                   weights=weights, ranker=ranker)
     return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
 
@@ -557,8 +577,11 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
             exclude |= consumed_items(session=session, history=history, types=settings.exclude_seen_types)
         if name == "examples" and not (positive or positive_vectors):
             name = "personalized"
+    weights, ranker = engine.served_blend(None)
+    if strategy == "best_score":  # the ranker knows the average profile's cosine, not best-score's shifted one
+        weights, ranker = engine.blend, None
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   strategy=strategy, weights=engine.blend)
+                   strategy=strategy, weights=weights, ranker=ranker)
     return personal_answer(engine, seeds, ask, name, session=session, explain=explain)
 
 

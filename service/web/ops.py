@@ -82,7 +82,9 @@ def status_payload() -> dict:
         section = manifest.get("behaviour")
         if section is not None:
             out["model"] = {k: v for k, v in section.items() if k not in ("files", "validation")}
-            out["model"]["served"] = rt.learned(version)[0] is not None
+            model, _blend, ranker = rt.learned(version)
+            out["model"]["served"] = model is not None
+            out["model"]["ranker_served"] = ranker is not None
         if rt.clip_error:
             out["clip_error"] = rt.clip_error
     # Recent request latency per route, from this worker's ring buffer (each gunicorn worker has its own).

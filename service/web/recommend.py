@@ -42,10 +42,11 @@ def _engine(rt: Runtime, space_name: str = "text") -> tuple[Engine, LoadedVersio
         space = rt.served_space(version, space_name)
         rt.deltas.sync(db_session())
     s = rt.settings
-    model, blend = rt.learned(version)
+    model, blend, ranker = rt.learned(version)
     engine = Engine(space, rt.deltas.get(space_name) if space is not None else None, rt.behaviour_snapshot(),
                     trending_window_days=s.trending_window_days, trending_half_life_days=s.trending_half_life_days,
-                    candidates_per_source=s.candidates_per_source, model=model, blend=blend)
+                    candidates_per_source=s.candidates_per_source, model=model, blend=blend,
+                    ranker=ranker)
     return engine, version
 
 

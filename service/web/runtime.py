@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.recommend import collab
 from service.recommend.behaviour import BehaviourModel, Snapshot
+from service.recommend.learned_rank import Ranker
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.store.image_sources import ImageSources
@@ -79,8 +80,8 @@ class Runtime:
         self.query_cache = QueryCache(settings.query_cache_size)
         self._suggester = None
         self._suggester_lock = threading.Lock()
-        # (version name, its collaborative model or None, its fitted blend or None)
-        self._learned: tuple[str, collab.CollabModel | None, Mapping[str, float] | None] | None = None
+        # (version name, its collaborative model, fitted blend weights and ranker; each may be None)
+        self._learned: tuple[str, collab.CollabModel | None, Mapping[str, float] | None, Ranker | None] | None = None
         self._learned_lock = threading.Lock()
         self._suggester_checked = 0.0
         self.store = IndexStore(
@@ -172,27 +173,35 @@ class Runtime:
         """The current time for recommendations (see ``clock``)."""
         return self.clock()
 
-    def learned(self, version: LoadedVersion | None) -> tuple[collab.CollabModel | None, Mapping[str, float] | None]:
-        """The version's trained model (memory-mapped, loaded once per version) and the blend
-        weights fitted with it (None unless ``learned_blend``); (None, None) without a model."""
+    def learned(self, version: LoadedVersion | None) -> tuple[collab.CollabModel | None, Mapping[str, float] | None,
+                                                              Ranker | None]:
+        """The version's trained model (memory-mapped, loaded once per version), and the blend
+        weights and ranker fitted with it (both None unless ``learned_blend``); Nones without a model."""
         if version is None:
-            return None, None
+            return None, None, None
         cached = self._learned
-        if cached is not None and cached[0] == version.name:
-            return cached[1], cached[2]
-        with self._learned_lock:
-            if self._learned is None or self._learned[0] != version.name:
-                model, blend = None, None
-                section = version.manifest.get("behaviour") or {}
-                if section.get("status") == "trained":
-                    folder = artifacts.version_dir(self.settings.index_path, version.name) / collab.MODEL_DIR
-                    try:
-                        model = collab.load_model(folder, section["family"], dict(section["params"]))
-                        blend = dict(section["blend"]) if self.settings.learned_blend else None
-                    except (OSError, ValueError, KeyError) as exc:  # checksums passed: a format this code can't read
-                        log.error("model of version %s not served (co-engagement answers): %s", version.name, exc)
-                self._learned = (version.name, model, blend)
-            return self._learned[1], self._learned[2]
+        if cached is None or cached[0] != version.name:
+            with self._learned_lock:
+                if self._learned is None or self._learned[0] != version.name:
+                    self._learned = (version.name, *self._load_learned(version))
+                cached = self._learned
+        return cached[1], cached[2], cached[3]
+
+    def _load_learned(self, version: LoadedVersion) -> tuple[collab.CollabModel | None, Mapping[str, float] | None,
+                                                             Ranker | None]:
+        section = version.manifest.get("behaviour") or {}
+        if section.get("status") != "trained":
+            return None, None, None
+        folder = artifacts.version_dir(self.settings.index_path, version.name) / collab.MODEL_DIR
+        try:
+            model = collab.load_model(folder, section["family"], dict(section["params"]))
+            if not self.settings.learned_blend:
+                return model, None, None
+            ranked = (section.get("ranker") or {}).get("used")
+            return model, dict(section["blend"]), Ranker.load(folder, section["ranker"]) if ranked else None
+        except Exception as exc:  # noqa: BLE001 - checksums passed: a format this code can't read; serve without it
+            log.error("model of version %s not served (co-engagement answers): %s", version.name, exc)
+            return None, None, None
 
     def behaviour_snapshot(self) -> Snapshot:
         """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""

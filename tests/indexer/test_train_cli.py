@@ -56,7 +56,6 @@ def _bad_fit(family, data, **params):
     model = collab.fit(family, data, **params)
     noise = np.random.default_rng(1).random(len(model.item_ids)).astype(np.float32)
     model.score_rows = lambda x, _noise=noise: np.broadcast_to(_noise, np.shape(x)).copy()
-    model.score_batch = model.score_rows
     return model
 
 
@@ -73,6 +72,8 @@ def test_build_trains_then_the_gate_refuses_a_worse_model_until_forced(run, monk
 
     # The same data, a deliberately bad model: refused, kept unpublished, exit code 4.
     real_train = train.train_model
+    # Validation would blend a bad model out; here it is made to miss it, so the gate must act.
+    monkeypatch.setattr(train, "choose_blend", lambda *_a: ({"model": 1.0}, 0.0))
     monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: real_train(*a, **{**k, "fit": _bad_fit}))
     refused = run("train")
     assert refused.exit_code == EXIT_GATE, refused.output

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, select
 
 from indexer.pipeline import Pipeline
 from service.demo import EVENTS_FILE, ITEMS_FILE
 from service.recommend import collab
+from service.recommend.learned_rank import FEATURES, Ranker, fit_ranker
 from service.recommend.offline_eval import Blend, Evaluator, load_event_log, split_log
 from service.settings import load_settings
 from service.store.db import make_engine, make_session_factory, upgrade
@@ -79,19 +81,32 @@ def test_evaluator_lists_equal_the_endpoint_lists_for_the_same_world_and_clock(d
     runtime = app.extensions["recsys"]
     runtime.clock = lambda: world.now
     client = app.test_client()
-    blend = Blend(section["blend"], settings.co_engagement_popularity_damping, settings.event_half_life_days)
-    engine = ev.engine("test", blend.damping, model)
-    compared, signals = 0, set()
-    with factory() as session:
-        for user in list(world.by_user)[:40]:
-            name = log.user_names[user]
-            expected = [external[i] for i in ev.recommend_for(user, blend, "test", session=session, engine=engine)]
-            body = client.get(f"/users/{name}/recommendations?k=10").get_json()
-            assert body["strategy"] in ("personalized", "cold_start")
-            signals |= {s for h in body["hits"] for s in h["signals"]}
-            assert [h["id"] for h in body["hits"]] == expected, name
-            compared += 1
-    assert compared >= 20 and "model" in signals
-    # The metric the evaluator reports is computed over exactly those lists.
-    metrics = ev.run(blend, phase="test", model=model)
-    assert metrics["n_users"] == len(world.by_user) and 0 <= metrics["ndcg"] <= 1
+    folder = artifacts.version_dir(settings.index_path, demo["version"]) / collab.MODEL_DIR
+    ranker = Ranker.load(folder) if section["ranker"]["used"] else None
+    served = Blend(section["blend"], settings.co_engagement_popularity_damping, settings.event_half_life_days,
+                   served=True)
+    users = list(world.by_user)[:40]
+    # As published (whatever validation chose: the model blended in or not, the ranker or weights),
+    # then with the model blended in by fixed weights and by the ranker, whichever were not.
+    cases = [(served, ranker), (Blend({"model": 1.0, "co_engagement": 0.3}, served.damping, served.half_life_days,
+                                      served=True), None)]
+    if ranker is None:
+        groups = [(np.random.default_rng(u).random((30, len(FEATURES))).astype(np.float32),
+                   (np.arange(30) == u % 30).astype(np.int32)) for u in range(60)]
+        cases.append((served, fit_ranker(groups)))
+    signals: set[str] = set()
+    for blend, case_ranker in cases:
+        runtime._learned = (demo["version"], model, dict(blend.weights), case_ranker)
+        engine = ev.engine("test", blend.damping, model, blend.weights, case_ranker)
+        with factory() as session:
+            for user in users:
+                name = log.user_names[user]
+                expected = [external[i] for i in ev.recommend_for(user, blend, "test", session=session, engine=engine)]
+                body = client.get(f"/users/{name}/recommendations?k=10").get_json()
+                assert body["strategy"] in ("personalized", "cold_start")
+                signals |= {s for h in body["hits"] for s in h["signals"]}
+                assert [h["id"] for h in body["hits"]] == expected, (name, blend, case_ranker)
+        # The metric the evaluator reports is computed over exactly those lists.
+        metrics = ev.run(blend, phase="test", model=model, ranker=case_ranker)
+        assert metrics["n_users"] == len(world.by_user) and 0 <= metrics["ndcg"] <= 1
+    assert len(users) >= 20 and "model" in signals
