@@ -185,7 +185,7 @@ TRAINED = "service + trained model"
 def _short(params: dict) -> str:
     """The hyper-parameters that choose a model (not its size, block or seed)."""
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
-                     if k not in ("items", "max_items", "block", "seed"))
+                     if k not in ("items", "max_items", "block", "seed", "half_life_days"))
 
 
 def run_trained(data, ev, pk_of_col, settings, factory) -> tuple[str, dict, dict[int, list[int]]]:
@@ -207,7 +207,7 @@ def run_trained(data, ev, pk_of_col, settings, factory) -> tuple[str, dict, dict
           f"blend NDCG@{ev.k} {recipe.valid_ndcg:.4f}; ranker {recipe.ranker_record}; {choose_s:.0f} s)",
           file=sys.stderr)
     t2 = time.perf_counter()
-    test_model = collab.fit(family, _interactions(ev.world_arrays("test"), settings), **params)
+    test_model = collab.fit(family, _interactions(ev.world_arrays("test"), settings, params), **params)
     blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days,
                   served=True)
     assert blend.fallbacks, "the trained-model row is scored with the endpoint's fallbacks"

@@ -26,6 +26,7 @@ gate it against the published one, and write it into the version being built.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -67,9 +68,21 @@ class TrainResult:
     refused: str | None = None
 
 
-def _interactions(arrays: tuple[np.ndarray, ...], settings: Settings) -> collab.Interactions:
+def input_variants(settings: Settings) -> list[dict[str, Any]]:
+    """How the users x items matrix is made, tried like any hyper-parameter: the service's own
+    weighting and decay, and binary positives without decay (EASE's paper; on MovieLens-100K
+    it scored clearly better on validation: NDCG@10 0.125 against 0.118)."""
+    return [{"half_life_days": settings.event_half_life_days, "binary": False}, {"half_life_days": 0.0, "binary": True}]
+
+
+def _interactions(arrays: tuple[np.ndarray, ...], settings: Settings,
+                  params: Mapping[str, Any] | None = None) -> collab.Interactions:
+    """The model's input from event arrays, made as ``params`` say (default: the service's weighting)."""
     users, items, weights, times = arrays
-    return collab.interaction_matrix(users, items, weights, times, half_life_days=settings.event_half_life_days)
+    params = params or {}
+    return collab.interaction_matrix(users, items, weights, times,
+                                     half_life_days=params.get("half_life_days", settings.event_half_life_days),
+                                     binary=bool(params.get("binary", False)))
 
 
 def _direct_scores(ev: Evaluator, model: collab.CollabModel, phase: str) -> dict[str, float]:
@@ -87,11 +100,11 @@ def _direct_scores(ev: Evaluator, model: collab.CollabModel, phase: str) -> dict
 
 def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel]) -> tuple[list[dict], dict]:
     """Fit every allowed (family, setting) on the validation world; returns (table, best row)."""
-    data = _interactions(ev.world_arrays("valid"), settings)
     budget = int(settings.train_memory_budget_mb * 2**20)
     table: list[dict] = []
-    for family in settings.train_families:
-        for params in collab.param_grid(family, data, budget):
+    for inputs, family in itertools.product(input_variants(settings), settings.train_families):
+        data = _interactions(ev.world_arrays("valid"), settings, inputs)
+        for params in (dict(p, **inputs) for p in collab.param_grid(family, data, budget)):
             started = time.perf_counter()
             model = fit(family, data, **params)
             row = {"family": family, "params": params, **_direct_scores(ev, model, "valid"),
@@ -218,7 +231,7 @@ def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
     """Steps 2 and 3 of the module docstring, on ``ev``'s validation phase."""
     table, best = choose_model(ev, settings, fit)
     # Refit rather than keep every candidate alive: one fit of the winner costs less than the grid.
-    valid_model = fit(best["family"], _interactions(ev.world_arrays("valid"), settings), **best["params"])
+    valid_model = fit(best["family"], _interactions(ev.world_arrays("valid"), settings, best["params"]), **best["params"])
     weights, valid_ndcg = choose_blend(ev, valid_model, settings)
     log.info("train: chose %s %s, blend %s (validation NDCG@%d %.4f)", best["family"], best["params"], weights, K,
              valid_ndcg)
@@ -227,11 +240,12 @@ def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
     return Recipe(table, best, weights, valid_ndcg, ranker, ranker_record)
 
 
-def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings, fit: Callable[..., collab.CollabModel],
-                 test_data: collab.Interactions) -> tuple[dict, dict, dict[str, np.ndarray]]:
+def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings,
+                 fit: Callable[..., collab.CollabModel]) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """Test metrics of the recipe (refit on the test world) as served, and without any model;
     returns (metrics, paired comparisons, per-user NDCG)."""
-    test_model = fit(recipe.best["family"], test_data, **recipe.best["params"])
+    params = recipe.best["params"]
+    test_model = fit(recipe.best["family"], _interactions(ev.world_arrays("test"), settings, params), **params)
     metrics, per_user = {}, {}
     metrics["model"], per_user["model"] = _test_metrics(ev, test_model, recipe.weights, settings, recipe.ranker)
     metrics["without_model"], per_user["without_model"] = _test_metrics(ev, None, settings.blend_weights, settings)
@@ -277,8 +291,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
 
     chosen = choose_recipe(ev, settings, fit)
     best, weights, ranker = chosen.best, chosen.weights, chosen.ranker
-    test_data = _interactions(ev.world_arrays("test"), settings)
-    metrics, comparisons, per_user = score_recipe(ev, chosen, settings, fit, test_data)
+    metrics, comparisons, per_user = score_recipe(ev, chosen, settings, fit)
     table, valid_ndcg, ranker_record = chosen.table, chosen.valid_ndcg, chosen.ranker_record
     recipe = {"family": best["family"], "params": best["params"], "blend": weights}
     gate = {"tolerance": settings.train_gate_tolerance, "reference": None, "passed": True}
@@ -286,7 +299,8 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     if published and published.get("status") == "trained":
         old = {"family": published["family"], "params": published["params"], "blend": published["blend"]}
         # Always the real fitter: the reference is what the published recipe gives on this data.
-        old_model = collab.fit(old["family"], test_data, **old["params"]) if old["family"] in collab.FAMILIES else None
+        old_model = (collab.fit(old["family"], _interactions(ev.world_arrays("test"), settings, old["params"]),
+                                **old["params"]) if old["family"] in collab.FAMILIES else None)
         reference, reference_per_user = _test_metrics(ev, old_model, old["blend"], settings)
         metrics["published_recipe"] = reference
         diff = paired_difference(per_user["model"], reference_per_user)
@@ -300,7 +314,8 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
                        f"recipe's {reference['ndcg']:.4f} by more than {settings.train_gate_tolerance:.0%} "
                        f"(paired difference {diff['mean']:+.4f} ± {diff['se']:.4f} SE over {diff['users']} users)")
 
-    all_data = _interactions((event_log.users, event_log.items, event_log.weights, event_log.times), settings)
+    all_data = _interactions((event_log.users, event_log.items, event_log.weights, event_log.times), settings,
+                             best["params"])
     final = fit(best["family"], all_data, **best["params"])
     folder = building / collab.MODEL_DIR
     names = final.save(folder)

@@ -59,12 +59,13 @@ class Interactions:
     user_keys: np.ndarray  # row -> user key
 
 
-def interaction_matrix(users, items, weights, times, *, half_life_days: float) -> Interactions:
+def interaction_matrix(users, items, weights, times, *, half_life_days: float, binary: bool = False) -> Interactions:
     """Events (user key, item id, weight, Unix seconds) as a users x items matrix.
 
     Events with weight <= 0 are dropped. Each weight decays with its age relative to *that
     user's* newest event (someone who stopped visiting a year ago still says which items go
     together), sums per (user, item), then ``log1p``. ``half_life_days`` <= 0 or inf: no decay.
+    ``binary``: every positive (user, item) counts 1 (what EASE's paper fits).
     """
     w = np.asarray(weights, dtype=np.float64)
     keep = w > 0
@@ -77,15 +78,16 @@ def interaction_matrix(users, items, weights, times, *, half_life_days: float) -
         w = w * decay(latest[u] - t, half_life_days)
     m = sp.csr_matrix((w, (u.ravel(), i.ravel())), shape=(len(user_keys), len(item_ids)))
     m.sum_duplicates()
-    m.data = np.log1p(m.data)
+    m.data = np.ones_like(m.data) if binary else np.log1p(m.data)
     m = m.astype(np.float32)
     m.eliminate_zeros()  # decayed below float32's range
     return Interactions(m, item_ids, user_keys)
 
 
-def seed_row(seeds: Mapping[int, float]) -> dict[int, float]:
-    """The online counterpart of a matrix row: ``log1p(w)`` for w > 0, the others dropped."""
-    return {int(i): float(np.log1p(w)) for i, w in seeds.items() if w > 0}
+def seed_row(seeds: Mapping[int, float], binary: bool = False) -> dict[int, float]:
+    """The online counterpart of a matrix row: ``log1p(w)`` (or 1 when ``binary``) for w > 0,
+    the others dropped."""
+    return {int(i): 1.0 if binary else float(np.log1p(w)) for i, w in seeds.items() if w > 0}
 
 
 class CollabModel:
@@ -114,7 +116,7 @@ class CollabModel:
 
     def seed_vector(self, seeds: Mapping[int, float]) -> np.ndarray | None:
         """Seeds as a dense row over ``item_ids`` (via :func:`seed_row`); None when none is known."""
-        row = seed_row(seeds)
+        row = seed_row(seeds, bool(self.params.get("binary")))
         rows = self.rows_of(row)
         known = rows >= 0
         if not known.any():
@@ -242,11 +244,20 @@ def load_model(folder: Path, family: str, params: Mapping[str, Any], *, mmap: bo
 
 
 # --- fitting ----------------------------------------------------------------------------------
+# Params that say how the input matrix was made (see :func:`interaction_matrix`), not how to fit.
+INPUT_PARAMS = ("half_life_days", "binary")
+
+
 def fit(family: str, data: Interactions, **params) -> CollabModel:
-    """Fit one family on ``data``; ``items`` in params (a fitted model's size) is ignored."""
+    """Fit one family on ``data``; ``items`` in params (a fitted model's size) is ignored, and
+    the input params (``INPUT_PARAMS``, which ``data`` must have been made with) are kept in
+    the model's params: ``binary`` also shapes its online seed rows."""
     params.pop("items", None)
+    inputs = {k: params.pop(k) for k in INPUT_PARAMS if k in params}
     _model_class(family)
-    return {"ease": _fit_ease, "item_knn": _fit_knn, "factor": _fit_factor}[family](data, **params)
+    model = {"ease": _fit_ease, "item_knn": _fit_knn, "factor": _fit_factor}[family](data, **params)
+    model.params.update(inputs)
+    return model
 
 
 def _spd_inverse(g: np.ndarray) -> np.ndarray:

@@ -390,7 +390,10 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
     if section.get("status") == "trained":
         # The published model saw the held-out events: its recipe is refit on this split's world.
         users, items, weights, times = ev.world_arrays("test")
-        data = collab.interaction_matrix(users, items, weights, times, half_life_days=settings.event_half_life_days)
+        params = section["params"]
+        data = collab.interaction_matrix(users, items, weights, times,
+                                         half_life_days=params.get("half_life_days", settings.event_half_life_days),
+                                         binary=bool(params.get("binary", False)))
         name = f"published model, refit ({section['family']} {json.dumps(section['params'])})"
         models[name] = collab.fit(section["family"], data, **section["params"])
         blends.insert(0, (name, Blend(dict(section["blend"]), settings.co_engagement_popularity_damping,

@@ -103,6 +103,7 @@ def test_the_gate_refuses_a_worse_model_and_passes_an_equal_one(taste_world, ses
     # When validation misses it (noise on a small catalog, here forced), the gate catches it:
     # the random model against the published recipe refit on the same split.
     monkeypatch.setattr(train, "choose_blend", lambda *_a: ({"model": 1.0}, 0.0))
+    monkeypatch.setattr(train, "choose_ranker", lambda *_a: (None, {"used": False, "reason": "forced off"}))
     bad = train_model(ease_only, session_factory, tmp_path / "bad", space=None, published=good, fit=random_fit)
     gate = bad.section["gate"]
     assert bad.refused is not None and "below the published" in bad.refused

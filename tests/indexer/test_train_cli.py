@@ -74,6 +74,7 @@ def test_build_trains_then_the_gate_refuses_a_worse_model_until_forced(run, monk
     real_train = train.train_model
     # Validation would blend a bad model out; here it is made to miss it, so the gate must act.
     monkeypatch.setattr(train, "choose_blend", lambda *_a: ({"model": 1.0}, 0.0))
+    monkeypatch.setattr(train, "choose_ranker", lambda *_a: (None, {"used": False, "reason": "forced off"}))
     monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: real_train(*a, **{**k, "fit": _bad_fit}))
     refused = run("train")
     assert refused.exit_code == EXIT_GATE, refused.output
