@@ -101,6 +101,9 @@ class Settings:
     # Serve with the blend weights the training stage fitted on held-out behaviour (when the
     # published version has a model) instead of blend_weights.
     learned_blend: bool = True
+    # Newest events each worker keeps in memory for co-engagement and trending (start-up reads
+    # this many; older behaviour reaches answers through the trained model). ~50 MB per million.
+    behaviour_max_events: int = 5_000_000
     # How often each worker pulls new events into its in-memory behaviour model (seconds).
     behaviour_refresh_seconds: float = 2.0
     # A JSON file of settings, read under the environment (default <data_dir>/settings.json).
@@ -312,7 +315,7 @@ def _validate(s: Settings) -> None:
     if not 0.0 < s.recall_floor <= 1.0:
         raise SettingsError(f"setting recall_floor: must be in (0, 1], got {s.recall_floor}")
     for name in ("import_batch_size", "encode_batch_size", "image_workers", "recall_sample", "max_query_chars", "max_k",
-                 "history_limit", "candidates_per_source"):
+                 "history_limit", "candidates_per_source", "behaviour_max_events"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
     for name, value in s.blend_weights.items():

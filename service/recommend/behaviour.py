@@ -8,7 +8,12 @@ so requests never wait for a refresh. A user's *own* history is read from SQL on
 once; other users' events reach co-engagement and trending within ``behaviour_refresh_seconds``.
 
 Memory: about 24 bytes per stored event plus two sparse matrices of 12 bytes per distinct
-(user, item) pair, per worker (1M events: roughly 50 MB).
+(user, item) pair, per worker (1M events: roughly 50 MB). A worker keeps only the newest
+``max_events`` events (``behaviour_max_events``): start-up reads that many, and older ones are
+dropped as new ones arrive, so start-up time and memory do not grow with the whole event log.
+What is older lives in the trained model of the published version (``service.recommend.collab``),
+fitted by the rebuild on every event; co-engagement, trending and the "popular" fallback are
+computed over the kept window.
 """
 
 from __future__ import annotations
@@ -220,13 +225,16 @@ class BehaviourModel:
 
     def __init__(self, *, event_weights: Mapping[str, float], rating_neutral: float,
                  popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0,
-                 trending_window_days: float = 7.0, trending_half_life_days: float = 3.0):
+                 trending_window_days: float = 7.0, trending_half_life_days: float = 3.0,
+                 max_events: int = 5_000_000):
         self.weights = dict(event_weights)
         self.rating_neutral = rating_neutral
         self.popularity_damping = popularity_damping
         self.user_damping = user_damping
         self.trending_default = (trending_window_days, trending_half_life_days)
         self.refresh_seconds = refresh_seconds
+        self.max_events = max_events
+        self._floor_id = 0  # ids at or below it were left out of the first load on purpose
         self.snapshot: Snapshot = EMPTY
         self._users: list[np.ndarray] = []
         self._items: list[np.ndarray] = []
@@ -281,11 +289,16 @@ class BehaviourModel:
             snap.rank_trending(now, window, half_life)
 
     def _pull_events(self, session: Session) -> bool:
-        floor = max(self._watermark - ID_OVERLAP, 0)
-        rows = session.execute(
-            select(Event.id, Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
-            .where(Event.id > floor).order_by(Event.id)
-        ).all()
+        columns = (Event.id, Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
+        if self._watermark == 0:
+            # First load: the newest max_events only (read newest first, kept in id order); what
+            # lies below them is never read later either.
+            rows = session.execute(select(*columns).order_by(Event.id.desc()).limit(self.max_events)).all()[::-1]
+            if len(rows) >= self.max_events:
+                self._floor_id = int(rows[0][0]) - 1
+        else:
+            floor = max(self._watermark - ID_OVERLAP, self._floor_id)
+            rows = session.execute(select(*columns).where(Event.id > floor).order_by(Event.id)).all()
         rows = [r for r in rows if r[0] not in self._recent_ids]
         if not rows:
             return False
@@ -300,7 +313,22 @@ class BehaviourModel:
         self._watermark = max(self._watermark, int(ids.max()))
         self._recent_ids = {i for i in self._recent_ids if i > self._watermark - ID_OVERLAP}
         self._recent_ids.update(int(i) for i in ids if i > self._watermark - ID_OVERLAP)
+        self._trim()
         return True
+
+    @property
+    def event_count(self) -> int:
+        """Events held now (at most ``max_events`` after each pull)."""
+        return sum(len(part) for part in self._items)
+
+    def _trim(self) -> None:
+        """Drop the oldest events beyond ``max_events`` (merging the pulled chunks first)."""
+        excess = self.event_count - self.max_events
+        if excess <= 0:
+            return
+        for name in ("_users", "_items", "_weights", "_times"):
+            parts = getattr(self, name)
+            setattr(self, name, [np.concatenate(parts)[excess:]])
 
     def _pull_items(self, session: Session) -> bool:
         rows = session.execute(

@@ -74,6 +74,7 @@ class Runtime:
             trending_window_days=settings.trending_window_days,
             trending_half_life_days=settings.trending_half_life_days,
             refresh_seconds=settings.behaviour_refresh_seconds,
+            max_events=settings.behaviour_max_events,
         )
         self.clip_error: str | None = None
         # Recent query vectors of this worker, keyed by space and encoder revision.

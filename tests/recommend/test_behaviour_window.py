@@ -1,0 +1,44 @@
+"""A worker's behaviour model keeps only the newest ``max_events`` events: bounded start-up and memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from service.recommend.behaviour import BehaviourModel
+from service.store.events import record_events
+from service.store.items import upsert_items
+from service.store.records import EventRecord, ItemRecord
+
+START = dt.datetime(2026, 5, 1)
+
+
+def _add(session_factory, first: int, count: int) -> None:
+    with session_factory() as session:
+        record_events(session=session, records=[
+            EventRecord(f"e{n}", f"u{n % 3}", f"i{n}", "purchase", None, START + dt.timedelta(minutes=n))
+            for n in range(first, first + count)])
+        session.commit()
+
+
+def test_only_the_newest_events_are_kept_at_start_and_as_new_ones_arrive(session_factory):
+    with session_factory() as session:
+        upsert_items(session=session, records=[ItemRecord(external_id=f"i{n}", kind="product", title=f"item {n}")
+                                               for n in range(20)])
+        session.commit()
+        pk = {f"i{n}": i for n, i in enumerate(sorted(session.scalars(__import__("sqlalchemy").select(
+            __import__("service.store.models", fromlist=["Item"]).Item.id))))}
+    _add(session_factory, 0, 8)
+    model = BehaviourModel(event_weights={"purchase": 8.0}, rating_neutral=3.0, max_events=5)
+    with session_factory() as session:
+        model.refresh(session, force=True)
+    assert model.event_count == 5 and model.snapshot.event_count == 5
+    assert set(model.snapshot.item_ids.tolist()) == {pk[f"i{n}"] for n in range(3, 8)}  # the newest five
+    _add(session_factory, 8, 4)
+    with session_factory() as session:
+        model.refresh(session, force=True)
+    assert model.event_count == 5
+    assert set(model.snapshot.item_ids.tolist()) == {pk[f"i{n}"] for n in range(7, 12)}
+    times = np.concatenate(model._times)
+    assert (np.diff(times) >= 0).all()  # still in arrival order
