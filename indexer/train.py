@@ -5,8 +5,9 @@ gate it against the published one, and write it into the version being built.
    time decay from the settings); users' most recent positive interactions are held out
    (the last one for test, the one before for validation, on a seeded sample of users).
 2. Each family of :mod:`service.recommend.collab` allowed by the settings and the memory budget
-   is fitted per hyper-parameter setting on the validation world and scored directly (the
-   user's seeds in, the same exclusions); the best family and setting wins.
+   is fitted per hyper-parameter setting, and per way of making its input (the service's
+   weights and decay, or binary positives: :func:`input_variants`), on the validation world and
+   scored directly (the user's seeds in, the same exclusions); the best wins.
 3. The blend of the model with the other sources (content profile, co-engagement, trending) is
    fitted on validation through the pieces of the endpoint's own ``recommend``: fixed weights
    from a grid, and a LambdaRank ranker over the candidates' features

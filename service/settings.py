@@ -70,6 +70,9 @@ class Settings:
     blend_weights: Mapping[str, float] = field(
         default_factory=lambda: {"profile": 0.1, "co_engagement": 1.0, "trending": 0.03}
     )
+    # Places at the end of a personal page kept for items nobody has engaged with yet, filled
+    # by their best content matches (0 = none): how a new item meets its first users.
+    cold_item_slots: int = 1
     # Candidates drawn from each source before blending.
     candidates_per_source: int = 200
     # Event types whose items are left out of a user's recommendations (exclude_seen=true).
@@ -329,7 +332,7 @@ def _validate(s: Settings) -> None:
     for name in ("co_engagement_popularity_damping", "co_engagement_user_damping"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0")
-    for name in ("rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads", "trusted_proxies",
+    for name in ("cold_item_slots", "rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads", "trusted_proxies",
                  "max_future_skew_seconds", "query_cache_size"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")

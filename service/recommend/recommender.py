@@ -174,6 +174,9 @@ class Ask:
     # A learned ranker scores the candidates instead of the weights (which then only say which
     # sources to gather from).
     ranker: Ranker | None = None
+    # Places at the end of a personal page kept for items nobody has engaged with yet, filled by
+    # the content profile's best such matches (see :func:`with_cold_slots`).
+    cold_slots: int = 0
 
     @property
     def filters(self) -> Filters:
@@ -314,9 +317,46 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
         vecs, _found = engine.vectors([it.id for it in pool])
     picked = mmr(relevance, vecs, ask.k, ask.diversity)
     recs = [Rec(pool[j], float(relevance[j]), blended[pool[j].id][1]) for j in picked]
+    if ask.cold_slots and seeds.liked:
+        recs = with_cold_slots(engine, ask, sources, recs, session=session)
     if explain:
         explain_recs(engine, seeds, sources, recs, session=session)
     return recs
+
+
+def is_cold(engine: Engine, item_ids: Sequence[int]) -> np.ndarray:
+    """True for items nobody has engaged with: unknown to the behaviour snapshot and the model."""
+    cold = engine.behaviour.rows_of(item_ids) < 0
+    if engine.model is not None:
+        cold &= engine.model.rows_of(item_ids) < 0
+    return cold
+
+
+def with_cold_slots(engine: Engine, ask: Ask, sources: Sources, recs: list[Rec], *, session: Session) -> list[Rec]:
+    """The page with its last ``ask.cold_slots`` places given to the content profile's best
+    matches among items nobody has engaged with (cold items already on the page count), when
+    they match at least as well as the page's closest item: a strong match, not any new item.
+
+    A blend scales each source by its best score, so an item only content found can never beat
+    what the behaviour sources agree on, however good the match; on MovieLens-100K not even the
+    learned ranker let one in (docs/benchmarks.md, cold items). A reserved place is how a new
+    item meets its first users; it costs the page its last places, where NDCG weighs least.
+    """
+    found = sources.scores.get("profile") or {}
+    on_page = [r.item.id for r in recs]
+    need = ask.cold_slots - int(is_cold(engine, on_page).sum()) if on_page else ask.cold_slots
+    if need <= 0 or not found:
+        return recs
+    ids = [i for i in found if i not in set(on_page)]
+    floor = max((found[i] for i in on_page if i in found), default=-np.inf)
+    ranked = sorted((i for i, c in zip(ids, is_cold(engine, ids)) if c and found[i] >= floor), key=lambda i: (-found[i], i))
+    items = load_items(session=session, ids=ranked[: need * POOL_FACTOR])
+    chosen = [items[i] for i in ranked[: need * POOL_FACTOR] if i in items and ask.filters.matches(items[i])][:need]
+    if not chosen:
+        return recs
+    keep = recs[: max(0, min(len(recs), ask.k - len(chosen)))]
+    last = keep[-1].score if keep else 1.0
+    return keep + [Rec(item, last, ("profile", "new")) for item in chosen]
 
 
 def _push_away(engine: Engine, seeds: Seeds, scores: dict[int, float]) -> dict[int, float]:
@@ -460,7 +500,7 @@ def personal_answer(engine: Engine, seeds: Seeds, ask: Ask, primary: str, *, ses
         if fallback in covered or (fallback == "co_engagement" and not seeds.liked):
             continue
         fill = replace(ask, k=ask.k - len(recs), exclude=ask.exclude | {r.item.id for r in recs},
-                       weights={FALLBACK_SOURCE[fallback]: 1.0}, widen_trending=False, ranker=None)
+                       weights={FALLBACK_SOURCE[fallback]: 1.0}, widen_trending=False, ranker=None, cold_slots=0)
         more = recommend(engine, seeds, fill, session=session, explain=explain, fallback=fallback)
         recs += more
         steps.append((fallback, len(more)))
@@ -518,7 +558,7 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             session=session, history=history, types=settings.exclude_seen_types)
     weights, ranker = engine.served_blend(weights)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   weights=weights, ranker=ranker)
+                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots)
     return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
 
@@ -581,7 +621,7 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
     if strategy == "best_score":  # the ranker knows the average profile's cosine, not best-score's shifted one
         weights, ranker = engine.blend, None
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   strategy=strategy, weights=weights, ranker=ranker)
+                   strategy=strategy, weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots)
     return personal_answer(engine, seeds, ask, name, session=session, explain=explain)
 
 
