@@ -142,14 +142,20 @@ def test_a_cold_near_duplicate_of_a_popular_item_enters_the_top_10_with_the_rank
     new = pks["new"]
     assert full.rows_of([new])[0] == -1  # nobody has touched it
 
-    def top10(**engine_kw) -> list[int]:
+    no_slots = load_settings({"data_dir": settings.data_dir, "cold_item_slots": 0}, environ={})
+
+    def top10(page_settings, **engine_kw) -> list[int]:
         served = Engine(w["space"], Delta("text", DIM, "t1"), full, candidates_per_source=50, **engine_kw)
         with session_factory() as session:
-            answer = for_user(served, session=session, settings=settings, user_id="me", now=NOW, k=10,
+            answer = for_user(served, session=session, settings=page_settings, user_id="me", now=NOW, k=10,
                               history=_history(mine), consumed=set(mine))
         return [r.item.id for r in answer.recs]
 
-    fixed = top10(blend={"profile": 0.1, "co_engagement": 1.0, "trending": 0.03})
+    weights = {"profile": 0.1, "co_engagement": 1.0, "trending": 0.03}
+    fixed = top10(no_slots, blend=weights)
     assert len(fixed) == 10 and new not in fixed  # content capped at 0.1: the cold item cannot win
-    learned = top10(ranker=ranker)
+    learned = top10(no_slots, ranker=ranker)
     assert new in learned, learned
+    # The default keeps the last place for the best cold match, whatever the blend.
+    slotted = top10(settings, blend=weights)
+    assert slotted[:9] == fixed[:9] and slotted[9] == new
