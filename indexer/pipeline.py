@@ -450,12 +450,10 @@ class Pipeline:
                     log.info(msg)
                     self.timings["total"] = round(time.perf_counter() - started, 4)
                     return BuildReport("up-to-date", current, old, dict(self.timings), msg)
-            version = artifacts.new_version_name()
-            building = Path(self.index_dir) / f"{artifacts.BUILDING_PREFIX}{version}"
+            version, building = self._new_version()
             try:
                 with self._step("start"):
-                    artifacts.start_version(self.index_dir, version)
-                    self._record(version, "building", building)
+                    self._start(version, building)
                 manifest = self._build(version, building, rows, prints, full=full)
                 # Writes after this instant are not in the version: the service keeps them in its delta.
                 manifest["read_at"] = read_at.isoformat() + "Z"
@@ -486,12 +484,10 @@ class Pipeline:
                     old = artifacts.verify_version(source, checksums=False)
                 except artifacts.ArtifactError as exc:
                     raise BuildError(f"the published version is unusable: {exc}") from exc
-                version = artifacts.new_version_name()
-                building = Path(self.index_dir) / f"{artifacts.BUILDING_PREFIX}{version}"
+                version, building = self._new_version()
                 try:
                     with self._step("start"):
-                        artifacts.start_version(self.index_dir, version)
-                        self._record(version, "building", building)
+                        self._start(version, building)
                         for space in old["spaces"]:
                             _link_tree(source / space, building / space)
                     manifest = {k: v for k, v in old.items() if k not in ("behaviour", "timings")}
@@ -504,6 +500,15 @@ class Pipeline:
         except BaseException as exc:
             self.failed_stage = failed_stage(exc)
             raise
+
+    def _new_version(self) -> tuple[str, Path]:
+        """A fresh version name and the private folder it is built in."""
+        version = artifacts.new_version_name()
+        return version, Path(self.index_dir) / f"{artifacts.BUILDING_PREFIX}{version}"
+
+    def _start(self, version: str, building: Path) -> None:
+        artifacts.start_version(self.index_dir, version)
+        self._record(version, "building", building)
 
     def _train_and_finish(self, version: str, building: Path, manifest: dict[str, Any], *, force: bool,
                           publish: bool, started: float) -> BuildReport:

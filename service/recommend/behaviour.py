@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.store.models import Event, Item, to_seconds
-from service.recommend.ranking import SECONDS_PER_DAY, decay, event_weights, top_n
+from service.recommend.ranking import SECONDS_PER_DAY, decay, event_weights, rows_in, top_n
 
 log = logging.getLogger("recsys.behaviour")
 
@@ -124,11 +124,7 @@ class Snapshot:
     # --- lookups ----------------------------------------------------------------------------
     def rows_of(self, item_ids: Iterable[int]) -> np.ndarray:
         """Row of each item id in the matrices (-1 when the item has no events)."""
-        ids = np.asarray(list(item_ids), dtype=np.int64)
-        if not len(self.item_ids) or not len(ids):
-            return np.full(len(ids), -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.item_ids, ids), len(self.item_ids) - 1)
-        return np.where(self.item_ids[pos] == ids, pos, -1)
+        return rows_in(self.item_ids, item_ids)
 
     # --- co-engagement ------------------------------------------------------------------------
     def co_engaged(self, seeds: Mapping[int, float], n: int, exclude: Iterable[int] = ()) -> dict[int, float]:

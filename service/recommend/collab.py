@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from scipy.linalg import get_lapack_funcs
 from scipy.sparse.linalg import svds
 
-from service.recommend.ranking import decay, top_n
+from service.recommend.ranking import decay, rows_in, top_n
 
 FAMILIES = ("ease", "item_knn", "factor")
 MODEL_DIR = "behaviour"  # sub-folder of an index version that holds the model files
@@ -108,11 +108,7 @@ class CollabModel:
 
     def rows_of(self, item_ids: Iterable[int]) -> np.ndarray:
         """Position of each item id in ``item_ids`` (-1 when the model does not know it)."""
-        ids = np.asarray(list(item_ids), dtype=np.int64)
-        if not len(self.item_ids) or not len(ids):
-            return np.full(len(ids), -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.item_ids, ids), len(self.item_ids) - 1)
-        return np.where(self.item_ids[pos] == ids, pos, -1)
+        return rows_in(self.item_ids, item_ids)
 
     def seed_vector(self, seeds: Mapping[int, float]) -> np.ndarray | None:
         """Seeds as a dense row over ``item_ids`` (via :func:`seed_row`); None when none is known."""

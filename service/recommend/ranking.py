@@ -7,7 +7,7 @@ with hand-made arrays.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -116,6 +116,15 @@ def blend(sources: Mapping[str, Mapping[int, float]], weights: Mapping[str, floa
         signals = tuple(sorted(parts, key=lambda n: -parts[n]))
         out[item] = (sum(parts.values()), signals)
     return out
+
+
+def rows_in(sorted_ids: np.ndarray, item_ids: Iterable[int]) -> np.ndarray:
+    """Position of each item id in the ascending array ``sorted_ids`` (-1 where it is absent)."""
+    ids = np.asarray(list(item_ids), dtype=np.int64)
+    if not len(sorted_ids) or not len(ids):
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1)
 
 
 def top_n(scores: np.ndarray, n: int) -> np.ndarray:
