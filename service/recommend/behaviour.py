@@ -367,5 +367,10 @@ class BehaviourModel:
             try:
                 with session_factory() as session:
                     self.refresh(session)
-            except Exception:  # keep serving the last snapshot; the next round retries
-                log.exception("behaviour refresh failed")
+            except Exception as exc:  # keep serving the last snapshot; the next round retries
+                # One line per failed round (a database outage would otherwise print a full
+                # traceback every refresh period); the traceback is kept for debug logging.
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("behaviour refresh failed (serving the last snapshot): %s: %s",
+                            type(exc).__name__, first[:300])
+                log.debug("behaviour refresh failure", exc_info=exc)
