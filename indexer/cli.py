@@ -154,11 +154,16 @@ def _model_line(section: dict) -> str:
     if section.get("status") != "trained":
         return f"none ({section.get('reason', section.get('status'))})"
     metrics = section.get("metrics", {})
-    parts = [f"{section['family']} {json.dumps(section['params'])}, blend {json.dumps(section['blend'])}"]
-    for name in ("model", "without_model", "published_recipe"):
+    ranked = bool((section.get("ranker") or {}).get("used"))
+    served = "the learned ranker" if ranked else f"blend {json.dumps(section['blend'])}"
+    parts = [f"{section['family']} {json.dumps(section['params'])}, served by {served}"]
+    if not ranked and "model" not in section["blend"]:
+        parts.append("not blended in (validation preferred the blend without it)")
+    labels = {"model": "as served", "without_model": "without model", "published_recipe": "published recipe"}
+    for name, label in labels.items():
         if name in metrics:
             m = metrics[name]
-            parts.append(f"{name.replace('_', ' ')}: NDCG@10 {m['ndcg']:.4f} recall@10 {m['recall']:.4f}")
+            parts.append(f"{label}: NDCG@10 {m['ndcg']:.4f} recall@10 {m['recall']:.4f}")
     gate = section.get("gate", {})
     if gate.get("reference"):
         parts.append("gate " + ("passed" if gate.get("passed") else "FORCED" if gate.get("forced") else "REFUSED"))
