@@ -138,6 +138,7 @@ def record_events(*, session: Session, records: Sequence[EventRecord]) -> EventW
                 "value": r.value,
                 "occurred_at": r.occurred_at,
                 "recommendation_id": r.recommendation_id,
+                "query": r.query,
             }
             for r in (records[p] for p in keep)
         ]

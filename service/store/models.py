@@ -87,6 +87,10 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+# Longest search query an event keeps (the column's size; longer ones are refused at the edge).
+MAX_EVENT_QUERY_CHARS = 512
+
+
 class Event(Base):
     """One interaction of a user with an item."""
 
@@ -108,6 +112,8 @@ class Event(Base):
     occurred_at: Mapped[dt.datetime] = mapped_column(DateTime)
     # The recommendation that led to this event, for attribution.
     recommendation_id: Mapped[str | None] = mapped_column(String(64))
+    # The search query that led to this event (a click on a search result): query -> item pairs.
+    query: Mapped[str | None] = mapped_column(String(MAX_EVENT_QUERY_CHARS))
 
 
 class IndexVersion(Base):

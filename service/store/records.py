@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from service.store.fetch import FetchRefused, parse_url
 from service.store.images import KEY_PREFIX, is_key
-from service.store.models import ITEM_KINDS
+from service.store.models import ITEM_KINDS, MAX_EVENT_QUERY_CHARS
 
 MAX_ID_LEN = 255
 MAX_TITLE_LEN = 500
@@ -84,6 +84,7 @@ class EventRecord:
     value: float | None
     occurred_at: dt.datetime
     recommendation_id: str | None = None
+    query: str | None = None  # the search query that led to the event
 
 
 def _required_str(raw: Mapping[str, Any], name: str, max_len: int, aliases: Sequence[str] = ()) -> str:
@@ -359,7 +360,8 @@ def derive_event_id(user: str, item: str, type_: str, value: float | None, occur
     return "derived:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
 
-EVENT_FIELDS = {"event_id", "client_event_id", "user_id", "user", "item_id", "item", "type", "value", "timestamp", "recommendation_id"}
+EVENT_FIELDS = {"event_id", "client_event_id", "user_id", "user", "item_id", "item", "type", "value", "timestamp",
+                "recommendation_id", "query"}
 
 
 def parse_event(
@@ -375,7 +377,7 @@ def parse_event(
 
     Args:
         raw: ``event_id``, ``user_id``, ``item_id``, ``type``, ``value``, ``timestamp``,
-            ``recommendation_id``.
+            ``recommendation_id``, ``query`` (the search query that led to the event).
         event_types: accepted types (built-in plus configured custom ones).
         default_time: used when ``timestamp`` is absent (the API passes "now"); without it a
             timestamp is required whenever ``event_id`` is absent, so derived ids are stable.
@@ -433,4 +435,5 @@ def parse_event(
         value=value,
         occurred_at=occurred_at,
         recommendation_id=_optional_str(raw, "recommendation_id", 64),
+        query=_optional_str(raw, "query", MAX_EVENT_QUERY_CHARS),
     )

@@ -269,6 +269,8 @@ class EventIn(Schema):
     value = fields.Float(allow_none=True)
     timestamp = fields.Raw(metadata={"description": "ISO 8601 or Unix seconds; default now"})
     recommendation_id = fields.String(allow_none=True)
+    query = fields.String(allow_none=True, metadata={
+        "description": "the search query that led to this event (a click on a search result), at most 512 characters"})
 
 
 class EventResultOut(Schema):

@@ -124,3 +124,15 @@ def test_derive_event_id_depends_on_every_field():
     base = derive_event_id("u", "i", "view", None, t)
     assert base != derive_event_id("u", "i", "view", 1.0, t)
     assert base != derive_event_id("u", "i", "view", None, t + dt.timedelta(seconds=1))
+
+
+def test_an_event_may_carry_the_search_query_that_led_to_it():
+    base = {"user_id": "u", "item_id": "i", "type": "click", "timestamp": "2026-01-01T00:00:00Z"}
+    assert parse_event(base, event_types=BUILTIN_EVENT_TYPES).query is None
+    assert parse_event({**base, "query": ""}, event_types=BUILTIN_EVENT_TYPES).query is None  # empty CSV cell
+    assert parse_event({**base, "query": "red shoes"}, event_types=BUILTIN_EVENT_TYPES).query == "red shoes"
+    assert parse_event({**base, "query": "é" * 512}, event_types=BUILTIN_EVENT_TYPES).query == "é" * 512
+    for bad in ("x" * 513, "a\x00b", "\udc80"):
+        with pytest.raises(FieldError) as err:
+            parse_event({**base, "query": bad}, event_types=BUILTIN_EVENT_TYPES)
+        assert err.value.field == "query"

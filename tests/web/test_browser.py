@@ -277,7 +277,8 @@ def test_clicking_a_result_changes_the_recommendation_row(page):
     with page.expect_request(lambda r: r.url.endswith("/events") and r.method == "POST") as sent:
         card.click()
     event = json.loads(sent.value.post_data)
-    assert event == {"user_id": guest, "item_id": item_id, "type": "click"}
+    # A click on a search result carries the query that found it (query -> item pairs).
+    assert event == {"user_id": guest, "item_id": item_id, "type": "click", "query": "espresso machine"}
     page.wait_for_function("b => document.querySelector('#recs-row').dataset.signature !== b", arg=before)
     page.wait_for_selector("#recs-row .rec-card[data-id]")
     assert page.get_attribute("#recs-row", "data-strategy") == "personalized"
@@ -292,7 +293,7 @@ def test_clicking_a_result_changes_the_recommendation_row(page):
     with page.expect_request(lambda r: r.url.endswith("/events") and r.method == "POST") as sent:
         page.locator("#recs-row .rec-card").first.click()
     event = json.loads(sent.value.post_data)
-    assert event["recommendation_id"] == rec_id and event["user_id"] == guest
+    assert event["recommendation_id"] == rec_id and event["user_id"] == guest and "query" not in event
     page.wait_for_function("r => document.querySelector('#recs-row').dataset.recommendationId !== r", arg=rec_id)
     page.keyboard.press("Escape")
     screenshot(page, "recommendations.png")

@@ -497,3 +497,29 @@ def test_rotating_random_keys_do_not_bypass_the_rate_limit(deployment, monkeypat
     assert int(limited.headers["Retry-After"]) >= 1
     # A valid key is its own client: the attacker's address bucket does not starve it.
     assert client.get("/search?q=shoe&mode=keyword", headers={"X-API-Key": "the-write-key"}).status_code == 200
+
+
+# --- the search query an event carries ----------------------------------------------------------
+
+
+def test_an_event_keeps_the_search_query_that_led_to_it(client, deployment):
+    from sqlalchemy import select
+
+    from service.store.models import Event
+
+    body = strict_json(client.post("/events", json={"user_id": "u-query", "item_id": "shoe", "type": "click",
+                                                    "query": "trail running shoes"}))
+    assert body["accepted"] == 1
+    with deployment["factory"]() as session:
+        stored = session.scalars(select(Event.query).where(Event.client_event_id == body["results"][0]["event_id"]))
+        assert list(stored) == ["trail running shoes"]
+
+
+@pytest.mark.parametrize("query", ["x" * 513, "bad\x00query", "lone \ud800 surrogate", ["a list"], {"a": 1}])
+def test_a_hostile_event_query_is_refused_and_nothing_is_stored(client, query):
+    resp = client.post("/events", json={"user_id": "u-query-bad", "item_id": "shoe", "type": "click", "query": query})
+    if resp.status_code == 400:  # caught at the boundary (NUL, surrogates) or by the schema (type)
+        assert_error(resp, 400, "query")
+    else:
+        body = strict_json(resp)
+        assert body["accepted"] == 0 and body["results"][0]["reason"].startswith("query")

@@ -7,7 +7,7 @@
  *   GET  /items/<id>                  item detail (side panel)
  *   GET  /users?k=20                  demo user picker
  *   GET  /users/<id>/recommendations  "recommended for you" row
- *   POST /events {"type": "click"}    a click on a result; the row is refreshed after it
+ *   POST /events {"type": "click"}    a click on a result (with its search query); the row is refreshed after it
  *   GET  /ui/facets                   kinds and categories for the filters
  */
 "use strict";
@@ -630,7 +630,9 @@
     const detail = api(`/items/${encodeURIComponent(hit.id)}`).then((item) => {
       if ($("panel").dataset.id === hit.id && !$("panel").hidden) render(item);
     }).catch((err) => { if ($("panel").dataset.id === hit.id) note.textContent = err.message; });
-    const sent = sendClick(hit.id, recommendationId);
+    // A click on a text search's result carries its query: query -> item pairs for fine-tuning.
+    const text = source === "search" && state.query && state.query.type === "text" ? state.query.q : null;
+    const sent = sendClick(hit.id, recommendationId, text);
     const also = loadAlso(hit.id, alsoBox);
     await Promise.allSettled([detail, sent, also]);
   }
@@ -660,10 +662,11 @@
       h("tr", null, h("th", null, k.replace(/_/g, " ")), h("td", null, String(v))))));
   }
 
-  async function sendClick(itemId, recommendationId) {
+  async function sendClick(itemId, recommendationId, query = null) {
     if (!state.user) return;
     const event = { user_id: state.user, item_id: itemId, type: "click" };
     if (recommendationId) event.recommendation_id = recommendationId;
+    if (typeof query === "string" && query.trim()) event.query = query.trim().slice(0, 512);
     const setNote = (text, cls) => {
       const n = document.getElementById("event-note");
       if (n) { n.textContent = text; n.className = `event-note ${cls}`; }
