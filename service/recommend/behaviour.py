@@ -222,7 +222,7 @@ class BehaviourModel:
     def __init__(self, *, event_weights: Mapping[str, float], rating_neutral: float,
                  popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0,
                  trending_window_days: float = 7.0, trending_half_life_days: float = 3.0,
-                 max_events: int = 5_000_000):
+                 max_events: int = 1_000_000):
         self.weights = dict(event_weights)
         self.rating_neutral = rating_neutral
         self.popularity_damping = popularity_damping

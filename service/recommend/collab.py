@@ -317,14 +317,17 @@ def _fit_knn(data: Interactions, neighbours: int = 200, user_damping: float = 0.
     rows, cols, vals = [], [], []
     for r0 in range(0, n if k else 0, block):
         r1 = min(r0 + block, n)
-        sims = (xt[r0:r1] @ x).toarray()
-        sims[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0  # an item is not its own neighbour
-        top = np.argpartition(sims, n - k, axis=1)[:, n - k:]
-        v = np.take_along_axis(sims, top, axis=1)
-        keep = v > 0
-        rows.append(np.nonzero(keep)[0] + r0)
-        cols.append(top[keep])
-        vals.append(v[keep])
+        # Sparse all the way: only item pairs someone engaged with together are ever touched
+        # (a dense block x n array cost ~270 s per fit at 100k items and 10M events).
+        sims = sp.csr_matrix(xt[r0:r1] @ x)
+        row = np.repeat(np.arange(r1 - r0), np.diff(sims.indptr))
+        value = np.where(sims.indices == row + r0, 0.0, sims.data)  # an item is not its own neighbour
+        order = np.lexsort((-value, row))  # by row, best first within a row
+        rank = np.arange(len(order)) - sims.indptr[row[order]]
+        keep = order[(rank < k) & (value[order] > 0)]
+        rows.append(row[keep] + r0)
+        cols.append(sims.indices[keep])
+        vals.append(value[keep])
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
     s = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))), shape=(n, n))
     idx = np.int32 if s.nnz < 2 ** 31 else np.int64
