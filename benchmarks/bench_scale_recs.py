@@ -271,15 +271,7 @@ def child_train(data_dir: Path) -> dict[str, Any]:
 def make_behaviour(settings, max_events: int):
     from service.recommend.behaviour import BehaviourModel
 
-    return BehaviourModel(
-        event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
-        popularity_damping=settings.co_engagement_popularity_damping,
-        user_damping=settings.co_engagement_user_damping,
-        trending_window_days=settings.trending_window_days,
-        trending_half_life_days=settings.trending_half_life_days,
-        refresh_seconds=settings.behaviour_refresh_seconds,
-        max_events=max_events,
-    )
+    return BehaviourModel.from_settings(settings, max_events=max_events)
 
 
 def child_behaviour(data_dir: Path, max_events: int | None) -> dict[str, Any]:

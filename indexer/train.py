@@ -27,7 +27,6 @@ gate it against the published one, and write it into the version being built.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -79,39 +78,51 @@ def input_variants(settings: Settings) -> list[dict[str, Any]]:
 def _interactions(arrays: tuple[np.ndarray, ...], settings: Settings,
                   params: Mapping[str, Any] | None = None) -> collab.Interactions:
     """The model's input from event arrays, made as ``params`` say (default: the service's weighting)."""
-    users, items, weights, times = arrays
-    params = params or {}
-    return collab.interaction_matrix(users, items, weights, times,
-                                     half_life_days=params.get("half_life_days", settings.event_half_life_days),
-                                     binary=bool(params.get("binary", False)))
+    return collab.model_input(*arrays, params or {}, half_life_days=settings.event_half_life_days)
 
 
-def _direct_scores(ev: Evaluator, model: collab.CollabModel, phase: str) -> dict[str, float]:
-    """The model alone on ``phase``: each user's seeds in, consumed items out (fast: no SQL)."""
+@dataclass(frozen=True)
+class Asked:
+    """What one evaluated user brings to a direct model score: seeds, exclusions, held-out items."""
+
+    seeds: Mapping[int, float]
+    consumed: frozenset[int]
+    truth: set[int]
+
+
+def asked_users(ev: Evaluator, phase: str) -> list[Asked]:
+    """Each evaluated user's seeds (as ``for_user`` weighs them), consumed and held-out items,
+    computed once for every candidate model of the grid."""
     truth, now = ev.truth(phase), ev.world(phase).now
-    users = list(truth)
-    recs = []
-    for user in users:
+    out = []
+    for user in truth:
         history, consumed = ev.history(user, phase)
-        seeds = user_seeds(history, ev.settings, now=now)
-        recs.append(list(model.recommend(seeds.items, K, exclude=consumed)))
-    relevant = [truth[u] for u in users]
+        out.append(Asked(user_seeds(history, ev.settings, now=now).items, consumed, truth[user]))
+    return out
+
+
+def _direct_scores(model: collab.CollabModel, asked: list[Asked]) -> dict[str, float]:
+    """The model alone: each user's seeds in, consumed items out (fast: no SQL)."""
+    recs = [list(model.recommend(a.seeds, K, exclude=a.consumed)) for a in asked]
+    relevant = [a.truth for a in asked]
     return {"ndcg": ndcg_at_k(recs, relevant, K), "recall": recall_at_k(recs, relevant, K)}
 
 
 def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel]) -> tuple[list[dict], dict]:
     """Fit every allowed (family, setting) on the validation world; returns (table, best row)."""
     budget = int(settings.train_memory_budget_mb * 2**20)
+    asked = asked_users(ev, "valid")
     table: list[dict] = []
-    for inputs, family in itertools.product(input_variants(settings), settings.train_families):
-        data = _interactions(ev.world_arrays("valid"), settings, inputs)
-        for params in (dict(p, **inputs) for p in collab.param_grid(family, data, budget)):
-            started = time.perf_counter()
-            model = fit(family, data, **params)
-            row = {"family": family, "params": params, **_direct_scores(ev, model, "valid"),
-                   "fit_seconds": round(time.perf_counter() - started, 3), "bytes": int(model.nbytes)}
-            log.info("train: %s %s NDCG@%d %.4f", family, params, K, row["ndcg"])
-            table.append(row)
+    for inputs in input_variants(settings):
+        data = _interactions(ev.world_arrays("valid"), settings, inputs)  # once per input, for every family
+        for family in settings.train_families:
+            for params in (dict(p, **inputs) for p in collab.param_grid(family, data, budget)):
+                started = time.perf_counter()
+                model = fit(family, data, **params)
+                row = {"family": family, "params": params, **_direct_scores(model, asked),
+                       "fit_seconds": round(time.perf_counter() - started, 3), "bytes": int(model.nbytes)}
+                log.info("train: %s %s NDCG@%d %.4f", family, params, K, row["ndcg"])
+                table.append(row)
     if not table:
         raise ValueError(f"no model family of {list(settings.train_families)} fits the memory budget "
                          f"({settings.train_memory_budget_mb:g} MB)")

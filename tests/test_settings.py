@@ -39,6 +39,16 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"custom_event_types": '["bad type!"]'}, "custom_event_types"),
         ({"custom_event_types": '{"a": 1}'}, "custom_event_types"),
         ({"no_such_setting": 1}, "no_such_setting"),
+        # The training stage, the behaviour window and the cold slot (operator input, validated too).
+        ({"train_families": '["ease", "magic"]'}, "train_families"),
+        ({"train_memory_budget_mb": 0}, "train_memory_budget_mb"),
+        ({"train_memory_budget_mb": "nan"}, "train_memory_budget_mb"),
+        ({"train_eval_users": 0}, "train_eval_users"),
+        ({"train_gate_tolerance": 1.5}, "train_gate_tolerance"),
+        ({"train_gate_tolerance": -0.1}, "train_gate_tolerance"),
+        ({"behaviour_max_events": 0}, "behaviour_max_events"),
+        ({"cold_item_slots": -1}, "cold_item_slots"),
+        ({"learned_blend": "sometimes"}, "learned_blend"),
     ],
 )
 def test_bad_values_name_the_setting(overrides, message):

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.settings import Settings
 from service.store.models import Event, Item, to_seconds
 from service.recommend.ranking import SECONDS_PER_DAY, decay, event_weights, rows_in, top_n
 
@@ -250,6 +251,17 @@ class BehaviourModel:
         self._built_at = 0.0
         self._build_seconds = 0.0
         self.last_refresh = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> "BehaviourModel":
+        """The model as the service configures it (``overrides`` replace single arguments)."""
+        args = dict(event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
+                    popularity_damping=settings.co_engagement_popularity_damping,
+                    user_damping=settings.co_engagement_user_damping,
+                    trending_window_days=settings.trending_window_days,
+                    trending_half_life_days=settings.trending_half_life_days,
+                    refresh_seconds=settings.behaviour_refresh_seconds, max_events=settings.behaviour_max_events)
+        return cls(**{**args, **overrides})
 
     def refresh(self, session: Session, *, force: bool = False) -> bool:
         """Pull new events and catalog changes; rebuild the snapshot if anything changed.

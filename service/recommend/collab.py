@@ -84,6 +84,13 @@ def interaction_matrix(users, items, weights, times, *, half_life_days: float, b
     return Interactions(m, item_ids, user_keys)
 
 
+def model_input(users, items, weights, times, params: Mapping[str, Any], *, half_life_days: float) -> Interactions:
+    """The matrix a model with ``params`` is fitted on: its input params (``INPUT_PARAMS``) say
+    how it is made; ``half_life_days`` is the decay when they do not say (the service's)."""
+    return interaction_matrix(users, items, weights, times, half_life_days=params.get("half_life_days", half_life_days),
+                              binary=bool(params.get("binary", False)))
+
+
 def seed_row(seeds: Mapping[int, float], binary: bool = False) -> dict[int, float]:
     """The online counterpart of a matrix row: ``log1p(w)`` (or 1 when ``binary``) for w > 0,
     the others dropped."""

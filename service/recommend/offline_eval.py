@@ -389,11 +389,8 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
     section = (loaded.manifest.get("behaviour") or {}) if loaded else {}
     if section.get("status") == "trained":
         # The published model saw the held-out events: its recipe is refit on this split's world.
-        users, items, weights, times = ev.world_arrays("test")
-        params = section["params"]
-        data = collab.interaction_matrix(users, items, weights, times,
-                                         half_life_days=params.get("half_life_days", settings.event_half_life_days),
-                                         binary=bool(params.get("binary", False)))
+        data = collab.model_input(*ev.world_arrays("test"), section["params"],
+                                  half_life_days=settings.event_half_life_days)
         name = f"published model, refit ({section['family']} {json.dumps(section['params'])})"
         models[name] = collab.fit(section["family"], data, **section["params"])
         blends.insert(0, (name, Blend(dict(section["blend"]), settings.co_engagement_popularity_damping,

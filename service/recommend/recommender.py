@@ -347,7 +347,8 @@ def with_cold_slots(engine: Engine, ask: Ask, sources: Sources, recs: list[Rec],
     need = ask.cold_slots - int(is_cold(engine, on_page).sum()) if on_page else ask.cold_slots
     if need <= 0 or not found:
         return recs
-    ids = [i for i in found if i not in set(on_page)]
+    page = set(on_page)
+    ids = [i for i in found if i not in page]
     floor = max((found[i] for i in on_page if i in found), default=-np.inf)
     ranked = sorted((i for i, c in zip(ids, is_cold(engine, ids)) if c and found[i] >= floor), key=lambda i: (-found[i], i))
     items = load_items(session=session, ids=ranked[: need * POOL_FACTOR])

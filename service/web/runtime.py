@@ -67,15 +67,7 @@ class Runtime:
         self.image_sources = ImageSources.from_settings(settings)
         self.images = self.image_sources.store
         self.deltas = DeltaSet(settings.index_path)
-        self.behaviour = BehaviourModel(
-            event_weights=settings.event_weights, rating_neutral=settings.rating_neutral,
-            popularity_damping=settings.co_engagement_popularity_damping,
-            user_damping=settings.co_engagement_user_damping,
-            trending_window_days=settings.trending_window_days,
-            trending_half_life_days=settings.trending_half_life_days,
-            refresh_seconds=settings.behaviour_refresh_seconds,
-            max_events=settings.behaviour_max_events,
-        )
+        self.behaviour = BehaviourModel.from_settings(settings)
         self.clip_error: str | None = None
         # Recent query vectors of this worker, keyed by space and encoder revision.
         self.query_cache = QueryCache(settings.query_cache_size)
