@@ -2,8 +2,10 @@
 
 Writes go to the ``fresh_vectors`` table (so every worker process sees them) and touch a signal
 file in the index directory. Each worker keeps an in-memory :class:`Delta` per space, synced
-from SQL when the signal file changes (one ``stat`` per search) and rebuilt from scratch when a
-new index version is loaded: rows written before that version read the catalog are in it
+from SQL when the signal file changes or when ``fresh_vectors`` holds a row newer than the last
+one it applied (one ``stat`` and one indexed ``max(written_at)`` per search: a replica with an
+index directory of its own never sees another replica's signal file), and rebuilt from scratch
+when a new index version is loaded: rows written before that version read the catalog are in it
 already and are dropped.
 """
 
@@ -16,7 +18,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -132,12 +134,20 @@ class DeltaSet:
             self._synced_until = read_at
 
     def sync(self, session: Session, *, force: bool = False) -> None:
-        """Pull rows written since the last sync, if the signal says something changed."""
+        """Pull rows written since the last sync, if the signal or SQL says something changed.
+
+        The signal file only carries writes made through this index directory; a write through
+        another replica (an index directory of its own, the same database) shows as a newer
+        ``written_at`` in SQL.
+        """
         stamp = signal_stamp(self.index_dir)
+        latest = None
         if not force and stamp == self._seen_stamp:
-            return
+            latest = session.scalar(select(func.max(FreshVector.written_at)))
+            if latest is None or latest <= self._synced_until:
+                return
         with self._lock:
-            if not force and stamp == self._seen_stamp:
+            if not force and stamp == self._seen_stamp and (latest is None or latest <= self._synced_until):
                 return
             # >= the last time seen: rows committed in the same clock tick are not missed;
             # applying a row twice is harmless.
