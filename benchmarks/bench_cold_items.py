@@ -62,11 +62,10 @@ import numpy as np  # noqa: E402
 from benchmarks.bench_movielens import DATA_ROOT, _short, prepare_service  # noqa: E402
 from benchmarks.common import REPO  # noqa: E402
 from benchmarks.movielens import load_split  # noqa: E402
-from service.recommend.offline_eval import Evaluator, World  # noqa: E402
+from service.recommend.cold_eval import COLD, ColdEvaluator, pick_cold_items, subset_log  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "cold_items.json"
 PLOT = REPO / "docs" / "img" / "cold_items.png"
-COLD = "cold"
 MIN_POSITIVES = 5
 FRACTION = 0.10
 SEED = 0
@@ -80,57 +79,6 @@ SETTINGS = {
     "d": "learned ranker forced on",
     "e": "shipped default blend, no model",
 }
-
-
-class ColdEvaluator(Evaluator):
-    """The training world's :class:`Evaluator` with one more phase, ``"cold"``: every
-    training-world event stays in the world (nobody's events are held out, the clock is the last
-    training-world event) and the truth is each user's positive cold items, which the world
-    never saw. ``valid``/``test`` are the usual warm phases of the training-world split."""
-
-    def __init__(self, *args, cold_truth: dict[Any, set[int]], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cold_truth = cold_truth
-
-    def world(self, phase: str) -> World:
-        if phase != COLD:
-            return super().world(phase)
-        if COLD not in self._worlds:
-            log = self.log
-            rows = np.arange(len(log), dtype=np.int64)
-            users = log.users.tolist()
-            by_user: dict[Any, list[int]] = {u: [] for u in self.cold_truth}
-            for i, u in enumerate(users):
-                if u in by_user:
-                    by_user[u].append(i)
-            now = float(log.times.max()) if len(log) else 0.0
-            self._worlds[COLD] = World(rows, now, {u: np.asarray(r, dtype=np.int64) for u, r in by_user.items()})
-        return self._worlds[COLD]
-
-    def truth(self, phase: str) -> dict[Any, set[int]]:
-        if phase != COLD:
-            return super().truth(phase)
-        return {u: set(items) for u, items in self.cold_truth.items()}
-
-
-def pick_cold_items(log, *, fraction: float, min_positives: int, seed: int) -> tuple[np.ndarray, int]:
-    """(sorted cold item keys, how many items were eligible): a seeded ``fraction`` of the items
-    with at least ``min_positives`` positive interactions (``log.positive``: first per user and item)."""
-    items, counts = np.unique(log.items[log.positive], return_counts=True)
-    eligible = items[counts >= min_positives]
-    n = int(round(fraction * len(eligible)))
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(eligible, size=n, replace=False)), len(eligible)
-
-
-def subset_log(log, keep: np.ndarray, settings):
-    """The events at ``keep`` (in order) as a fresh log (``positive`` recomputed on them)."""
-    from service.recommend.offline_eval import make_event_log
-
-    idx = np.flatnonzero(keep)
-    return make_event_log(log.users[idx].tolist(), log.items[idx].tolist(), [log.types[i] for i in idx.tolist()],
-                          [log.values[i] for i in idx.tolist()], log.times[idx].tolist(), settings,
-                          user_names=log.user_names)
 
 
 def per_user_recall(lists: dict, truth: dict, k: int) -> dict:

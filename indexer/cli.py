@@ -7,7 +7,7 @@ Exit codes a scheduler can act on:
 1     the build failed (the published version is unchanged)
 2     bad usage or configuration
 3     the recall floor could not be met (index too lossy for the budget)
-4     the quality gate refused the new model (kept unpublished; --force publishes it anyway)
+4     a quality gate refused the new model or fine-tuned encoder (kept unpublished; --force publishes it anyway)
 74    disk full or I/O error (free space, then run it again); the published version is unchanged
 75    another build is running (try again later)
 130   interrupted (Ctrl-C or SIGTERM); the published version is unchanged
@@ -112,6 +112,19 @@ def train(c: Context, force: bool, no_publish: bool) -> None:
     _run_pipeline(c, lambda p: p.train(force=force, publish=not no_publish), "training")
 
 
+@cli.command()
+@click.option("--force", is_flag=True, help="Publish the fine-tuned encoder even if its quality gate refuses it.")
+@click.option("--no-publish", is_flag=True, help="Fine-tune, build and evaluate, but leave the current version published.")
+@pass_ctx
+def finetune(c: Context, force: bool, no_publish: bool) -> None:
+    """Fine-tune the text encoder on behaviour and search clicks, then build and publish a version with it.
+
+    Published only if content-only recommendations, cold items and search do not get worse on
+    held-out behaviour; `recsys-indexer publish <previous version>` rolls encoder and index back together.
+    """
+    _run_pipeline(c, lambda p: p.finetune(force=force, publish=not no_publish), "fine-tuning")
+
+
 def _run_pipeline(c: Context, action, what: str) -> None:
     """Run a build or a training, turning every failure into one line and an exit code."""
     from indexer.index_build import RecallTooLow
@@ -170,6 +183,23 @@ def _model_line(section: dict) -> str:
     return "; ".join(parts)
 
 
+def _encoder_line(section: dict) -> str:
+    """One line on a version's fine-tuned text encoder: identity, held-out metrics against the published one, gate."""
+    parts = [f"{section.get('name')}@{section.get('revision')} (from {section.get('base', {}).get('name')})"]
+    if section.get("inherited_from"):
+        parts.append(f"kept from {section['inherited_from']}")
+    metrics = section.get("metrics") or {}
+    new, old = metrics.get("candidate") or {}, metrics.get("published") or {}
+    shown = [f"{name} {new[name]:.4f} (was {old[name]:.4f})" for name in new if new.get(name) is not None
+             and old.get(name) is not None]
+    if shown:
+        parts.append(", ".join(shown))
+    gate = section.get("gate") or {}
+    if gate:
+        parts.append("gate " + ("FORCED" if gate.get("forced") else "REFUSED" if gate.get("refused") else "passed"))
+    return "; ".join(parts)
+
+
 def _print_build(report) -> None:
     click.echo(report.message)
     if report.status == "up-to-date" or report.manifest is None:
@@ -182,6 +212,8 @@ def _print_build(report) -> None:
         )
     for name, reason in report.manifest.get("skipped_spaces", {}).items():
         click.echo(f"  {name:5} skipped: {reason}")
+    if "encoder" in report.manifest:
+        click.echo(f"  encoder {_encoder_line(report.manifest['encoder'])}")
     if "behaviour" in report.manifest:
         click.echo(f"  model {_model_line(report.manifest['behaviour'])}")
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
@@ -216,6 +248,10 @@ def status(c: Context, as_json: bool) -> None:
                 from indexer.pipeline import behaviour_summary
 
                 data["model"] = behaviour_summary(manifest["behaviour"])
+            if "encoder" in manifest:
+                from indexer.pipeline import encoder_summary
+
+                data["encoder"] = encoder_summary(manifest["encoder"])
             data["built_seconds"] = manifest.get("timings", {}).get("total")
         except artifacts.ArtifactError as exc:
             data["error"] = str(exc)
@@ -235,6 +271,8 @@ def status(c: Context, as_json: bool) -> None:
                        f"recall@10 {info['recall_at_10']:.3f}{_probe_part(info)}")
         for name, reason in data.get("skipped_spaces", {}).items():
             click.echo(f"  {name:5} skipped: {reason}")
+        if "encoder" in data:
+            click.echo(f"  encoder {_encoder_line(data['encoder'])}")
         if "model" in data:
             click.echo(f"  model {_model_line(data['model'])}")
         if "error" in data:

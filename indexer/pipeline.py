@@ -30,6 +30,8 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer.finetune_stage import FinetuneResult, finetune_text
+from indexer.probes import probe_texts
 from indexer.train import TrainResult, train_model
 from indexer.vector_cache import VectorCache
 from service.vectors import artifacts
@@ -37,13 +39,15 @@ from service.store.db import session_scope
 from service.vectors.encoders import EncoderUnavailable
 from service.vectors.index_store import load_space
 from service.store.images import ImageStore, is_key
-from service.store.items import chunked
+from service.store.events import event_watermark
+from service.store.items import chunked, embedding_texts
 from service.store.models import IndexVersion, Item, utcnow
 from service.settings import Settings
 
 log = logging.getLogger("recsys.indexer")
 
 LOCK_FILE = ".build.lock"
+FINETUNE_DIR = "finetune"  # fine-tuning checkpoints (a killed fine-tune resumes from them)
 LEGACY_IMAGE = "legacy image location (not in the image store): run `recsys images migrate`"
 
 
@@ -91,6 +95,16 @@ class SpaceVectors:
 
 
 @dataclass
+class TextChoice:
+    """The encoder the text space is built with, when it is not the pretrained ``text_model``."""
+
+    encoder: Any | None  # a TextEncoder (None: loaded from ``folder`` when the build needs it)
+    folder: Path  # its sentence-transformers folder, copied into the version
+    section: dict[str, Any]  # the manifest's "encoder" section (files are added when copied)
+    refused: str | None = None  # why the fine-tuning gate refused it (the version stays unpublished)
+
+
+@dataclass
 class BuildReport:
     status: str  # "published", "ready" (built, not published), "refused" (by the quality gate) or "up-to-date"
     version: str | None
@@ -104,36 +118,8 @@ class BuildReport:
 
 def _text_inputs(session: Session, ids: list[int]) -> list[str]:
     """Title and text of each item: what the text space embeds."""
-    found: dict[int, str] = {}
-    for chunk in chunked(ids):
-        for pk, title, text in session.execute(select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))):
-            found[pk] = f"{title}\n{text}".strip()
+    found = embedding_texts(session, ids)
     return [found[i] for i in ids]
-
-
-def probe_texts(items: list[tuple[str, str]], seed: int = 0) -> list[str]:
-    """One query-like text per (title, text): the title, 3-6 consecutive words of the text, or a
-    typeahead-like prefix of the title (at least 3 characters), chosen with ``seed``.
-
-    Real queries are short and land between the catalog's clusters, unlike the items' own
-    title+text vectors; empty results are dropped.
-    """
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    for title, text in items:
-        title, words = (title or "").strip(), (text or "").split()
-        kind = int(rng.integers(3))
-        if kind == 1 and len(words) >= 3:
-            size = int(rng.integers(3, 7))
-            start = int(rng.integers(0, max(1, len(words) - size + 1)))
-            probe = " ".join(words[start : start + size])
-        elif kind == 2 and len(title) > 3:
-            probe = title[: int(rng.integers(3, len(title)))].strip()
-        else:
-            probe = title or " ".join(words[:6])
-        if probe:
-            out.append(probe)
-    return out
 
 
 def text_probe_source(
@@ -165,17 +151,18 @@ def space_members(space: str, rows: list[ItemRow]) -> list[ItemRow]:
     return [r for r in rows if r.image_location]
 
 
-def space_settings(space: str, settings: Settings) -> dict[str, Any]:
-    """The settings that decide a space's vectors and index (part of its fingerprint)."""
+def space_settings(space: str, settings: Settings, finetuned: str | None = None) -> dict[str, Any]:
+    """The settings that decide a space's vectors and index (part of its fingerprint); ``finetuned``:
+    the revision of the fine-tuned text encoder the text space is built with."""
     common = {"recall_floor": settings.recall_floor, "memory_budget_mb": settings.index_memory_budget_mb}
     if space == "text":
-        return {"model": settings.text_model, **common}
+        return {"model": settings.text_model, **common, **({"finetuned": finetuned} if finetuned else {})}
     return {"model": settings.clip_model, "pretrained": settings.clip_pretrained, "enabled": settings.clip_enabled, **common}
 
 
-def fingerprint(space: str, settings: Settings, rows: list[ItemRow]) -> str:
+def fingerprint(space: str, settings: Settings, rows: list[ItemRow], finetuned: str | None = None) -> str:
     """Digest of what a space would be built from: equal digests mean nothing to rebuild."""
-    h = hashlib.sha256(json.dumps(space_settings(space, settings), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(space_settings(space, settings, finetuned), sort_keys=True).encode())
     for r in space_members(space, rows):
         h.update(f"{r.id}:{r.content_hash}\n".encode())
     return h.hexdigest()
@@ -377,6 +364,7 @@ class Pipeline:
         index_builder: Callable[..., dict[str, Any]] = build_space_index,
         verifier: Callable[[Path, SpaceVectors], None] = verify_space,
         trainer: Callable[..., TrainResult] | None = None,
+        finetuner: Callable[..., FinetuneResult] | None = None,
         progress: bool = False,
     ):
         if load_text_encoder is None or load_clip_encoder is None:
@@ -389,6 +377,7 @@ class Pipeline:
         self.loaders = {"text": load_text_encoder, "clip": load_clip_encoder}
         self.reader, self.embedder, self.index_builder, self.verifier = reader, embedder, index_builder, verifier
         self.trainer = trainer or train_model
+        self.finetuner = finetuner or finetune_text
         self.progress = progress
         self.index_dir = settings.index_path
         self.image_store = ImageStore.from_settings(settings)
@@ -435,33 +424,44 @@ class Pipeline:
     def _run(self, *, full: bool, force: bool, publish: bool) -> BuildReport:
         started = time.perf_counter()
         with build_lock(self.index_dir):
-            read_at = utcnow()
-            with self._stage("read"), session_scope(self.session_factory) as session:
-                rows = self.reader(session)
-            prints = {s: fingerprint(s, self.settings, rows) for s in artifacts.SPACES}
-            current = artifacts.current_version(self.index_dir)
-            if current and not (full or force):
-                try:
-                    old = artifacts.read_manifest(artifacts.version_dir(self.index_dir, current))
-                except artifacts.ArtifactError:
-                    old = None
-                if old and old.get("fingerprints") == prints:
-                    msg = f"nothing changed since version {current}: no rebuild (use --force to build anyway)"
-                    log.info(msg)
-                    self.timings["total"] = round(time.perf_counter() - started, 4)
-                    return BuildReport("up-to-date", current, old, dict(self.timings), msg)
-            version, building = self._new_version()
+            if self.settings.finetune_on_rebuild:
+                return self._finetune_locked(force=force, publish=publish, started=started, full=full)
+            return self._run_locked(full=full, force=force, publish=publish, started=started)
+
+    def _run_locked(self, *, full: bool, force: bool, publish: bool, started: float,
+                    text: TextChoice | None = None) -> BuildReport:
+        """The build, with the lock held; ``text``: a fine-tuned encoder to build the text space with
+        (default: the published version's fine-tune when it was made from ``text_model``, else that)."""
+        read_at = utcnow()
+        with self._stage("read"), session_scope(self.session_factory) as session:
+            rows = self.reader(session)
+        current = artifacts.current_version(self.index_dir)
+        text = text or self._inherited_text(current)
+        finetuned = text.section["revision"] if text else None
+        prints = {s: fingerprint(s, self.settings, rows, finetuned if s == "text" else None)
+                  for s in artifacts.SPACES}
+        if current and not (full or force):
             try:
-                with self._step("start"):
-                    self._start(version, building)
-                manifest = self._build(version, building, rows, prints, full=full)
-                # Writes after this instant are not in the version: the service keeps them in its delta.
-                manifest["read_at"] = read_at.isoformat() + "Z"
-                return self._train_and_finish(version, building, manifest, force=force, publish=publish,
-                                              started=started)
-            except BaseException as exc:  # KeyboardInterrupt and SystemExit too: clean up, then re-raise
-                self._fail(version, building, exc)
-                raise
+                old = artifacts.read_manifest(artifacts.version_dir(self.index_dir, current))
+            except artifacts.ArtifactError:
+                old = None
+            if old and old.get("fingerprints") == prints:
+                msg = f"nothing changed since version {current}: no rebuild (use --force to build anyway)"
+                log.info(msg)
+                self.timings["total"] = round(time.perf_counter() - started, 4)
+                return BuildReport("up-to-date", current, old, dict(self.timings), msg)
+        version, building = self._new_version()
+        try:
+            with self._step("start"):
+                self._start(version, building)
+            manifest = self._build(version, building, rows, prints, full=full, text=text)
+            # Writes after this instant are not in the version: the service keeps them in its delta.
+            manifest["read_at"] = read_at.isoformat() + "Z"
+            return self._train_and_finish(version, building, manifest, force=force, publish=publish,
+                                          started=started, refused_by=text.refused if text else None)
+        except BaseException as exc:  # KeyboardInterrupt and SystemExit too: clean up, then re-raise
+            self._fail(version, building, exc)
+            raise
 
     def train(self, *, force: bool = False, publish: bool = True) -> BuildReport:
         """``recsys-indexer train``: a new version with the published one's spaces and a new model.
@@ -490,6 +490,8 @@ class Pipeline:
                         self._start(version, building)
                         for space in old["spaces"]:
                             _link_tree(source / space, building / space)
+                        if "encoder" in old:  # the fine-tuned encoder the spaces were built with
+                            _link_tree(source / artifacts.ENCODER_DIR, building / artifacts.ENCODER_DIR)
                     manifest = {k: v for k, v in old.items() if k not in ("behaviour", "timings")}
                     manifest.update(version=version, created_at=utcnow().isoformat() + "Z", spaces_from=current)
                     return self._train_and_finish(version, building, manifest, force=force, publish=publish,
@@ -501,6 +503,84 @@ class Pipeline:
             self.failed_stage = failed_stage(exc)
             raise
 
+    def finetune(self, *, force: bool = False, publish: bool = True, full: bool = False) -> BuildReport:
+        """``recsys-indexer finetune``: fine-tune the text encoder on behaviour, build a version with it.
+
+        The version is published only when the fine-tuning gate and the model gate pass (``force``:
+        anyway); refused, it stays unpublished with status "refused". With too little behaviour
+        nothing is built (status "up-to-date", the message says why).
+
+        Raises:
+            BuildError: as :meth:`run`; nothing was published.
+        """
+        self.timings, self.failed_stage = {}, None
+        started = time.perf_counter()
+        try:
+            with build_lock(self.index_dir):
+                return self._finetune_locked(force=force, publish=publish, started=started, full=full,
+                                             build_anyway=False)
+        except BaseException as exc:
+            self.failed_stage = failed_stage(exc)
+            raise
+
+    def _finetune_locked(self, *, force: bool, publish: bool, started: float, full: bool,
+                         build_anyway: bool = True) -> BuildReport:
+        """Fine-tune, then build with the result (lock held); ``build_anyway``: a scheduled rebuild
+        still builds when there is nothing new to fine-tune on."""
+        from service.vectors.text_encoder import load_text_encoder
+
+        current = artifacts.current_version(self.index_dir)
+        published_text = self._published_text(current)
+        last = (published_text.section.get("watermark") if published_text else None)
+        with session_scope(self.session_factory) as session:
+            watermark = event_watermark(session)
+        if build_anyway and not force and last == watermark:
+            log.info("finetune: no new behaviour since the published fine-tune: a plain rebuild")
+            return self._run_locked(full=full, force=force, publish=publish, started=started)
+
+        def embed(encoder: Any) -> tuple[np.ndarray, np.ndarray]:
+            with session_scope(self.session_factory) as session:
+                sv = self.embedder("text", self.reader(session), encoder, session=session,
+                                   cache_root=self.index_dir / "cache", full=False, progress=self.progress,
+                                   image_store=self.image_store)
+            return sv.ids, sv.vectors
+
+        def load(path: Path | None, name: str | None = None) -> Any:
+            if path is None:  # the pretrained base, to be trained: fp32 on every device
+                return load_text_encoder(self.settings, training=True)
+            return load_text_encoder(self.settings, path=path, name=name)
+
+        with self._stage("finetune"):
+            published = self._text_encoder(published_text)
+            work_dir = self.index_dir / FINETUNE_DIR
+            result: FinetuneResult = self.finetuner(self.settings, self.session_factory, published=published,
+                                                    embed=embed, load_encoder=load, work_dir=work_dir,
+                                                    progress=self.progress)
+        if result.status == "skipped":
+            if build_anyway:
+                return self._run_locked(full=full, force=force, publish=publish, started=started)
+            self.timings["total"] = round(time.perf_counter() - started, 4)
+            return BuildReport("up-to-date", current, None, dict(self.timings), result.message)
+        text = TextChoice(result.encoder, result.model_dir, result.section, result.refused)
+        report = self._run_locked(full=full, force=force, publish=publish, started=started, text=text)
+        shutil.rmtree(work_dir, ignore_errors=True)  # the version holds the encoder now; checkpoints are spent
+        return report
+
+    def _published_text(self, current: str | None) -> TextChoice | None:
+        """The fine-tuned encoder the published text space was built with (None: the pretrained one)."""
+        if current is None:
+            return None
+        folder = artifacts.version_dir(self.index_dir, current)
+        try:
+            section = artifacts.read_manifest(folder).get("encoder")
+        except artifacts.ArtifactError:
+            return None
+        if not section:
+            return None
+        kept = {k: v for k, v in section.items() if k != "files"}
+        kept.setdefault("inherited_from", current)
+        return TextChoice(None, folder / artifacts.ENCODER_DIR, kept)
+
     def _new_version(self) -> tuple[str, Path]:
         """A fresh version name and the private folder it is built in."""
         version = artifacts.new_version_name()
@@ -511,18 +591,22 @@ class Pipeline:
         self._record(version, "building", building)
 
     def _train_and_finish(self, version: str, building: Path, manifest: dict[str, Any], *, force: bool,
-                          publish: bool, started: float) -> BuildReport:
-        """Training stage, then write, move into place and publish (unless the gate refused)."""
+                          publish: bool, started: float, refused_by: str | None = None) -> BuildReport:
+        """Training stage, then write, move into place and publish (unless a gate refused:
+        the model's, or the fine-tuning's as ``refused_by``)."""
         with self._stage("train"):
             text = manifest["spaces"].get("text")
             space = load_space(building / "text", "text", text) if text else None
             result = self.trainer(self.settings, self.session_factory, building, space=space,
                                   published=self._published_behaviour())
         manifest["behaviour"] = result.section
-        refused = result.refused if result.refused and not force else None
-        if result.refused and force:
-            result.section["gate"]["forced"] = True
-            log.warning("quality gate overridden (--force): %s", result.refused)
+        reasons = [r for r in (refused_by and f"fine-tuned encoder: {refused_by}", result.refused) if r]
+        refused = "; ".join(reasons) if reasons and not force else None
+        if reasons and force:
+            for section, reason in ((manifest.get("encoder"), refused_by), (result.section, result.refused)):
+                if reason and section is not None:
+                    section["gate"]["forced"] = True
+            log.warning("quality gate overridden (--force): %s", "; ".join(reasons))
         manifest["timings"] = dict(self.timings)
         with self._step("finish"):
             artifacts.write_json_atomic(building / artifacts.MANIFEST, manifest)
@@ -551,7 +635,28 @@ class Pipeline:
         except artifacts.ArtifactError:
             return None
 
-    def _build(self, version: str, building: Path, rows: list[ItemRow], prints: dict[str, str], *, full: bool) -> dict[str, Any]:
+    def _inherited_text(self, current: str | None) -> TextChoice | None:
+        """The published version's fine-tuned encoder, when it was made from this ``text_model``
+        (a plain rebuild keeps it; a changed ``text_model`` starts again from the pretrained one)."""
+        text = self._published_text(current)
+        if text is None or text.section.get("base", {}).get("setting") != self.settings.text_model:
+            return None
+        return text
+
+    def _text_encoder(self, text: TextChoice | None) -> Any:
+        if text is None:
+            return self.loaders["text"](self.settings)
+        if text.encoder is None:
+            from service.vectors.text_encoder import load_text_encoder
+
+            text.encoder = load_text_encoder(self.settings, path=text.folder, name=text.section["name"])
+            if text.encoder.revision != text.section["revision"]:
+                raise BuildError(f"the fine-tuned encoder in {text.folder} has revision {text.encoder.revision}, "
+                                 f"its manifest says {text.section['revision']}")
+        return text.encoder
+
+    def _build(self, version: str, building: Path, rows: list[ItemRow], prints: dict[str, str], *, full: bool,
+               text: TextChoice | None = None) -> dict[str, Any]:
         manifest: dict[str, Any] = {
             "format": artifacts.FORMAT_VERSION,
             "version": version,
@@ -569,7 +674,7 @@ class Pipeline:
                 continue
             try:
                 with self._stage(f"load:{space}"):
-                    encoder = self.loaders[space](self.settings)
+                    encoder = self._text_encoder(text) if space == "text" else self.loaders[space](self.settings)
             except EncoderUnavailable as exc:
                 if space == "text":
                     raise BuildError(f"text encoder unavailable: {exc}") from exc
@@ -603,6 +708,10 @@ class Pipeline:
             }
         if "text" not in manifest["spaces"]:
             raise BuildError("nothing to index: the catalog has no live items")
+        if text is not None:  # the version carries the encoder its text space needs
+            with self._step("copy:encoder"):
+                _link_tree(text.folder, building / artifacts.ENCODER_DIR)
+                manifest["encoder"] = {**text.section, "files": artifacts.tree_entries(building / artifacts.ENCODER_DIR)}
         return manifest
 
     def _fail(self, version: str, building: Path, exc: BaseException) -> None:
@@ -649,6 +758,8 @@ def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     out = {"spaces": spaces, "skipped_spaces": manifest.get("skipped_spaces", {}), "timings": manifest.get("timings", {})}
     if "behaviour" in manifest:
         out["behaviour"] = behaviour_summary(manifest["behaviour"])
+    if "encoder" in manifest:
+        out["encoder"] = encoder_summary(manifest["encoder"])
     return out
 
 
@@ -657,10 +768,22 @@ def behaviour_summary(section: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in ("files", "validation")}
 
 
+def encoder_summary(section: dict[str, Any]) -> dict[str, Any]:
+    """The fine-tuned encoder section as status pages show it: identity, metrics, gate, cost."""
+    out = {k: v for k, v in section.items() if k not in ("files", "fit")}
+    fit = section.get("fit") or {}
+    out["fit"] = {k: fit.get(k) for k in ("train_pairs", "valid_pairs", "epochs_run", "valid_loss", "seconds",
+                                          "pairs_per_second", "device", "precision") if k in fit}
+    return out
+
+
 def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link every file of ``source`` into ``target`` (copy where the file system refuses)."""
+    """Hard-link every file under ``source`` into ``target`` (copy where the file system refuses)."""
     target.mkdir(parents=True)
     for path in source.iterdir():
+        if path.is_dir():
+            _link_tree(path, target / path.name)
+            continue
         try:
             os.link(path, target / path.name)
         except OSError:

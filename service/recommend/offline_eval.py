@@ -104,23 +104,27 @@ class EventLog:
     weights: np.ndarray
     positive: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     user_names: Mapping[Any, str] = field(default_factory=dict)  # user key -> external id
+    # The search query each event carries (``POST /events`` ``query``), when read with them.
+    queries: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
 
-def load_event_log(session: Session, settings: Settings) -> EventLog:
-    """Every stored event by id (what the service's behaviour model reads), with user names."""
-    rows = session.execute(
-        select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at).order_by(Event.id)
-    ).all()
+def load_event_log(session: Session, settings: Settings, *, queries: bool = False) -> EventLog:
+    """Every stored event by id (what the service's behaviour model reads), with user names
+    (and with each event's search query when ``queries``)."""
+    columns = [Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at]
+    rows = session.execute(select(*columns, *([Event.query] if queries else [])).order_by(Event.id)).all()
     names = dict(session.execute(select(User.id, User.external_id)).all())
     return make_event_log([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-                          [to_seconds(r[4]) for r in rows], settings, user_names=names)
+                          [to_seconds(r[4]) for r in rows], settings, user_names=names,
+                          queries=[r[5] for r in rows] if queries else None)
 
 
 def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], values: Sequence[float | None],
-                   times: Sequence[float], settings: Settings, *, user_names: Mapping[Any, str] | None = None) -> EventLog:
+                   times: Sequence[float], settings: Settings, *, user_names: Mapping[Any, str] | None = None,
+                   queries: Sequence[str | None] | None = None) -> EventLog:
     """An event log in the given order; ``positive`` marks the first positive event per (user, item)."""
     w = event_weights(types, values, settings.event_weights, settings.rating_neutral)
     seen: set[tuple] = set()
@@ -130,7 +134,8 @@ def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], 
             seen.add((u, it))
             keep.append(i)
     return EventLog(np.asarray(users), np.asarray(items, dtype=np.int64), list(types), list(values),
-                    np.asarray(times, dtype=np.float64), w, np.asarray(keep, dtype=np.int64), dict(user_names or {}))
+                    np.asarray(times, dtype=np.float64), w, np.asarray(keep, dtype=np.int64), dict(user_names or {}),
+                    None if queries is None else list(queries))
 
 
 @dataclass

@@ -223,3 +223,9 @@ def active_users(*, session: Session, limit: int, recent_events: int = 50_000) -
         .order_by(last.desc()).limit(limit)
     ).all()
     return [(u, int(n), t) for u, n, t in rows]
+
+
+def event_watermark(session: Session) -> dict[str, int]:
+    """How many events are stored and the newest id: what a model or a fine-tune has seen."""
+    count, last = session.execute(select(func.count(Event.id), func.max(Event.id))).one()
+    return {"events": int(count or 0), "max_event_id": int(last or 0)}

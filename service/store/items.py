@@ -37,6 +37,20 @@ def chunked(values: Sequence, size: int = LOOKUP_CHUNK) -> Iterable[Sequence]:
         yield values[start : start + size]
 
 
+def embedding_text(title: str | None, text: str | None) -> str:
+    """What the text space embeds for an item (the rebuild, fresh writes and fine-tuning agree)."""
+    return f"{title or ''}\n{text or ''}".strip()
+
+
+def embedding_texts(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """:func:`embedding_text` of each live or deleted item among ``ids`` that exists."""
+    found: dict[int, str] = {}
+    for chunk in chunked(ids):
+        for pk, title, text in session.execute(select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))):
+            found[pk] = embedding_text(title, text)
+    return found
+
+
 def upsert_items(*, session: Session, records: Sequence[ItemRecord], now: dt.datetime | None = None) -> UpsertCounts:
     """Insert new items, update changed ones, leave unchanged ones untouched; apply tombstones.
 

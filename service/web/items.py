@@ -24,7 +24,7 @@ from service.web.errors import APIError, invalid
 from service.store.events import record_events
 from service.store.image_sources import INGEST_ERRORS, too_large
 from service.store.images import is_key, key_of
-from service.store.items import upsert_items
+from service.store.items import embedding_text, upsert_items
 from service.store.models import Item, utcnow
 from service.store.records import FieldError, ItemRecord, parse_event, parse_item
 from service.web.schemas import item_json
@@ -62,7 +62,7 @@ def embed_fresh(rt: Runtime, item: Item) -> tuple[dict[str, bool], dict[str, str
     session = db_session()
     if "text" in version.spaces:
         with rt.metrics.stage("encode"):
-            vector = rt.text_encoder().encode([f"{item.title}\n{item.text}".strip()])[0]
+            vector = rt.text_encoder(version).encode([embedding_text(item.title, item.text)])[0]
         write_fresh(session=session, item_id=item.id, space="text",
                     encoder_revision=version.spaces["text"].encoder["revision"], vector=vector)
         searchable["text"] = True

@@ -85,6 +85,8 @@ def status_payload() -> dict:
             model, _blend, ranker = rt.learned(version)
             out["model"]["served"] = model is not None
             out["model"]["ranker_served"] = ranker is not None
+        if manifest.get("encoder"):
+            out["encoder"] = {k: v for k, v in manifest["encoder"].items() if k != "files"}
         if rt.clip_error:
             out["clip_error"] = rt.clip_error
     # Recent request latency per route, from this worker's ring buffer (each gunicorn worker has its own).

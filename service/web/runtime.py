@@ -33,6 +33,9 @@ log = logging.getLogger("recsys.service")
 # Encoders are shared by every app in the process (tests build many apps; workers build one).
 _ENCODERS: dict[tuple, Any] = {}
 _ENCODER_LOCK = threading.Lock()
+# Fine-tuned text encoders kept loaded (the served version's and the one before: a swap back
+# after a rollback does not reload). Each is a full model (~90 MB for MiniLM).
+_FINETUNED_KEPT = 2
 
 
 def _shared_encoder(kind: str, settings: Settings):
@@ -49,6 +52,29 @@ def _shared_encoder(kind: str, settings: Settings):
                 torch.set_num_threads(settings.torch_threads)
             loader = load_text_encoder if kind == "text" else load_clip_encoder
             _ENCODERS[key] = loader(settings)
+        return _ENCODERS[key]
+
+
+def _finetuned_encoder(settings: Settings, folder: str, section: Mapping[str, Any]):
+    """The fine-tuned text encoder in a version's folder, loaded once per process.
+
+    Raises:
+        EncoderUnavailable: it cannot be loaded, or its weights are not the ones the manifest names.
+    """
+    from service.vectors.encoders import EncoderUnavailable
+    from service.vectors.text_encoder import load_text_encoder
+
+    key = ("text-finetuned", folder, section.get("revision"))
+    with _ENCODER_LOCK:
+        if key not in _ENCODERS:
+            encoder = load_text_encoder(settings, path=folder, name=str(section.get("name") or folder))
+            if encoder.revision != section.get("revision"):
+                raise EncoderUnavailable(f"the encoder in {folder} has revision {encoder.revision}, "
+                                         f"the manifest says {section.get('revision')}")
+            loaded = [k for k in _ENCODERS if k[0] == "text-finetuned"]
+            for old in loaded[: max(0, len(loaded) - _FINETUNED_KEPT + 1)]:
+                del _ENCODERS[old]
+            _ENCODERS[key] = encoder
         return _ENCODERS[key]
 
 
@@ -83,8 +109,18 @@ class Runtime:
         )
 
     # --- encoders ------------------------------------------------------------------------
-    def text_encoder(self):
-        return _shared_encoder("text", self.settings)
+    def text_encoder(self, version: LoadedVersion | None = None):
+        """The encoder ``version``'s text space was built with (default: the served version's):
+        its fine-tuned encoder when it carries one, else the configured ``text_model``."""
+        version = version or self.store.current
+        return self._text_encoder_of(version.manifest if version is not None else None)
+
+    def _text_encoder_of(self, manifest: Mapping[str, Any] | None):
+        section = (manifest or {}).get("encoder")
+        if not section:
+            return _shared_encoder("text", self.settings)
+        folder = artifacts.version_dir(self.settings.index_path, str(manifest.get("version"))) / artifacts.ENCODER_DIR
+        return _finetuned_encoder(self.settings, str(folder), section)
 
     def clip_encoder(self):
         """The CLIP encoder, or APIError 503 when it cannot be loaded here."""
@@ -95,14 +131,15 @@ class Runtime:
         except EncoderUnavailable as exc:
             raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
 
-    def query_encoder(self, space_name: str) -> Callable[[str], np.ndarray]:
-        """The query encoder of a space (``text`` or ``clip``), through this worker's query cache.
+    def query_encoder(self, space_name: str, version: LoadedVersion | None = None) -> Callable[[str], np.ndarray]:
+        """The query encoder of a space (``text`` or ``clip``) of ``version`` (default: the served
+        one), through this worker's query cache (keyed by encoder revision).
 
         Text queries take the encoder's one-string fast path (``encode_query``); CLIP queries its
         text tower. APIError 503 when the CLIP encoder cannot be loaded here.
         """
         if space_name == "text":
-            encoder = self.text_encoder()
+            encoder = self.text_encoder(version)
             encode = encoder.encode_query
         elif space_name == "clip":
             encoder = self.clip_encoder()
@@ -112,10 +149,15 @@ class Runtime:
         return self.query_cache.wrap(space_name, encoder, encode)
 
     def _check_compatible(self, manifest: dict[str, Any]) -> str | None:
+        from service.vectors.encoders import EncoderUnavailable
+
         text = manifest["spaces"].get("text")
         if text is None:
             return "no text space"
-        encoder = self.text_encoder()
+        try:
+            encoder = self._text_encoder_of(manifest)
+        except EncoderUnavailable as exc:  # the previous version keeps serving
+            return f"its fine-tuned text encoder cannot be loaded: {exc}"
         if text["encoder"]["revision"] != encoder.revision or int(text["dim"]) != encoder.dim:
             return (f"text space built with {text['encoder']['name']}@{text['encoder']['revision']}, "
                     f"this service encodes queries with {encoder.name}@{encoder.revision} (set RECSYS_TEXT_MODEL)")

@@ -320,6 +320,10 @@ class StatusOut(Schema):
     model = fields.Dict(allow_none=True, metadata={
         "description": "the version's collaborative model: status, family, params, fitted blend, test metrics "
                        "(model, without_model, published_recipe), quality gate, training watermark, served"})
+    encoder = fields.Dict(allow_none=True, metadata={
+        "description": "the fine-tuned text encoder the version's text space was built with (absent: the "
+                       "pretrained text_model): name, revision, base model, held-out metrics against the encoder "
+                       "it replaced, gate, training watermark and cost"})
 
 
 class ReloadOut(StatusOut):

@@ -136,7 +136,7 @@ class Search(MethodView):
         space = encode = None
         if mode in ("semantic", "hybrid"):
             space = rt.served_space(version, space_name)
-            encode = rt.query_encoder(space_name)
+            encode = rt.query_encoder(space_name, version)
         page = search_text(session=session, query=query, mode=mode, k=k, offset=offset, filters=filters,
                            space=space, delta=rt.deltas.get(space_name), encode=encode, timer=rt.metrics.stage)
         return respond(rt=rt, version=version, page=page, query=query, mode=mode, space=space_name,

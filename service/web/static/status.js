@@ -88,6 +88,7 @@
     }
 
     renderModel(st.model);
+    renderEncoder(st.encoder, st.spaces && st.spaces.text);
 
     const lat = st.latency || {};
     $("latency-scope").textContent = `this worker (pid ${lat.worker_pid ?? "?"}), last ${fmtInt(lat.window)} requests per route; other gunicorn workers keep their own`;
@@ -135,6 +136,31 @@
     mbody.replaceChildren(...rows.map(([name, m]) => h("tr", { dataset: { setting: name } },
       h("td", null, names[name] || name), h("td", { class: "num" }, fmt(m.ndcg)),
       h("td", { class: "num" }, fmt(m.recall)), h("td", { class: "num" }, fmt(m.coverage)))));
+  }
+
+  function renderEncoder(encoder, text) {
+    const body = $("encoder-metrics").tBodies[0];
+    if (!encoder) {
+      $("encoder-summary").textContent = `Pretrained ${text ? text.encoder : "encoder"}, as shipped (run recsys-indexer finetune to adapt it to this catalog).`;
+      body.replaceChildren();
+      return;
+    }
+    const gate = encoder.gate || {};
+    const verdict = gate.forced ? "gate overridden (--force)" : gate.refused ? `refused by the gate: ${gate.refused}` : "passed the quality gate";
+    const fit = encoder.fit || {};
+    const mark = encoder.watermark || {};
+    $("encoder-summary").replaceChildren(
+      h("b", null, encoder.name), ` @${encoder.revision} · from ${(encoder.base || {}).name} · `,
+      `${fmtInt(fit.train_pairs)} training pairs, ${fit.epochs_run ?? "?"} epochs in ${Math.round(fit.seconds || 0)} s (${fit.device || "?"}, ${fit.precision || "?"}) · `,
+      `behaviour up to event #${fmtInt(mark.max_event_id)} · ${verdict}`,
+      encoder.inherited_from ? ` · kept from ${encoder.inherited_from}` : "");
+    const names = { content_ndcg_at_10: "content-only NDCG@10 (recent behaviour)",
+      cold_recall_at_10: "cold-item Recall@10", search_mrr_at_10: "search MRR@10 (held-out clicks)" };
+    const fmt = (v) => (typeof v === "number" ? v.toFixed(4) : "–");
+    body.replaceChildren(...Object.entries(gate.comparison || {}).map(([name, row]) => h("tr", { dataset: { metric: name } },
+      h("td", null, names[name] || name), h("td", { class: "num" }, fmt(row.published)),
+      h("td", { class: "num" }, fmt(row.candidate)),
+      h("td", { class: "num" }, `${row.diff >= 0 ? "+" : ""}${fmt(row.diff)} ± ${fmt(row.se)}`))));
   }
 
   let timer = null;
