@@ -48,6 +48,7 @@ log = logging.getLogger("recsys.indexer")
 
 LOCK_FILE = ".build.lock"
 FINETUNE_DIR = "finetune"  # fine-tuning checkpoints (a killed fine-tune resumes from them)
+FINETUNE_ATTEMPT = "finetune-last.json"  # the last fine-tune's watermark and outcome (schedules read it)
 LEGACY_IMAGE = "legacy image location (not in the image store): run `recsys images migrate`"
 
 
@@ -531,12 +532,20 @@ class Pipeline:
 
         current = artifacts.current_version(self.index_dir)
         published_text = self._published_text(current)
-        last = (published_text.section.get("watermark") if published_text else None)
         with session_scope(self.session_factory) as session:
             watermark = event_watermark(session)
-        if build_anyway and not force and last == watermark:
-            log.info("finetune: no new behaviour since the published fine-tune: a plain rebuild")
-            return self._run_locked(full=full, force=force, publish=publish, started=started)
+        attempt_file = self.index_dir / FINETUNE_ATTEMPT
+        if build_anyway and not force:
+            # A schedule fine-tunes again only once enough new behaviour arrived since the last
+            # attempt, published or refused: a refused fine-tune is not retried every run.
+            seen = [(published_text.section.get("watermark") or {}) if published_text else {}]
+            with contextlib.suppress(OSError, ValueError):
+                seen.append(json.loads(attempt_file.read_text()).get("watermark") or {})
+            last = max(int(w.get("events", 0)) for w in seen)
+            if watermark["events"] - last < self.settings.finetune_min_new_events:
+                log.info("finetune: %d new events since the last fine-tune (finetune_min_new_events=%d): a plain "
+                         "rebuild", watermark["events"] - last, self.settings.finetune_min_new_events)
+                return self._run_locked(full=full, force=force, publish=publish, started=started)
 
         def embed(encoder: Any) -> tuple[np.ndarray, np.ndarray]:
             with session_scope(self.session_factory) as session:
@@ -556,8 +565,12 @@ class Pipeline:
             result: FinetuneResult = self.finetuner(self.settings, self.session_factory, published=published,
                                                     embed=embed, load_encoder=load, work_dir=work_dir,
                                                     progress=self.progress)
-        if result.status == "skipped":
-            if build_anyway:
+        artifacts.write_json_atomic(attempt_file, {"watermark": watermark, "status": result.status,
+                                                   "refused": result.refused, "at": utcnow().isoformat() + "Z"})
+        if result.status == "skipped" or (result.refused and build_anyway and not force):
+            if build_anyway:  # the catalog's changes are published all the same, with the encoder in use
+                if result.refused:
+                    log.error("finetune: refused by its gate (%s); rebuilding with the encoder in use", result.refused)
                 return self._run_locked(full=full, force=force, publish=publish, started=started)
             self.timings["total"] = round(time.perf_counter() - started, 4)
             return BuildReport("up-to-date", current, None, dict(self.timings), result.message)

@@ -109,8 +109,12 @@ class Settings:
     # 278 MiB per worker over a 10M-event log (5M took 23 s and peaked at 2.7 GiB while loading).
     behaviour_max_events: int = 1_000_000
     # Fine-tuning the text encoder on behaviour (`recsys-indexer finetune`): also run it in every
-    # `recsys-indexer build` when true (it publishes only through its own quality gate).
+    # `recsys-indexer build` when true (it publishes only through its own quality gate; a refused
+    # fine-tune leaves the build with the encoder in use).
     finetune_on_rebuild: bool = False
+    # With finetune_on_rebuild: new events since the last fine-tune (published or refused) before
+    # a build fine-tunes again.
+    finetune_min_new_events: int = 10_000
     # Passes over the training pairs at most (early stopping on held-out pairs may stop sooner).
     finetune_epochs: int = 2
     # Pairs per step: each pair's positive is every other anchor's negative (in-batch negatives).
@@ -375,7 +379,7 @@ def _validate(s: Settings) -> None:
     if s.event_half_life_days <= 0:
         raise SettingsError("setting event_half_life_days: must be > 0")
     for name in ("finetune_epochs", "finetune_batch_size", "finetune_max_pairs", "finetune_max_pairs_per_user",
-                 "finetune_min_pairs"):
+                 "finetune_min_pairs", "finetune_min_new_events"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
     if not (0 < s.finetune_learning_rate < 1 and 0 < s.finetune_window_days < 36_500):

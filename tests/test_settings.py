@@ -49,6 +49,15 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"behaviour_max_events": 0}, "behaviour_max_events"),
         ({"cold_item_slots": -1}, "cold_item_slots"),
         ({"learned_blend": "sometimes"}, "learned_blend"),
+        # Fine-tuning.
+        ({"finetune_epochs": 0}, "finetune_epochs"),
+        ({"finetune_batch_size": -1}, "finetune_batch_size"),
+        ({"finetune_learning_rate": "nan"}, "finetune_learning_rate"),
+        ({"finetune_learning_rate": 2}, "finetune_learning_rate"),
+        ({"finetune_window_days": "inf"}, "finetune_window_days"),
+        ({"finetune_gate_tolerance": 1}, "finetune_gate_tolerance"),
+        ({"finetune_min_new_events": 0}, "finetune_min_new_events"),
+        ({"finetune_on_rebuild": "perhaps"}, "finetune_on_rebuild"),
     ],
 )
 def test_bad_values_name_the_setting(overrides, message):

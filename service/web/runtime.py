@@ -38,6 +38,14 @@ _ENCODER_LOCK = threading.Lock()
 _FINETUNED_KEPT = 2
 
 
+def _limit_torch_threads(settings: Settings) -> None:
+    if settings.torch_threads:
+        import torch
+
+        # Several workers on few cores: fewer threads each avoids oversubscription.
+        torch.set_num_threads(settings.torch_threads)
+
+
 def _shared_encoder(kind: str, settings: Settings):
     from service.vectors.clip_encoder import load_clip_encoder
     from service.vectors.text_encoder import load_text_encoder
@@ -45,11 +53,7 @@ def _shared_encoder(kind: str, settings: Settings):
     key = (kind, settings.text_model) if kind == "text" else (kind, settings.clip_model, settings.clip_pretrained)
     with _ENCODER_LOCK:
         if key not in _ENCODERS:
-            if settings.torch_threads:
-                import torch
-
-                # Several workers on few cores: fewer threads each avoids oversubscription.
-                torch.set_num_threads(settings.torch_threads)
+            _limit_torch_threads(settings)
             loader = load_text_encoder if kind == "text" else load_clip_encoder
             _ENCODERS[key] = loader(settings)
         return _ENCODERS[key]
@@ -66,11 +70,17 @@ def _finetuned_encoder(settings: Settings, folder: str, section: Mapping[str, An
 
     key = ("text-finetuned", folder, section.get("revision"))
     with _ENCODER_LOCK:
+        if key in _ENCODERS:
+            return _ENCODERS[key]
+    # Loaded outside the lock: requests of the served version must not wait seconds for a new
+    # version's encoder (two threads may both load it once; the first one kept wins).
+    _limit_torch_threads(settings)
+    encoder = load_text_encoder(settings, path=folder, name=str(section.get("name") or folder))
+    if encoder.revision != section.get("revision"):
+        raise EncoderUnavailable(f"the encoder in {folder} has revision {encoder.revision}, "
+                                 f"the manifest says {section.get('revision')}")
+    with _ENCODER_LOCK:
         if key not in _ENCODERS:
-            encoder = load_text_encoder(settings, path=folder, name=str(section.get("name") or folder))
-            if encoder.revision != section.get("revision"):
-                raise EncoderUnavailable(f"the encoder in {folder} has revision {encoder.revision}, "
-                                         f"the manifest says {section.get('revision')}")
             loaded = [k for k in _ENCODERS if k[0] == "text-finetuned"]
             for old in loaded[: max(0, len(loaded) - _FINETUNED_KEPT + 1)]:
                 del _ENCODERS[old]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 
 import numpy as np
 import pytest
 
+import indexer.pipeline as pipeline_mod
 from indexer.finetune import FitOptions, PairTexts, fit_text_encoder
 from indexer.finetune_eval import EncoderScore, gate, hold_out
 from indexer.finetune_stage import finetune_text, pair_texts, split_pairs
@@ -47,7 +49,7 @@ def base_encoder():
 def _settings(base, **overrides):
     return load_settings({"data_dir": base.data_dir, "database_url": base.database_url, "clip_enabled": False,
                           "finetune_min_pairs": 20, "finetune_epochs": 2, "finetune_batch_size": 16,
-                          "finetune_learning_rate": 1e-4, "train_min_interactions": 20, **overrides}, environ={})
+                          "train_min_interactions": 20, **overrides}, environ={})
 
 
 def taste_of(i: int) -> int:
@@ -89,12 +91,13 @@ def titled_catalog(session_factory, settings):
                           [f"{name} {TASTE_WORDS[taste_of(i)]}" for i, name in enumerate(CATALOG)])
 
 
-def _mean_cos(encoder, groups) -> tuple[float, float]:
-    """(mean cosine within a taste, mean cosine across tastes) of the item names."""
-    v = encoder.encode(NAMES)
+def _mean_cos(encoder, groups, texts=NAMES) -> tuple[float, float]:
+    """(mean cosine within a taste, mean cosine across tastes) of the item names (or ``texts``)."""
+    v = encoder.encode(list(texts))
     sims = v @ v.T
-    same = [sims[a, b] for a in range(len(NAMES)) for b in range(a + 1, len(NAMES)) if groups[a] == groups[b]]
-    other = [sims[a, b] for a in range(len(NAMES)) for b in range(a + 1, len(NAMES)) if groups[a] != groups[b]]
+    n = len(texts)
+    same = [sims[a, b] for a in range(n) for b in range(a + 1, n) if groups[a] == groups[b]]
+    other = [sims[a, b] for a in range(n) for b in range(a + 1, n) if groups[a] != groups[b]]
     return float(np.mean(same)), float(np.mean(other))
 
 
@@ -199,33 +202,34 @@ def _build(settings, session_factory, **kwargs):
 
 
 def test_finetune_publishes_a_version_carrying_its_encoder_and_rollback_restores_both(sqlite_only,
-        taste_catalog, session_factory, base_encoder):
-    first = _build(taste_catalog, session_factory)
+        titled_catalog, session_factory, base_encoder):
+    first = _build(titled_catalog, session_factory)
     assert first.status == "published" and "encoder" not in first.manifest
-    report = Pipeline(taste_catalog, session_factory).finetune()
+    report = Pipeline(titled_catalog, session_factory).finetune()
     assert report.status == "published", report.message
     section = report.manifest["encoder"]
     assert section["status"] == "fine-tuned" and section["revision"] != base_encoder.revision
     assert section["base"]["revision"] == base_encoder.revision and section["watermark"]["events"] == 450
     assert report.manifest["spaces"]["text"]["encoder"]["revision"] == section["revision"]
     assert section["metrics"]["candidate"]["content_ndcg_at_10"] is not None
-    folder = artifacts.version_dir(taste_catalog.index_path, report.version)
+    folder = artifacts.version_dir(titled_catalog.index_path, report.version)
     artifacts.verify_version(folder, checksums=True)  # the encoder's files are checksummed too
-    tuned = load_text_encoder(taste_catalog, path=folder / artifacts.ENCODER_DIR)
+    tuned = load_text_encoder(titled_catalog, path=folder / artifacts.ENCODER_DIR)
     assert tuned.revision == section["revision"]
-    # The fine-tuned space says what behaviour says: a taste's names are closer than before.
-    groups = [taste_of(i) for i in range(len(NAMES))]
-    before, after = _mean_cos(base_encoder, groups), _mean_cos(tuned, groups)
+    # The fine-tuned space says what behaviour says: a taste's items are closer than before.
+    titles = [f"{name} {TASTE_WORDS[taste_of(i)]}" for i, name in enumerate(CATALOG)]
+    groups = [taste_of(i) for i in range(len(titles))]
+    before, after = _mean_cos(base_encoder, groups, titles), _mean_cos(tuned, groups, titles)
     assert after[0] - after[1] > before[0] - before[1]
     # A plain rebuild keeps the fine-tuned encoder (same base setting) without retraining it.
-    rebuilt = _build(taste_catalog, session_factory)
+    rebuilt = _build(titled_catalog, session_factory)
     assert rebuilt.manifest["encoder"]["revision"] == section["revision"]
     assert rebuilt.manifest["encoder"]["inherited_from"] == report.version
     assert rebuilt.manifest["spaces"]["text"]["encoder"]["revision"] == section["revision"]
     assert rebuilt.manifest["spaces"]["text"]["cached"] == len(CATALOG)  # vectors from the cache
     # Rollback: publishing the first version serves the pretrained encoder and its index again.
-    publish_version(taste_catalog, session_factory, first.version)
-    old = artifacts.read_manifest(artifacts.version_dir(taste_catalog.index_path, first.version))
+    publish_version(titled_catalog, session_factory, first.version)
+    old = artifacts.read_manifest(artifacts.version_dir(titled_catalog.index_path, first.version))
     assert "encoder" not in old and old["spaces"]["text"]["encoder"]["revision"] == base_encoder.revision
 
 
@@ -262,13 +266,13 @@ def test_too_little_behaviour_skips_fine_tuning(sqlite_only, session_factory, se
     assert report.status == "up-to-date" and "fewer than finetune_min_pairs" in report.message
 
 
-def test_the_served_versions_encoder_embeds_queries(sqlite_only, taste_catalog, session_factory, base_encoder):
+def test_the_served_versions_encoder_embeds_queries(sqlite_only, titled_catalog, session_factory, base_encoder):
     from service.web.app import create_app
 
-    first = _build(taste_catalog, session_factory)
-    tuned = Pipeline(taste_catalog, session_factory).finetune()
+    first = _build(titled_catalog, session_factory)
+    tuned = Pipeline(titled_catalog, session_factory).finetune()
     assert tuned.status == "published"
-    app = create_app(_app_overrides(taste_catalog))
+    app = create_app(_app_overrides(titled_catalog))
     rt = app.extensions["recsys"]
     rt.store.refresh()
     assert rt.store.current.name == tuned.version
@@ -280,35 +284,49 @@ def test_the_served_versions_encoder_embeds_queries(sqlite_only, taste_catalog, 
     cached = rt.query_cache.wrap("text", served, served.encode_query)
     assert np.allclose(cached(NAMES[0]), served.encode(NAMES[0]), atol=1e-5)
     # Rollback: the pretrained encoder embeds queries again.
-    publish_version(taste_catalog, session_factory, first.version)
+    publish_version(titled_catalog, session_factory, first.version)
     rt.store.refresh()
     assert rt.store.current.name == first.version
     assert rt.text_encoder().revision == base_encoder.revision
 
 
 def test_a_version_whose_encoder_cannot_be_loaded_is_refused_and_the_old_one_keeps_serving(sqlite_only,
-        taste_catalog, session_factory):
+        titled_catalog, session_factory):
     from service.web.app import create_app
 
-    first = _build(taste_catalog, session_factory)
-    tuned = Pipeline(taste_catalog, session_factory, ).finetune(publish=False)
+    first = _build(titled_catalog, session_factory)
+    tuned = Pipeline(titled_catalog, session_factory, ).finetune(publish=False)
     assert tuned.status == "ready"
-    app = create_app(_app_overrides(taste_catalog))
+    app = create_app(_app_overrides(titled_catalog))
     rt = app.extensions["recsys"]
     rt.store.refresh()
     assert rt.store.current.name == first.version
     # The encoder folder loses its weights (a broken copy); its manifest is rewritten to match,
     # so only loading it can tell.
-    folder = artifacts.version_dir(taste_catalog.index_path, tuned.version)
+    folder = artifacts.version_dir(titled_catalog.index_path, tuned.version)
     manifest = artifacts.read_manifest(folder)
     for rel in list(manifest["encoder"]["files"]):
         if rel.endswith((".safetensors", ".bin")):
             (folder / artifacts.ENCODER_DIR / rel).write_bytes(b"not weights")
     manifest["encoder"]["files"] = artifacts.tree_entries(folder / artifacts.ENCODER_DIR)
     artifacts.write_json_atomic(folder / artifacts.MANIFEST, manifest)
-    artifacts.set_current(taste_catalog.index_path, tuned.version)
+    artifacts.set_current(titled_catalog.index_path, tuned.version)
     rt.store.refresh()
     assert rt.store.current.name == first.version
     with app.test_client() as client:
         got = client.get("/search", query_string={"q": NAMES[0], "mode": "semantic", "k": 3})
         assert got.status_code == 200 and got.get_json()["index_version"] == first.version
+
+
+def test_a_scheduled_rebuild_with_a_refused_fine_tune_still_publishes_the_catalog(sqlite_only, titled_catalog,
+                                                                                  session_factory):
+    settings = _settings(titled_catalog, finetune_on_rebuild=True, finetune_min_new_events=1)
+    finetuner = functools.partial(finetune_text, fit=damaging_fit)
+    report = Pipeline(settings, session_factory, finetuner=finetuner).run()
+    assert report.status == "published" and "encoder" not in report.manifest  # built with the pretrained one
+    attempt = json.loads((settings.index_path / pipeline_mod.FINETUNE_ATTEMPT).read_text())
+    assert attempt["status"] == "refused" and attempt["watermark"]["events"] == 450
+    # No new behaviour since that attempt: the next scheduled build does not fine-tune again.
+    calls = []
+    again = Pipeline(settings, session_factory, finetuner=lambda *a, **k: calls.append(1)).run()
+    assert again.status == "up-to-date" and not calls

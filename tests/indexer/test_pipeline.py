@@ -240,8 +240,11 @@ def test_killed_build_leaves_the_published_version_serving(env, sig):
     first = pipeline().run()
     overrides = {"data_dir": str(settings.data_dir), "database_url": settings.database_url,
                  "clip_enabled": False}
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit
+    # that (Python then installs no KeyboardInterrupt handler): restore the default for the build.
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(overrides)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     line = ""
     while "HALF-WRITTEN" not in line and time.monotonic() < deadline:

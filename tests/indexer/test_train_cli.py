@@ -113,3 +113,21 @@ def test_the_service_serves_the_trained_model_and_a_new_event_counts_at_once(run
     after = client.get("/users/newbie/recommendations?k=5").get_json()
     assert after["strategy"].startswith("personalized")
     assert after["hits"] and all(h["id"].startswith("t2-") for h in after["hits"][:3])
+
+
+def test_finetune_cli_skips_without_behaviour_and_exits_4_when_its_gate_refuses(run, monkeypatch):
+    import indexer.finetune_stage as finetune_stage
+
+    assert run("build").exit_code == 0
+    monkeypatch.setenv("RECSYS_FINETUNE_MIN_PAIRS", "100000")
+    res = run("finetune")
+    assert res.exit_code == 0 and "fewer than finetune_min_pairs=100000" in res.output
+    monkeypatch.setenv("RECSYS_FINETUNE_MIN_PAIRS", "20")
+    # The gate's decisions are tested in tests/indexer/test_finetune.py; here: what the CLI does with a refusal.
+    monkeypatch.setattr(finetune_stage, "gate", lambda new, old, tol: ("content_ndcg_at_10 0.1 < published 0.5", {}))
+    res = run("finetune")
+    assert res.exit_code == EXIT_GATE, res.output
+    assert "fine-tuned encoder" in res.output and "REFUSED" in res.output
+    status = json.loads(run("status", "--json").output)
+    assert "encoder" not in status  # the published version still has the pretrained encoder
+    assert status["last_build"]["status"] == "ready" and "fine-tuned encoder" in status["last_build"]["message"]
