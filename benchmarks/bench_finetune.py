@@ -167,7 +167,7 @@ def main() -> None:
     # --- pairs: the training world minus each evaluated user's test period --------------------
     keep = np.zeros(len(log), dtype=bool)
     keep[cold.world_rows[ev.world("test").rows]] = True
-    rows = EventRows(log.users, log.items, log.weights, log.times, list(log.queries))
+    rows = EventRows.from_log(log)
     pairs = build_pairs(rows, window_seconds=settings.finetune_window_days * 86_400.0, keep=keep,
                         max_pairs_per_user=settings.finetune_max_pairs_per_user)
     assert not set(cold.cold_items.tolist()) & {i for p in pairs.item_pairs for i in p}

@@ -14,7 +14,7 @@ then scores an encoder's item vectors on what was held out, each through the cod
 runs: content-only recommendations (``for_user`` with the profile source alone, through
 :class:`~service.recommend.offline_eval.Evaluator`) scored by NDCG@10 on recent behaviour and by
 Recall@10 on the cold items (whole catalog ranked), and search MRR@10 of the held-out queries
-against exact cosine search (what the index approximates). :func:`gate` compares two encoders
+through ``search_text`` in semantic mode (what ``GET /search`` calls) over an exact index. :func:`gate` compares two encoders
 on those figures, per user (or query), paired.
 """
 
@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.recommend.cold_eval import COLD, ColdEvaluator, ColdSplit, cold_split
 from service.recommend.evaluation import Split, paired_difference
 from service.recommend.offline_eval import Blend, Evaluator, EventLog, sample_split, split_log
+from service.search.hybrid import search_text
+from service.store.items import Filters
 from service.settings import Settings
 from service.vectors.index_store import LoadedSpace
 
@@ -104,7 +106,7 @@ class EncoderScore:
     per_unit: dict[str, np.ndarray]
 
 
-def encoder_metrics(space: LoadedSpace, encode_queries: Callable[[list[str]], np.ndarray], held: HeldOut,
+def encoder_metrics(space: LoadedSpace, encode_query: Callable[[str], np.ndarray], held: HeldOut,
                     settings: Settings, session_factory: sessionmaker[Session]) -> EncoderScore:
     """Content-only NDCG@10 (recent behaviour), cold-item Recall@10 and search MRR@10 of ``space``'s
     vectors; a metric with nothing held out for it is None."""
@@ -124,13 +126,13 @@ def encoder_metrics(space: LoadedSpace, encode_queries: Callable[[list[str]], np
                                                   for u, rel in truth.items()])
         metrics["cold_recall_at_10"] = float(per_unit["cold_recall_at_10"].mean())
     if held.search:
-        queries = encode_queries([q for q, _ in held.search])
-        scores = queries @ space.vectors.T
-        top = np.argsort(-scores, axis=1)[:, :K]
         rr = []
-        for (_, item), row in zip(held.search, top):
-            hits = np.flatnonzero(space.ids[row] == item)
-            rr.append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
+        with session_factory() as session:
+            for query, item in held.search:
+                page = search_text(session=session, query=query, mode="semantic", k=K, offset=0, filters=Filters(),
+                                   space=space, encode=encode_query)
+                found = [hit.id for hit, _score, _signals in page.hits]
+                rr.append(1.0 / (found.index(item) + 1) if item in found else 0.0)
         per_unit["search_mrr_at_10"] = np.asarray(rr)
         metrics["search_mrr_at_10"] = float(np.mean(rr))
     return EncoderScore(metrics, per_unit)

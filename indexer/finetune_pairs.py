@@ -20,12 +20,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from service.recommend.ranking import event_weights
-from service.settings import Settings
-from service.store.models import Event, to_seconds
+from service.recommend.offline_eval import EventLog
 
 
 @dataclass(frozen=True)
@@ -46,15 +42,12 @@ class EventRows:
     times: np.ndarray
     queries: list[str | None]
 
-
-def read_events(session: Session, settings: Settings) -> EventRows:
-    """Every stored event with its query, weighted as the service weighs events."""
-    rows = session.execute(select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at,
-                                  Event.query).order_by(Event.id)).all()
-    w = event_weights([r[2] for r in rows], [r[3] for r in rows], settings.event_weights, settings.rating_neutral)
-    return EventRows(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
-                     np.asarray(w, dtype=np.float64), np.array([to_seconds(r[4]) for r in rows], dtype=np.float64),
-                     [r[5] for r in rows])
+    @classmethod
+    def from_log(cls, log: EventLog) -> "EventRows":
+        """The rows of an event log read with its queries (``load_event_log(..., queries=True)``)."""
+        if log.queries is None:
+            raise ValueError("the event log was read without its queries")
+        return cls(log.users, log.items, log.weights, log.times, list(log.queries))
 
 
 def build_pairs(events: EventRows, *, window_seconds: float, keep: Sequence[bool] | np.ndarray | None = None,

@@ -133,7 +133,7 @@ def finetune_text(settings: Settings, session_factory: sessionmaker[Session], *,
         watermark = event_watermark(session)
         event_log = load_event_log(session, settings, queries=True)
     held = hold_out(event_log, settings, session_factory, eval_users=settings.train_eval_users, seed=seed)
-    rows = EventRows(event_log.users, event_log.items, event_log.weights, event_log.times, list(event_log.queries))
+    rows = EventRows.from_log(event_log)
     pairs = build_pairs(rows, window_seconds=settings.finetune_window_days * 86_400.0, keep=held.keep,
                         max_pairs_per_user=settings.finetune_max_pairs_per_user)
     ids = sorted({i for pair in pairs.item_pairs for i in pair} | {i for _q, i in pairs.query_pairs})
@@ -173,7 +173,7 @@ def finetune_text(settings: Settings, session_factory: sessionmaker[Session], *,
     for label, encoder in (("published", published), ("candidate", candidate)):
         item_ids, vectors = embed(encoder)
         space = memory_space(item_ids, vectors, {"name": encoder.name, "revision": encoder.revision})
-        scores[label] = encoder_metrics(space, lambda qs, e=encoder: e.encode(qs), held, settings, session_factory)
+        scores[label] = encoder_metrics(space, encoder.encode_query, held, settings, session_factory)
     refused, table = gate(scores["candidate"], scores["published"], settings.finetune_gate_tolerance)
     section.update(
         status="refused" if refused else "fine-tuned", name=candidate.name, revision=candidate.revision,

@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 import indexer.pipeline as pipeline_mod
 from indexer.finetune import FitOptions, PairTexts, fit_text_encoder
@@ -330,3 +331,30 @@ def test_a_scheduled_rebuild_with_a_refused_fine_tune_still_publishes_the_catalo
     calls = []
     again = Pipeline(settings, session_factory, finetuner=lambda *a, **k: calls.append(1)).run()
     assert again.status == "up-to-date" and not calls
+
+
+def test_the_gates_search_figure_comes_from_the_search_endpoints_function(taste_catalog, session_factory):
+    """Search MRR@10 goes through ``search_text`` (as ``GET /search`` does): ranks count from 1, and a
+    deleted item is never found, however close its vector."""
+    import dataclasses
+
+    from indexer.finetune_eval import encoder_metrics, memory_space
+    from service.store.models import Item
+
+    with session_factory() as session:
+        log = load_event_log(session, taste_catalog, queries=True)
+        ids = sorted(session.scalars(select(Item.id)).all())
+    held = hold_out(log, taste_catalog, session_factory, eval_users=10, seed=0)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(ids), 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    space = memory_space(np.asarray(ids), vectors, {"name": "fake", "revision": "r"})
+    second = vectors[0] + 0.8 * vectors[1]  # ids[0] first, ids[1] close behind
+    queries = {"exact": vectors[0], "second": second / np.linalg.norm(second), "gone": vectors[2]}
+    with session_factory() as session:
+        session.get(Item, ids[2]).deleted_at = dt.datetime(2026, 2, 1)
+        session.commit()
+    held = dataclasses.replace(held, search=[("exact", ids[0]), ("second", ids[1]), ("gone", ids[2])])
+    score = encoder_metrics(space, lambda q: queries[q], held, taste_catalog, session_factory)
+    assert score.per_unit["search_mrr_at_10"].tolist() == [1.0, 0.5, 0.0]
+    assert score.metrics["search_mrr_at_10"] == pytest.approx(0.5)

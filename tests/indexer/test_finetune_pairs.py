@@ -7,7 +7,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from indexer.finetune_pairs import EventRows, build_pairs, read_events
+from indexer.finetune_pairs import EventRows, build_pairs
+from service.recommend.offline_eval import load_event_log
 from service.store.events import record_events
 from service.store.items import upsert_items
 from service.store.records import EventRecord, ItemRecord
@@ -54,7 +55,7 @@ def test_queries_of_stored_clicks_become_query_pairs(session_factory, settings):
             EventRecord("e2", "u", "b", "click", None, dt.datetime(2026, 1, 1, 0, 10)),
             EventRecord("e3", "u", "b", "rating", 1.0, dt.datetime(2026, 1, 1, 0, 20), query="kettle")])  # disliked
         session.commit()
-        ev = read_events(session, settings)
+        ev = EventRows.from_log(load_event_log(session, settings, queries=True))
     pairs = build_pairs(ev, window_seconds=HOUR)
     assert [q for q, _ in pairs.query_pairs] == ["espresso"]
     assert len(pairs.item_pairs) == 1
