@@ -312,8 +312,11 @@ def publish(c: Context, version: str) -> None:
 
     try:
         publish_version(c.settings, c.session_factory, version)
-    except artifacts.ArtifactError as exc:
+    except artifacts.ArtifactError as exc:  # a PointerConflict too: another publisher got there first
         click.echo(f"cannot publish {version}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:  # the artifact store (or the disk) failed: nothing was published
+        click.echo(f"cannot publish {version}: {type(exc).__name__}: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"published {version}")
 

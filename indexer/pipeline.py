@@ -34,7 +34,8 @@ from indexer.finetune_stage import FinetuneResult, finetune_text
 from indexer.probes import probe_texts
 from indexer.train import TrainResult, train_model
 from indexer.vector_cache import VectorCache
-from service.vectors import artifacts
+from service.vectors import artifacts, object_store
+from service.vectors.object_store import RemotePointer, RemoteStore
 from service.store.db import session_scope
 from service.vectors.encoders import EncoderUnavailable
 from service.vectors.index_store import load_space
@@ -381,6 +382,10 @@ class Pipeline:
         self.finetuner = finetuner or finetune_text
         self.progress = progress
         self.index_dir = settings.index_path
+        # With an artifact store, index_dir is this host's copy: synced before each build, and a
+        # publish goes to the store (compare-and-swap against the pointer read at the start).
+        self.remote = RemoteStore.from_settings(settings)
+        self.expected: RemotePointer | None = None
         self.image_store = ImageStore.from_settings(settings)
         self.timings: dict[str, float] = {}
         self.failed_stage: str | None = None  # set when run() fails: the stage it failed in (or None)
@@ -407,6 +412,36 @@ class Pipeline:
             self.timings[name] = round(time.perf_counter() - start, 4)
             log.info("stage %s done in %.2f s", name, self.timings[name])
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The build lock, then this host's index directory brought in step with the artifact store."""
+        with build_lock(self.index_dir):
+            self.expected = self._pull_published()
+            yield
+
+    def _pull_published(self) -> RemotePointer | None:
+        """With an artifact store: read its pointer (what a publish will compare against) and make
+        the version it names this host's ``CURRENT`` (fetched when missing), so fingerprints, the
+        inherited encoder and the published model are the store's, whichever host built them."""
+        if self.remote is None:
+            return None
+        with self._step("sync"):
+            try:
+                pointer = self.remote.read_pointer()
+            except Exception as exc:  # noqa: BLE001 - any client error: the store cannot be reached
+                raise BuildError(f"artifact store {self.remote.url} unreachable: {type(exc).__name__}: {exc}") from exc
+            wanted = pointer.version
+            if pointer.pointer.error:
+                log.warning("artifact store %s: %s (a publish replaces it)", self.remote.url, pointer.pointer.error)
+            if wanted and artifacts.current_version(self.index_dir) != wanted:
+                try:
+                    if not artifacts.version_dir(self.index_dir, wanted).is_dir():
+                        self.remote.download(wanted, self.index_dir)
+                    artifacts.set_current(self.index_dir, wanted)
+                except artifacts.ArtifactError as exc:  # the build still works, from scratch
+                    log.error("published version %s in %s is unusable here: %s", wanted, self.remote.url, exc)
+        return pointer
+
     def run(self, *, full: bool = False, force: bool = False, publish: bool = True) -> BuildReport:
         """Rebuild (incremental unless ``full``); skip when nothing changed unless ``force``.
 
@@ -424,7 +459,7 @@ class Pipeline:
 
     def _run(self, *, full: bool, force: bool, publish: bool) -> BuildReport:
         started = time.perf_counter()
-        with build_lock(self.index_dir):
+        with self._locked():
             if self.settings.finetune_on_rebuild:
                 return self._finetune_locked(force=force, publish=publish, started=started, full=full)
             return self._run_locked(full=full, force=force, publish=publish, started=started)
@@ -476,7 +511,7 @@ class Pipeline:
         self.timings, self.failed_stage = {}, None
         started = time.perf_counter()
         try:
-            with build_lock(self.index_dir):
+            with self._locked():
                 current = artifacts.current_version(self.index_dir)
                 if current is None:
                     raise BuildError("nothing is published yet: run `recsys-indexer build` first")
@@ -517,7 +552,7 @@ class Pipeline:
         self.timings, self.failed_stage = {}, None
         started = time.perf_counter()
         try:
-            with build_lock(self.index_dir):
+            with self._locked():
                 return self._finetune_locked(force=force, publish=publish, started=started, full=full,
                                              build_anyway=False)
         except BaseException as exc:
@@ -628,7 +663,7 @@ class Pipeline:
                          message=f"refused by the quality gate: {refused}" if refused else None)
         if publish and not refused:
             with self._stage("publish"):
-                publish_version(self.settings, self.session_factory, version)
+                publish_version(self.settings, self.session_factory, version, expected=self.expected)
         self.timings["total"] = round(time.perf_counter() - started, 4)
         if refused:
             msg = (f"version {version} refused by the quality gate ({refused}); the published version is unchanged "
@@ -803,14 +838,26 @@ def _link_tree(source: Path, target: Path) -> None:
             shutil.copy2(path, target / path.name)
 
 
-def publish_version(settings: Settings, session_factory: sessionmaker[Session], version: str) -> None:
+def publish_version(settings: Settings, session_factory: sessionmaker[Session], version: str, *,
+                    expected: RemotePointer | None = None) -> None:
     """Point ``CURRENT`` at a verified version and mark it published in SQL (also used for rollback).
+
+    With an artifact store the version is uploaded (unless there already), verified there and
+    published by swapping the store's pointer first (compared with ``expected``, the pointer as
+    the build read it; default: as it is now), then this host's ``CURRENT``; a version built on
+    another host is fetched first.
 
     Raises:
         artifacts.ArtifactError: the version is missing or fails its checksums.
+        object_store.PointerConflict: the store's pointer changed since ``expected`` was read.
     """
     folder = artifacts.version_dir(settings.index_path, version)
+    remote = RemoteStore.from_settings(settings)
+    if remote is not None and not folder.is_dir():
+        remote.download(version, settings.index_path)
     manifest = artifacts.verify_version(folder, checksums=True)
+    if remote is not None:
+        object_store.publish(remote, folder, version, expected=expected)
     artifacts.set_current(settings.index_path, version)
     now = utcnow()
     with session_scope(session_factory) as session:
@@ -852,7 +899,15 @@ def garbage_collect(settings: Settings, session_factory: sessionmaker[Session], 
     gone = [v.name for v in candidates[max(0, keep - int(has_published)):]]
     for name in gone:
         artifacts.remove_tree(artifacts.version_dir(index_dir, name))
+    remote = RemoteStore.from_settings(settings)
+    if remote is not None:  # the store keeps the same number of versions, its published one included
+        published = remote.read_pointer().version
+        stored = [name for name in remote.list_versions() if name != published]  # newest first
+        for name in stored[max(0, keep - int(published is not None)):]:
+            remote.delete_version(name)
+            removed.append(f"{remote.url}/{artifacts.VERSIONS}/{name}")
+            gone.append(name)
     if gone:
         with session_scope(session_factory) as session:
             session.execute(update(IndexVersion).where(IndexVersion.version.in_(gone)).values(status="deleted"))
-    return removed + gone
+    return removed + sorted(set(gone), key=gone.index)

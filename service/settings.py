@@ -44,6 +44,18 @@ class Settings:
     index_dir: str = ""
     # Log SQL statements (debugging only).
     sql_echo: bool = False
+    # Versions in an object store (issue 14): an fsspec URL (s3://bucket/prefix, gs://..., file://...)
+    # the indexer publishes to and every service host serves from; index_dir then is this host's
+    # verified local cache of the versions it serves. Empty: index_dir is the only store.
+    artifact_url: str = ""
+    # fsspec storage options of artifact_url as JSON (e.g. {"client_kwargs": {"endpoint_url":
+    # "http://minio:9000"}}); credentials are better left to the store's own environment variables.
+    artifact_options: Mapping[str, Any] = field(default_factory=dict)
+    # Rebuilds on a Ray cluster: its address ("auto" = the local one, started when none runs;
+    # "ray://head:10001" = a remote one). Empty: the rebuild runs in this process.
+    ray_address: str = ""
+    # Embedding actors (each holds one encoder; 0 = one per CPU of the cluster, or per GPU when it has GPUs).
+    ray_workers: int = 0
 
     # Events: custom types beyond the built-in ones, accepted by import and the API.
     custom_event_types: tuple[str, ...] = ()
@@ -386,6 +398,10 @@ def _validate(s: Settings) -> None:
         raise SettingsError("settings finetune_learning_rate must be in (0, 1) and finetune_window_days in (0, 36500)")
     if not 0.0 <= s.finetune_gate_tolerance < 1.0:
         raise SettingsError("setting finetune_gate_tolerance: must be in [0, 1)")
+    if s.ray_workers < 0:
+        raise SettingsError(f"setting ray_workers: must be >= 0, got {s.ray_workers}")
+    if s.artifact_url and "://" not in s.artifact_url:
+        raise SettingsError("setting artifact_url: an fsspec URL such as s3://bucket/prefix or file:///srv/indexes")
     for t in s.custom_event_types:
         if not t or len(t) > 32 or not t.replace("_", "").replace("-", "").isalnum():
             raise SettingsError(f"setting custom_event_types: bad type name {t!r}")

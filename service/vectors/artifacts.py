@@ -132,25 +132,53 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,199}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def manifest_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every file a manifest lists, keyed by its path inside the version folder (``text/ids.npy``).
+
+    A manifest may come from an object store another host wrote: each path must be relative
+    and plain (no ``..``, no absolute or hidden parts) and each entry a size and a sha256.
+
+    Raises:
+        ArtifactError: a path or an entry that could reach outside the folder or is malformed.
+    """
+    sections = [(space, info) for space, info in manifest["spaces"].items()]
+    sections += [(name, manifest[name]) for name in FILE_SECTIONS if isinstance(manifest.get(name), dict)]
+    out: dict[str, dict[str, Any]] = {}
+    for section, info in sections:
+        files = info.get("files", {}) if isinstance(info, dict) else None
+        if not isinstance(files, dict):
+            raise ArtifactError(f"section {str(section)[:40]!r}: files is not a mapping")
+        for rel, meta in files.items():
+            parts = [str(section), *str(rel).split("/")]
+            if not all(_SAFE_PART.match(p) for p in parts):
+                raise ArtifactError(f"unsafe file path in manifest: {'/'.join(parts)[:120]!r}")
+            if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and meta["bytes"] >= 0
+                    and isinstance(meta.get("sha256"), str) and _SHA256.match(meta["sha256"])):
+                raise ArtifactError(f"malformed manifest entry for {'/'.join(parts)[:120]!r}")
+            out["/".join(parts)] = meta
+    return out
+
+
 def verify_version(folder: Path, *, checksums: bool = True) -> dict[str, Any]:
     """Check that every file the manifest lists exists with its size (and sha256); return the manifest.
 
     Raises:
-        ArtifactError: anything missing or different.
+        ArtifactError: anything missing, different, or listed under an unsafe path.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
-    sections = [(space, info) for space, info in manifest["spaces"].items()]
-    sections += [(name, manifest[name]) for name in FILE_SECTIONS if isinstance(manifest.get(name), dict)]
-    for space, info in sections:
-        for rel, meta in info.get("files", {}).items():
-            path = folder / space / rel
-            if not path.is_file():
-                raise ArtifactError(f"{folder.name}: {space}/{rel} is missing")
-            if path.stat().st_size != meta["bytes"]:
-                raise ArtifactError(f"{folder.name}: {space}/{rel} has {path.stat().st_size} bytes, manifest says {meta['bytes']}")
-            if checksums and sha256_file(path) != meta["sha256"]:
-                raise ArtifactError(f"{folder.name}: {space}/{rel} checksum mismatch")
+    for rel, meta in manifest_files(manifest).items():
+        path = folder / rel
+        if not path.is_file():
+            raise ArtifactError(f"{folder.name}: {rel} is missing")
+        if path.stat().st_size != meta["bytes"]:
+            raise ArtifactError(f"{folder.name}: {rel} has {path.stat().st_size} bytes, manifest says {meta['bytes']}")
+        if checksums and sha256_file(path) != meta["sha256"]:
+            raise ArtifactError(f"{folder.name}: {rel} checksum mismatch")
     return manifest
 
 
@@ -174,7 +202,7 @@ class Pointer:
 
 
 # A pointer holds one version name; reading more than this means the file is not a pointer.
-_POINTER_MAX_BYTES = 4096
+POINTER_MAX_BYTES = 4096
 
 
 def read_pointer(index_dir: Path) -> Pointer:
@@ -190,11 +218,16 @@ def read_pointer(index_dir: Path) -> Pointer:
         if not path.is_file():  # a directory (or a FIFO, which would block a read)
             return Pointer(None, f"{CURRENT} is not a file")
         with open(path, "rb") as fh:
-            raw = fh.read(_POINTER_MAX_BYTES + 1)
+            raw = fh.read(POINTER_MAX_BYTES + 1)
     except OSError as exc:
         return Pointer(None, f"{CURRENT} is unreadable ({exc.strerror or exc})")
-    if len(raw) > _POINTER_MAX_BYTES:
-        return Pointer(None, f"{CURRENT} is over {_POINTER_MAX_BYTES} bytes: not a version name")
+    return parse_pointer(raw)
+
+
+def parse_pointer(raw: bytes) -> Pointer:
+    """A pointer's bytes (from a file or an object store) as a :class:`Pointer`; never raises."""
+    if len(raw) > POINTER_MAX_BYTES:
+        return Pointer(None, f"{CURRENT} is over {POINTER_MAX_BYTES} bytes: not a version name")
     try:
         name = raw.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -116,6 +116,8 @@ class IndexStore:
         check_compatible: returns a reason when this process cannot serve a manifest (e.g. its
             text encoder differs from the one that built the index), else None.
         on_swap: called with the new version after each swap (metrics, delta reset).
+        sync: brings the index directory in step with an artifact store before each poll
+            (:meth:`service.vectors.mirror.VersionMirror.sync`); None without a store.
     """
 
     def __init__(
@@ -125,11 +127,13 @@ class IndexStore:
         poll_seconds: float = 2.0,
         check_compatible: Callable[[dict[str, Any]], str | None] | None = None,
         on_swap: Callable[[LoadedVersion], None] | None = None,
+        sync: Callable[[], Any] | None = None,
     ):
         self.index_dir = Path(index_dir)
         self.poll_seconds = poll_seconds
         self.check_compatible = check_compatible
         self.on_swap = on_swap
+        self.sync = sync
         self._current: LoadedVersion | None = None
         self._refused: dict[str, str] = {}
         self._missing: set[str] = set()  # refused because the folder was absent: retried once it appears
@@ -199,6 +203,16 @@ class IndexStore:
                     self._pointer_problem = reason
                 return False
             return self._fall_back(wanted, reason)
+
+    def update(self) -> bool:
+        """:meth:`refresh` after syncing from the artifact store (a download may take a while:
+        the poll thread, start-up and ``/admin/reload`` call this, requests only ``refresh``)."""
+        if self.sync is not None:
+            try:
+                self.sync()
+            except Exception:  # the sync logs its own problems; whatever escapes must not stop serving
+                log.exception("artifact store sync failed")
+        return self.refresh()
 
     def refused(self) -> dict[str, str]:
         return dict(self._refused)
@@ -279,6 +293,6 @@ class IndexStore:
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
-                self.refresh()
+                self.update()
             except Exception:  # keep polling whatever happens; the error is logged once per attempt
                 log.exception("index refresh failed")

@@ -73,7 +73,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # Load the published version and run the encoder once now, so the first request does not
     # pay for loading (seconds) or for torch's first-call setup (about a second on CPU).
     try:
-        rt.store.refresh()
+        rt.store.update()  # with an artifact store, a new host fetches the published version first
         if rt.store.current is not None:
             rt.text_encoder().encode_query("warm up")  # the search path (not cached)
     except Exception:  # a broken index must not stop the service from starting (writes still work)

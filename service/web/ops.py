@@ -68,6 +68,8 @@ def status_payload() -> dict:
     version = rt.store.current
     out: dict = {"index_version": version.name if version else None, "spaces": {}, "refused": rt.store.refused()}
     out["index_fallback"] = rt.store.fallback  # set while serving another version than CURRENT names
+    if rt.mirror is not None:  # the artifact store this host serves from (what it publishes, what was refused)
+        out["artifact_store"] = rt.mirror.status()
     if version is not None:
         manifest = version.manifest
         out["built_at"] = manifest.get("created_at")
@@ -112,5 +114,5 @@ def reload():
     """Check for a newly published index version now (instead of waiting for the poll)."""
     require_admin()
     rt = runtime()
-    swapped = rt.store.refresh()
+    swapped = rt.store.update()
     return {"swapped": swapped, **status_payload()}

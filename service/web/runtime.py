@@ -25,6 +25,8 @@ from service.store.image_sources import ImageSources
 from service.vectors import artifacts
 from service.vectors.delta import DeltaSet
 from service.vectors.index_store import IndexStore, LoadedSpace, LoadedVersion
+from service.vectors.mirror import VersionMirror
+from service.vectors.object_store import RemoteStore
 from service.vectors.query_cache import QueryCache
 from service.web.errors import APIError
 from service.web.metrics import Metrics
@@ -113,10 +115,18 @@ class Runtime:
         self._learned: tuple[str, collab.CollabModel | None, Mapping[str, float] | None, Ranker | None] | None = None
         self._learned_lock = threading.Lock()
         self._suggester_checked = 0.0
+        # With an artifact store, the index directory is this host's verified cache of its versions.
+        remote = RemoteStore.from_settings(settings)
+        self.mirror = VersionMirror(remote, settings.index_path, serving=self._serving) if remote else None
         self.store = IndexStore(
             settings.index_path, poll_seconds=settings.index_poll_seconds,
             check_compatible=self._check_compatible, on_swap=self._on_swap,
+            sync=self.mirror.sync if self.mirror else None,
         )
+
+    def _serving(self) -> str | None:
+        current = self.store.current
+        return current.name if current is not None else None
 
     # --- encoders ------------------------------------------------------------------------
     def text_encoder(self, version: LoadedVersion | None = None):

@@ -324,6 +324,9 @@ class StatusOut(Schema):
         "description": "the fine-tuned text encoder the version's text space was built with (absent: the "
                        "pretrained text_model): name, revision, base model, held-out metrics against the encoder "
                        "it replaced, gate, training watermark and cost"})
+    artifact_store = fields.Dict(allow_none=True, metadata={
+        "description": "with artifact_url set: the store this host serves from, the version it publishes, when it "
+                       "was last read (Unix time), the last problem, and versions refused (failed verification)"})
 
 
 class ReloadOut(StatusOut):
