@@ -28,6 +28,7 @@ from pathlib import Path
 import click
 
 from service.vectors import artifacts
+from service.vectors.object_store import RemoteStore
 from service.cli import Context, pass_ctx
 
 EXIT_FAILED, EXIT_RECALL, EXIT_GATE, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 1, 3, 4, 74, 75, 130
@@ -255,6 +256,13 @@ def status(c: Context, as_json: bool) -> None:
             data["built_seconds"] = manifest.get("timings", {}).get("total")
         except artifacts.ArtifactError as exc:
             data["error"] = str(exc)
+    remote = RemoteStore.from_settings(c.settings)
+    if remote is not None:  # what every service host follows (this folder is only this host's copy)
+        try:
+            stored = remote.read_pointer()
+            data["artifact_store"] = {"url": remote.url, "published": stored.version, "error": stored.pointer.error}
+        except Exception as exc:  # noqa: BLE001 - any client error: the store is unreachable
+            data["artifact_store"] = {"url": remote.url, "published": None, "error": f"unreachable: {_one_line(exc)}"}
     with session_scope(c.session_factory) as session:
         last = session.scalar(select(IndexVersion).order_by(IndexVersion.created_at.desc(), IndexVersion.id.desc()).limit(1))
         if last is not None:
@@ -277,6 +285,10 @@ def status(c: Context, as_json: bool) -> None:
             click.echo(f"  model {_model_line(data['model'])}")
         if "error" in data:
             click.echo(f"  PROBLEM: {data['error']}")
+        if "artifact_store" in data:
+            st = data["artifact_store"]
+            click.echo(f"artifact store: {st['url']} publishes {st['published'] or 'nothing'}"
+                       + (f" (PROBLEM: {st['error']})" if st["error"] else ""))
         if "last_build" in data:
             lb = data["last_build"]
             click.echo(f"last build: {lb['version']} {lb['status']}" + (f" ({lb['message']})" if lb["message"] else ""))

@@ -282,6 +282,8 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
         if origin in (Mapping, dict, abc.Mapping):
             if not isinstance(value, Mapping):
                 raise ValueError("expected a JSON object")
+            if getattr(hint, "__args__", (None, None))[1] is Any:  # options passed on as they are
+                return json.loads(json.dumps(value))
             out = {str(k): float(v) for k, v in value.items()}
             if any(v != v or abs(v) == float("inf") for v in out.values()):
                 raise ValueError("expected finite numbers")

@@ -49,6 +49,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
+        # Any request (health checks included) starts this worker's index poll: a replica that only
+        # ever answers probes still follows new versions. Started lazily: a thread does not survive fork.
+        rt.store.ensure_polling()
 
     # After _start, so rate-limited answers are timed too: proxies, rate limit, docs gating.
     # The factory owns the limiter (runtime must not import security: security reads runtime()).

@@ -184,3 +184,17 @@ def test_an_unreachable_store_is_noted_and_retried_without_raising(tmp_path):
     mirror = VersionMirror(dead, tmp_path / "host")
     assert mirror.sync() is False
     assert "unreachable" in mirror.status()["error"]
+
+
+def test_the_store_settings_come_from_the_environment():
+    from service.settings import SettingsError, load_settings
+
+    s = load_settings(environ={"RECSYS_ARTIFACT_URL": "s3://bucket/idx",
+                               "RECSYS_ARTIFACT_OPTIONS": '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}'})
+    assert s.artifact_options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+    assert RemoteStore.from_settings(s).url == "s3://bucket/idx"
+    assert RemoteStore.from_settings(load_settings(environ={})) is None
+    for bad in ({"RECSYS_ARTIFACT_URL": "/just/a/path"}, {"RECSYS_ARTIFACT_OPTIONS": "[1, 2]"},
+                {"RECSYS_RAY_WORKERS": "-1"}):
+        with pytest.raises(SettingsError):
+            load_settings(environ=bad)
