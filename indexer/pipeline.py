@@ -220,7 +220,7 @@ def embed_space(
                     errors[members[i].id] = LEGACY_IMAGE
                     continue
                 path = image_store.path_of(location)
-                if not path.is_file():
+                if not image_store.exists(location):  # fetched from a shared image store when set
                     errors[members[i].id] = f"image {location} is missing from the image store"
                     continue
                 sources.append(path)

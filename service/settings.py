@@ -48,7 +48,7 @@ class Settings:
     # the indexer publishes to and every service host serves from; index_dir then is this host's
     # verified local cache of the versions it serves. Empty: index_dir is the only store.
     artifact_url: str = ""
-    # fsspec storage options of artifact_url as JSON (e.g. {"client_kwargs": {"endpoint_url":
+    # fsspec storage options of artifact_url (and image_url) as JSON (e.g. {"client_kwargs": {"endpoint_url":
     # "http://minio:9000"}}); credentials are better left to the store's own environment variables.
     artifact_options: Mapping[str, Any] = field(default_factory=dict)
     # Rebuilds on a Ray cluster: its address ("auto" = the local one, started when none runs;
@@ -165,6 +165,9 @@ class Settings:
     # Content-addressed image store (every image the service serves or embeds lives here, by
     # sha256 of its bytes); empty means <data_dir>/images.
     image_dir: str = ""
+    # A shared image store for several hosts (fsspec URL, e.g. s3://bucket/images, reached with
+    # artifact_options): every blob is written there, and image_dir becomes this host's cache of it.
+    image_url: str = ""
     # Import CLI only: local image paths must resolve inside this folder, symlinks included
     # (empty = the folder of the file being imported). The HTTP API never reads server paths.
     import_root: str = ""
@@ -402,8 +405,9 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting finetune_gate_tolerance: must be in [0, 1)")
     if s.ray_workers < 0:
         raise SettingsError(f"setting ray_workers: must be >= 0, got {s.ray_workers}")
-    if s.artifact_url and "://" not in s.artifact_url:
-        raise SettingsError("setting artifact_url: an fsspec URL such as s3://bucket/prefix or file:///srv/indexes")
+    for name in ("artifact_url", "image_url"):
+        if getattr(s, name) and "://" not in getattr(s, name):
+            raise SettingsError(f"setting {name}: an fsspec URL such as s3://bucket/prefix or file:///srv/shared")
     for t in s.custom_event_types:
         if not t or len(t) > 32 or not t.replace("_", "").replace("-", "").isalnum():
             raise SettingsError(f"setting custom_event_types: bad type name {t!r}")

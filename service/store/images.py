@@ -5,6 +5,10 @@ and is validated before it is written: Pillow must identify it as JPEG, PNG, Web
 its pixel count (read from the header) must be within ``max_image_pixels`` and it must decode.
 ``items.image_location`` holds the key; anything else there is a legacy value that is never
 read or served (``recsys images migrate`` converts it).
+
+With ``image_url`` set (an fsspec URL: ``s3://bucket/images``), that store holds every blob and
+the folder is this host's cache: a write goes to both, a read of a blob the folder lacks fetches
+it and checks that its bytes hash to its key, so service replicas and indexer hosts share images.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 KEY_PREFIX = "sha256:"
 _KEY_RE = re.compile(r"sha256:([0-9a-f]{64})")
@@ -125,16 +129,31 @@ def sniff_mimetype(head: bytes) -> str:
 class ImageStore:
     """Validated image blobs under one folder, named by the sha256 of their bytes."""
 
-    def __init__(self, root: Path, *, max_pixels: int, max_bytes: int):
+    def __init__(self, root: Path, *, max_pixels: int, max_bytes: int, url: str = "",
+                 options: Mapping[str, Any] | None = None):
         self.root = Path(root)
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self.url = url.rstrip("/")
+        self._remote: tuple[Any, str] | None = None
+        if self.url:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(self.url, **dict(options or {}))
+            self._remote = (fs, path.rstrip("/"))
 
     @classmethod
     def from_settings(cls, settings) -> "ImageStore":
-        """The store of ``settings.image_path``; the byte limit is the larger of upload and fetch limits."""
+        """The store of ``settings.image_path`` (the cache of ``image_url`` when set); the byte
+        limit is the larger of upload and fetch limits."""
         limit_mb = max(settings.max_upload_mb, settings.image_fetch_max_mb)
-        return cls(settings.image_path, max_pixels=settings.max_image_pixels, max_bytes=int(limit_mb * 1024 * 1024))
+        return cls(settings.image_path, max_pixels=settings.max_image_pixels, max_bytes=int(limit_mb * 1024 * 1024),
+                   url=settings.image_url, options=settings.artifact_options)
+
+    def _remote_path(self, key: str) -> str:
+        assert self._remote is not None
+        digest = self.path_of(key).name
+        return f"{self._remote[1]}/{digest[:2]}/{digest}"
 
     def path_of(self, key: str) -> Path:
         """Where the blob of ``key`` lives (whether or not it exists).
@@ -149,11 +168,34 @@ class ImageStore:
         return self.root / digest[:2] / digest
 
     def exists(self, key: str) -> bool:
-        """Whether the store holds ``key`` (False for anything that is not a key)."""
+        """Whether the store holds ``key`` (False for anything that is not a key); with a shared
+        store, a blob this host lacks is fetched (so ``path_of`` then names a file)."""
         try:
-            return self.path_of(key).is_file()
+            return self.path_of(key).is_file() or self._fetch(key)
         except InvalidKey:
             return False
+
+    def _fetch(self, key: str) -> bool:
+        """Copy ``key`` from the shared store into the folder; False when it is not there.
+
+        The bytes must hash to the key and fit ``max_bytes``: the shared store is not trusted more
+        than an upload. Raises OSError when the store cannot be reached.
+        """
+        if self._remote is None:
+            return False
+        fs, _ = self._remote
+        path = self._remote_path(key)
+        try:
+            size = int(fs.info(path).get("size") or 0)
+        except FileNotFoundError:
+            return False
+        if size > self.max_bytes:
+            return False
+        data = fs.cat_file(path)
+        if key_of(data) != key:
+            return False  # a damaged or foreign blob: as good as missing
+        self._write_local(key, data)
+        return True
 
     def put(self, data: bytes) -> str:
         """Validate and store ``data``; return its key. Storing the same bytes again is a no-op.
@@ -164,9 +206,19 @@ class ImageStore:
         data = bytes(data)
         inspect_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
         key = key_of(data)
+        if self._remote is not None:  # the shared store first: no host may refer to a blob only it has
+            fs, _ = self._remote
+            remote = self._remote_path(key)
+            if not fs.exists(remote):
+                if "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+                    fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
+                fs.pipe_file(remote, data)
+        if not self.path_of(key).is_file():
+            self._write_local(key, data)
+        return key
+
+    def _write_local(self, key: str, data: bytes) -> None:
         path = self.path_of(key)
-        if path.is_file():
-            return key
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target, then rename: readers never see a partial blob, and two writers
         # of the same bytes race harmlessly (same content, last rename wins).
@@ -181,7 +233,6 @@ class ImageStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return key
 
     def open(self, key: str) -> BinaryIO:
         """The blob of ``key``, opened for binary reading.
@@ -192,6 +243,8 @@ class ImageStore:
         """
         path = self.path_of(key)
         try:
+            if not path.is_file():
+                self._fetch(key)
             return open(path, "rb")
         except FileNotFoundError as exc:
             raise ImageMissing(f"no image {key} in the store") from exc
