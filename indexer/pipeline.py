@@ -36,7 +36,7 @@ from indexer.train import TrainResult, train_model
 from indexer.vector_cache import VectorCache
 from service.vectors import artifacts, object_store
 from service.vectors.object_store import RemotePointer, RemoteStore
-from service.store.db import session_scope
+from service.store.db import database_utcnow, session_scope
 from service.vectors.encoders import EncoderUnavailable
 from service.vectors.index_store import load_space
 from service.store.images import ImageStore, is_key
@@ -468,8 +468,8 @@ class Pipeline:
                     text: TextChoice | None = None) -> BuildReport:
         """The build, with the lock held; ``text``: a fine-tuned encoder to build the text space with
         (default: the published version's fine-tune when it was made from ``text_model``, else that)."""
-        read_at = utcnow()
         with self._stage("read"), session_scope(self.session_factory) as session:
+            read_at = database_utcnow(session)  # the clock fresh vectors are stamped with, whichever host
             rows = self.reader(session)
         current = artifacts.current_version(self.index_dir)
         text = text or self._inherited_text(current)

@@ -7,10 +7,11 @@ CLI command owns the transaction through :func:`session_scope`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings
@@ -65,6 +66,18 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def database_utcnow(session: Session) -> dt.datetime:
+    """The database server's clock as naive UTC (PostgreSQL), else this host's.
+
+    Replicas and indexer hosts compare timestamps they wrote (fresh vectors against a version's
+    read time): one clock for all of them means host clock skew cannot hide a write. SQLite lives
+    on one host, whose clock is the database's anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(text("SELECT timezone('utc', clock_timestamp())"))
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def alembic_config(engine: Engine):

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,17 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.store.models import FreshVector, utcnow
+from service.store.db import database_utcnow
+from service.store.models import FreshVector
 
 log = logging.getLogger("recsys.delta")
 
 SIGNAL_FILE = "fresh.signal"
+# A row is stamped when its statement runs (the database's clock) but seen when its transaction
+# commits: rows up to this long behind the newest one applied are read again, at least every
+# REREAD_SECONDS, so a slow commit from another replica is not skipped for good.
+COMMIT_LAG = dt.timedelta(seconds=5)
+REREAD_SECONDS = 1.0
 
 
 def write_fresh(*, session: Session, item_id: int, space: str, encoder_revision: str, vector: np.ndarray | None) -> None:
@@ -36,7 +43,7 @@ def write_fresh(*, session: Session, item_id: int, space: str, encoder_revision:
         "space": space,
         "encoder_revision": encoder_revision,
         "vector": None if vector is None else np.asarray(vector, dtype=np.float32).tobytes(),
-        "written_at": utcnow(),
+        "written_at": database_utcnow(session),
     }
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -46,6 +53,11 @@ def write_fresh(*, session: Session, item_id: int, space: str, encoder_revision:
         set_={k: stmt.excluded[k] for k in ("encoder_revision", "vector", "written_at")},
     )
     session.execute(stmt)
+
+
+def _before(t: dt.datetime) -> dt.datetime:
+    """``t`` less COMMIT_LAG (``datetime.min`` stays itself)."""
+    return t - COMMIT_LAG if t - dt.datetime.min > COMMIT_LAG else dt.datetime.min
 
 
 def touch_signal(index_dir: Path) -> None:
@@ -124,6 +136,7 @@ class DeltaSet:
         self.deltas: dict[str, Delta] = {}
         self._seen_stamp: tuple[int, int] = (-1, -1)
         self._synced_until = dt.datetime.min
+        self._reread_at = 0.0  # monotonic time of the last read of the commit-lag window
 
     def reset(self, version: str, read_at: dt.datetime, spaces: dict[str, tuple[int, str]]) -> None:
         """Start over for a newly loaded version: ``spaces`` maps name -> (dim, encoder revision)."""
@@ -132,6 +145,7 @@ class DeltaSet:
             self.deltas = {name: Delta(name, dim, rev) for name, (dim, rev) in spaces.items()}
             self._seen_stamp = (-1, -1)
             self._synced_until = read_at
+            self._reread_at = 0.0
 
     def sync(self, session: Session, *, force: bool = False) -> None:
         """Pull rows written since the last sync, if the signal or SQL says something changed.
@@ -142,19 +156,22 @@ class DeltaSet:
         """
         stamp = signal_stamp(self.index_dir)
         latest = None
-        if not force and stamp == self._seen_stamp:
+        due = time.monotonic() - self._reread_at >= REREAD_SECONDS
+        if not force and stamp == self._seen_stamp and not due:
             latest = session.scalar(select(func.max(FreshVector.written_at)))
             if latest is None or latest <= self._synced_until:
                 return
         with self._lock:
-            if not force and stamp == self._seen_stamp and (latest is None or latest <= self._synced_until):
+            if not force and stamp == self._seen_stamp and not due and (latest is None or latest <= self._synced_until):
                 return
-            # >= the last time seen: rows committed in the same clock tick are not missed;
-            # applying a row twice is harmless.
+            # From COMMIT_LAG before the newest row applied: a row stamped earlier but committed
+            # later is not missed; applying a row twice is harmless (one row per item and space).
+            # Rows stamped before the version's read time are in it (a write whose commit straddles
+            # that instant waits for the next rebuild: the stamp is taken at its statement).
             rows = session.execute(
                 select(FreshVector.item_id, FreshVector.space, FreshVector.encoder_revision, FreshVector.vector,
                        FreshVector.written_at)
-                .where(FreshVector.written_at >= self._synced_until, FreshVector.written_at > self.floor)
+                .where(FreshVector.written_at >= _before(self._synced_until), FreshVector.written_at > self.floor)
                 .order_by(FreshVector.written_at)
             ).all()
             for item_id, space, revision, blob, written_at in rows:
@@ -163,6 +180,7 @@ class DeltaSet:
                     delta.apply(item_id, revision, blob)
                 self._synced_until = max(self._synced_until, written_at)
             self._seen_stamp = stamp
+            self._reread_at = time.monotonic()
 
     def get(self, space: str) -> Delta | None:
         return self.deltas.get(space)
