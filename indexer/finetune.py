@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
 import shutil
 import time
@@ -111,7 +112,7 @@ def _prepare_work_dir(work_dir: Path, stamp: dict[str, Any]) -> Path:
         same = False
     if not same and checkpoints.exists():
         log.info("finetune: checkpoints in %s are from other data or options: starting over", checkpoints)
-        shutil.rmtree(checkpoints)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # data-parallel workers may race to it
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp_path.write_text(json.dumps(stamp, sort_keys=True))
     return checkpoints
@@ -141,12 +142,17 @@ def fit_text_encoder(model: Any, train: PairTexts, valid: PairTexts, *, work_dir
     stamp = {"train": train.digest(), "valid": valid.digest(), "options": asdict(options), "precision": precision}
     checkpoints = _prepare_work_dir(Path(work_dir), stamp)
     model.to(device)
-    # Small data: an epoch may be one batch; never larger than the data, so every epoch steps.
-    batch = max(2, min(options.batch_size, len(train)))
+    # Data-parallel (Ray Train or torchrun set WORLD_SIZE): each worker takes batch_size pairs a
+    # step, and the loss gathers every worker's positives, so each anchor meets the whole step's.
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    # Small data: an epoch may be one batch; never larger than a worker's share (DDP drops a last
+    # short batch), so every epoch steps and every evaluation has a batch.
+    batch = max(2, min(options.batch_size, len(train) // world))
+    eval_batch = max(1, min(batch, len(valid) // world))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=options.epochs, per_device_train_batch_size=batch,
         # warmup_steps below 1 is a share of the steps (transformers 5 retired warmup_ratio).
-        per_device_eval_batch_size=batch, learning_rate=options.learning_rate, warmup_steps=options.warmup_ratio,
+        per_device_eval_batch_size=eval_batch, learning_rate=options.learning_rate, warmup_steps=options.warmup_ratio,
         batch_sampler=BatchSamplers.NO_DUPLICATES, eval_strategy="epoch", save_strategy="epoch",
         logging_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
         greater_is_better=False, report_to="none", disable_tqdm=not progress, seed=options.seed,
@@ -154,7 +160,7 @@ def fit_text_encoder(model: Any, train: PairTexts, valid: PairTexts, *, work_dir
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=_dataset(train), eval_dataset=_dataset(valid),
-        loss=MultipleNegativesRankingLoss(model),
+        loss=MultipleNegativesRankingLoss(model, gather_across_devices=world > 1),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience)],
     )
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None

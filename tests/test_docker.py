@@ -29,6 +29,9 @@ DOCKER = ROOT / "docker"
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile", "gpu": DOCKER / "Dockerfile.gpu"}
 COMPOSE = DOCKER / "compose.yaml"
 COMPOSE_GPU = DOCKER / "compose.gpu.yaml"
+COMPOSE_SCALE = DOCKER / "compose.scale.yaml"
+CADDYFILE = DOCKER / "Caddyfile"
+RAY_JOB = DOCKER / "ray-job.sh"
 SETTING_VARIABLES = {env for _name, env, _default in describe()}
 RECSYS_VAR = re.compile(r"\bRECSYS_[A-Z0-9_]+\b")
 
@@ -147,6 +150,11 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def compose_gpu() -> dict:
     return yaml.safe_load(COMPOSE_GPU.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose_scale() -> dict:
+    return yaml.safe_load(COMPOSE_SCALE.read_text())
 
 
 # --- .dockerignore --------------------------------------------------------------------------
@@ -273,6 +281,16 @@ def test_cpu_image_uses_the_pytorch_cpu_index():
     runs = " ".join(parse_dockerfile(DOCKERFILES["cpu"]).stage("builder").all("RUN"))
     assert "--index-url https://download.pytorch.org/whl/cpu " in runs
     assert re.search(r"pip install -c constraints\.txt \.(\s|$)", runs), "the project is installed with the constraints"
+
+
+def test_cpu_image_takes_optional_extras_and_ships_the_ray_job():
+    df = parse_dockerfile(DOCKERFILES["cpu"])
+    assert stage_args(df.stage("builder")).get("EXTRAS") == '""', "EXTRAS must default to no extra"
+    runs = " ".join(df.stage("builder").all("RUN"))
+    assert 'if [ -n "$EXTRAS" ]; then pip install -c constraints.txt ".[${EXTRAS}]"; fi' in runs
+    assert runs.index("pip install -c constraints.txt .") < runs.index("pip check"), "pip check must see the extras too"
+    copies = [shlex.split(a) for a in df.stage("indexer").all("COPY")]
+    assert any(c[-2:] == ["docker/ray-job.sh", "/usr/local/bin/recsys-ray-job"] and "--chmod=0755" in c for c in copies)
 
 
 def test_gpu_image_is_cuda_12_with_faiss_gpu():
@@ -498,8 +516,9 @@ def test_compose_database_url_points_at_the_postgres_service(compose):
         assert password == pg_env["POSTGRES_PASSWORD"]
 
 
-def test_compose_builds_existing_targets(compose, compose_gpu):
-    for doc in (compose, compose_gpu):
+def test_compose_builds_existing_targets(compose, compose_gpu, compose_scale):
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    for doc in (compose, compose_gpu, compose_scale):
         for name, service in doc["services"].items():
             build = service.get("build")
             if not build:
@@ -507,6 +526,10 @@ def test_compose_builds_existing_targets(compose, compose_gpu):
             assert (DOCKER / build["context"]).resolve() == ROOT, f"{name}: build context is not the repository root"
             df = parse_dockerfile(ROOT / build["dockerfile"])
             assert build["target"] in {s.name for s in df.stages}, f"{name}: no target {build['target']}"
+            for arg, value in (build.get("args") or {}).items():
+                assert arg in stage_args(df.stage("builder")), f"{name}: build arg {arg} is not an ARG of the builder"
+                if arg == "EXTRAS":
+                    assert set(value.split(",")) <= extras, f"{name}: EXTRAS={value} names no extra of pyproject.toml"
 
 
 def test_compose_gpu_override(compose, compose_gpu):
@@ -518,7 +541,7 @@ def test_compose_gpu_override(compose, compose_gpu):
 
 
 def test_every_recsys_variable_is_a_real_setting():
-    files = [*DOCKERFILES.values(), COMPOSE, COMPOSE_GPU, DOCKER / "entrypoint.sh"]
+    files = [*DOCKERFILES.values(), COMPOSE, COMPOSE_GPU, COMPOSE_SCALE, CADDYFILE, RAY_JOB, DOCKER / "entrypoint.sh"]
     used = {}
     for f in files:
         for var in RECSYS_VAR.findall(f.read_text()):
@@ -526,3 +549,259 @@ def test_every_recsys_variable_is_a_real_setting():
     assert used, "no RECSYS_ variable found at all"
     unknown = {var: where for var, where in used.items() if var not in SETTING_VARIABLES}
     assert not unknown, f"not settings (see `recsys config`): {unknown}"
+
+
+# --- compose: scaled out (docker/compose.scale.yaml, docker/Caddyfile, docker/ray-job.sh) -----
+
+INTERPOLATED = re.compile(r"\$\{[A-Z0-9_]+(:?-[^}]*)?\}")
+
+
+def _volumes(service: dict) -> dict[str, str | None]:
+    """Container path -> volume name (None: an anonymous volume), short and long syntax."""
+    out: dict[str, str | None] = {}
+    for v in service.get("volumes", []):
+        if isinstance(v, dict):
+            out[v["target"]] = v.get("source")
+        else:
+            parts = v.split(":")
+            out[parts[1] if len(parts) > 1 else parts[0]] = parts[0] if len(parts) > 1 else None
+    return out
+
+
+def _flag(command: list[str], name: str) -> str | None:
+    """Value of ``--name=value`` in an exec-form command (None when absent)."""
+    for word in command:
+        if word.startswith(f"--{name}="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def test_compose_scale_is_a_separate_project(compose, compose_scale):
+    # Its own project name, so its containers and volumes never mix with the single-host setup's.
+    assert compose_scale["name"] != compose["name"]
+    assert not {"ray-head", "ray-worker", "minio", "proxy"} & set(compose["services"]), "compose.yaml must stay single-host"
+    assert not re.search(r"RECSYS_(ARTIFACT|RAY)_", COMPOSE.read_text()), "compose.yaml must stay single-host"
+
+
+def test_compose_scale_ray_cluster(compose_scale):
+    services = compose_scale["services"]
+    head, worker, indexer = services["ray-head"], services["ray-worker"], services["indexer"]
+    for name in ("ray-head", "ray-worker", "indexer", "demo"):
+        s = services[name]
+        assert s["build"]["target"] == "indexer" and s["build"]["args"]["EXTRAS"] == "scale", f"{name}: not the scale image"
+        assert s["image"] == head["image"], f"{name}: every Ray node runs the same image (same Ray and Python)"
+        assert s.get("shm_size"), f"{name}: Ray's object store needs more than Docker's 64 MB /dev/shm"
+        assert s.get("init") is True, f"{name}: signals must reach the Ray/indexer processes"
+    assert head["entrypoint"] == ["ray"] and head["command"][0] == "start" and "--head" in head["command"]
+    assert "--block" in head["command"] and "--block" in worker["command"], "a node's container lives as long as its node"
+    port = _flag(head["command"], "port")
+    assert worker["command"][0] == "start" and _flag(worker["command"], "address") == f"ray-head:{port}"
+    assert head["healthcheck"]["test"][1:3] == ["ray", "health-check"]
+    assert _depends(worker) == {"ray-head": "service_healthy"}
+    # The indexer joins the cluster it builds on, through recsys-ray-job.
+    assert indexer["entrypoint"] == ["recsys-ray-job"] and indexer["command"] == ["build"]
+    env = _environment(indexer)
+    assert env["RECSYS_RAY_ADDRESS"] == f"ray-head:{port}"
+    assert "recsys-ray-job build" in " ".join(services["demo"]["entrypoint"])
+    assert indexer["profiles"] == ["indexer"] and services["demo"]["profiles"] == ["demo"], "jobs stay out of `up`"
+    for name in ("indexer", "demo"):
+        assert services[name]["restart"] == "no", f"{name} is a job"
+        deps = _depends(services[name])
+        assert deps["ray-head"] == "service_healthy" and deps["ray-worker"] == "service_healthy"
+        assert deps["migrate"] == deps["minio-init"] == "service_completed_successfully"
+        assert _volumes(services[name])["/indexes"] == "indexer-cache", f"{name}: the vector cache must persist"
+
+
+def test_compose_scale_object_store(compose_scale):
+    services = compose_scale["services"]
+    minio, init = services["minio"], services["minio-init"]
+    assert minio["healthcheck"]["test"][:3] == ["CMD", "mc", "ready"]
+    assert _depends(init) == {"minio": "service_healthy"} and init["restart"] == "no"
+    bucket = _environment(init)["BUCKET"]
+    for name in ("indexer", "demo", "service", "migrate", "ray-head", "ray-worker"):
+        env = _environment(services[name])
+        if name not in ("ray-head", "ray-worker"):
+            assert env["RECSYS_ARTIFACT_URL"] == f"s3://{bucket}/indexes", f"{name}: not minio-init's bucket"
+        assert env["RECSYS_IMAGE_URL"] == f"s3://{bucket}/images", f"{name}: another image store"
+        options = json.loads(env["RECSYS_ARTIFACT_OPTIONS"])
+        assert options == {"client_kwargs": {"endpoint_url": "http://minio:9000"}}
+    # The indexer writes with the read-write key, the replicas with the key minio-init limits.
+    init_env = _environment(init)
+    for name, role in (("indexer", "INDEXER"), ("service", "SERVICE")):
+        env = _environment(services[name])
+        assert env["AWS_ACCESS_KEY_ID"] == init_env[f"{role}_ACCESS_KEY"]
+        assert env["AWS_SECRET_ACCESS_KEY"] == init_env[f"{role}_SECRET_KEY"]
+        assert _depends(services[name])["minio-init"] == "service_completed_successfully"
+
+
+def test_minio_init_creates_the_bucket_keys_and_policies(compose_scale, tmp_path):
+    """The bucket-and-keys script, run by sh against a stand-in `mc` (compose turns $$ into $)."""
+    init = compose_scale["services"]["minio-init"]
+    assert init["entrypoint"] == ["/bin/sh", "-c"]
+    script = init["command"][0].replace("$$", "$")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    (bin_dir / "mc").write_text(
+        f'#!/bin/sh\necho "mc $*" >> {log}\n'
+        f'case "$*" in "admin policy create "*) cp "$6" {tmp_path}/policy.json ;; esac\n'
+        # A rerun: the policy is attached already, which must not fail the job.
+        'case "$*" in "admin policy attach "*) [ -f ' f'{tmp_path}/attached ] && '
+        '{ echo "mc: <ERROR> The specified policy change is already in effect." >&2; exit 1; } ;; esac\n'
+        "exit 0\n"
+    )
+    (bin_dir / "mc").chmod(0o755)
+    defaults = {k: INTERPOLATED.sub(lambda m: (m.group(1) or "")[2:], v) for k, v in _environment(init).items()}
+    env = {**os.environ, **defaults, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for run in ("first", "again"):
+        res = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, f"{run}: {res.stderr}"
+        (tmp_path / "attached").touch()
+    calls = log.read_text().splitlines()
+    bucket, indexer, service = env["BUCKET"], env["INDEXER_ACCESS_KEY"], env["SERVICE_ACCESS_KEY"]
+    assert f"mc mb --ignore-existing local/{bucket}" in calls
+    assert f"mc admin policy attach local readwrite --user {indexer}" in calls
+    assert f"mc admin policy attach local recsys-service --user {service}" in calls
+    statements = json.loads((tmp_path / "policy.json").read_text())["Statement"]
+    allowed = {(action, resource) for s in statements if s["Effect"] == "Allow"
+               for action in s["Action"] for resource in s["Resource"]}
+    assert ("s3:GetObject", f"arn:aws:s3:::{bucket}/*") in allowed
+    assert {a for a, r in allowed if a in ("s3:PutObject", "s3:DeleteObject")} == {"s3:PutObject"}
+    assert {r for a, r in allowed if a == "s3:PutObject"} == {f"arn:aws:s3:::{bucket}/images/*"}, (
+        "replicas may add images, never touch index versions")
+    # A failure other than "already in effect" still fails the job.
+    broken = bin_dir / "mc"
+    broken.write_text('#!/bin/sh\ncase "$*" in "admin policy attach "*) echo "mc: <ERROR> no such user" >&2; exit 1 ;; esac\n')
+    res = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0 and "no such user" in res.stderr
+
+
+def test_compose_scale_replicas_behind_the_proxy(compose_scale):
+    services = compose_scale["services"]
+    service, proxy = services["service"], services["proxy"]
+    assert service["deploy"]["replicas"] >= 2
+    assert "ports" not in service and "container_name" not in service, "replicas must be scalable (--scale)"
+    env = _environment(service)
+    assert env["RECSYS_TRUSTED_PROXIES"] == "1", "one proxy in front: limits must key on the forwarded client"
+    assert env["RECSYS_RATE_LIMIT_STORAGE_URI"].startswith("redis://redis:"), "replicas must share rate limits"
+    volumes = _volumes(service)
+    assert volumes[env["RECSYS_INDEX_DIR"]] is None, "each replica needs its own (anonymous) local index cache"
+    assert volumes[env["RECSYS_DATA_DIR"]] == "data", "replicas share the image store"
+    deps = _depends(service)
+    assert deps["postgres"] == deps["redis"] == "service_healthy"
+    assert deps["migrate"] == deps["minio-init"] == "service_completed_successfully"
+    assert _depends(proxy) == {"service": "service_healthy"}
+    # The proxy: the only published port, its own health check, this file's Caddyfile.
+    published = [name for name, s in services.items() if s.get("ports")]
+    assert published == ["proxy"], f"only the proxy publishes a port, not {published}"
+    host_port, container_port = proxy["ports"][0].rsplit(":", 1)
+    config = _volumes(proxy)["/etc/caddy/Caddyfile"]
+    assert (DOCKER / config).resolve() == CADDYFILE
+    assert proxy["healthcheck"]["test"][-1] == f"http://127.0.0.1:{container_port}/health/proxy"
+    assert "8000" in host_port
+
+
+def test_caddyfile_proxies_every_replica():
+    text = CADDYFILE.read_text()
+    compose_scale = yaml.safe_load(COMPOSE_SCALE.read_text())
+    container_port = compose_scale["services"]["proxy"]["ports"][0].rsplit(":", 1)[1]
+    assert re.search(rf"^:{container_port} \{{", text, re.M), "Caddy must listen on the port compose publishes"
+    dynamic = re.search(r"dynamic a \{\s*name (\S+)\s*port (\d+)", text)
+    assert dynamic, "replicas must be found by DNS (dynamic a), so --scale needs no config change"
+    assert dynamic.group(1) == "service" and dynamic.group(1) in compose_scale["services"]
+    assert dynamic.group(2) == "8000" and "8000" in parse_dockerfile(DOCKERFILES["cpu"]).stage("service").last("EXPOSE")
+    assert re.search(r"handle /health/proxy \{\s*respond", text), "the proxy's health path answers by itself"
+    assert "fail_duration" in text and "lb_try_duration" in text, "a dead replica must be skipped (passive checks)"
+    assert "trusted_proxies" not in text.split("{", 2)[1], "Caddy is the edge: it must not trust forwarded headers"
+
+
+def test_compose_scale_database_and_health(compose_scale):
+    services = compose_scale["services"]
+    pg_env = _environment(services["postgres"])
+    for name in ("migrate", "indexer", "demo", "service"):
+        url = _environment(services[name])["RECSYS_DATABASE_URL"]
+        m = re.fullmatch(r"postgresql\+psycopg://([^:]+):(.+)@([^:/]+):5432/(\w+)", url)
+        assert m, f"{name}: RECSYS_DATABASE_URL {url!r}"
+        assert m.groups() == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], "postgres", pg_env["POSTGRES_DB"])
+    for name, s in services.items():
+        if s.get("restart") == "unless-stopped":
+            built = s.get("build", {}).get("target") == "service"  # the image's own HEALTHCHECK
+            assert s.get("healthcheck") or built, f"{name}: a long-running service without a health check"
+    declared = set(compose_scale["volumes"])
+    for name, s in services.items():
+        for target, source in _volumes(s).items():
+            if source and not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+
+
+def test_compose_scale_secrets_come_from_the_environment(compose_scale):
+    for name, s in compose_scale["services"].items():
+        for key, value in _environment(s).items():
+            if re.search(r"PASSWORD|SECRET", key):
+                assert INTERPOLATED.fullmatch(value), f"{name}: {key} is hard-coded ({value!r}), not ${{VAR:-dev default}}"
+        url = _environment(s).get("RECSYS_DATABASE_URL", "")
+        if url:
+            assert "${POSTGRES_PASSWORD:-" in url, f"{name}: the database password must come from POSTGRES_PASSWORD"
+    assert "DEVELOPMENT" in COMPOSE_SCALE.read_text(), "the development defaults must be marked as such"
+
+
+# --- recsys-ray-job ---------------------------------------------------------------------------
+
+
+def _fake_tools(tmp_path: Path, indexer_body: str, ray_start_rc: int = 0) -> dict[str, str]:
+    """A PATH with stand-ins for `ray` and `recsys-indexer` that log their calls to calls.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    (bin_dir / "ray").write_text(f'#!/bin/sh\necho "ray $*" >> {log}\n[ "$1" = start ] && exit {ray_start_rc}\nexit 0\n')
+    (bin_dir / "recsys-indexer").write_text(f'#!/bin/sh\necho "recsys-indexer $*" >> {log}\n{indexer_body}\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def _calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_ray_job_joins_runs_leaves_and_keeps_the_exit_code(tmp_path):
+    env = {**_fake_tools(tmp_path, "exit 3"), "RECSYS_RAY_ADDRESS": "ray-head:6379"}
+    res = subprocess.run(["sh", str(RAY_JOB), "build", "--full"], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 3, res.stderr  # e.g. the recall floor: the scheduler must see it
+    calls = _calls(tmp_path)
+    assert calls[0].startswith("ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0")
+    assert calls[1:] == ["recsys-indexer build --full", "ray stop"]
+
+
+def test_ray_job_fails_without_running_when_the_cluster_is_unreachable(tmp_path):
+    env = {**_fake_tools(tmp_path, "exit 0", ray_start_rc=1), "RECSYS_RAY_ADDRESS": "ray-head:6379"}
+    res = subprocess.run(["sh", str(RAY_JOB), "build"], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "cannot join the Ray cluster at ray-head:6379" in res.stderr
+    assert [c.split()[:2] for c in _calls(tmp_path)] == [["ray", "start"]]
+
+
+@pytest.mark.parametrize("address", ["", "auto", "ray://ray-head:10001"])
+def test_ray_job_runs_the_command_alone_without_a_cluster_address(tmp_path, address):
+    env = {**_fake_tools(tmp_path, "exit 0"), "RECSYS_RAY_ADDRESS": address}
+    res = subprocess.run(["sh", str(RAY_JOB), "list"], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert _calls(tmp_path) == ["recsys-indexer list"]
+
+
+def test_ray_job_passes_sigterm_on_and_waits_for_the_build(tmp_path):
+    # The stand-in build stops cleanly on SIGTERM with the indexer's code for an interruption.
+    body = f"trap 'echo stopping >> {tmp_path}/calls.log; sleep 0.3; exit 130' TERM\necho ready > {tmp_path}/ready\n" \
+           "while :; do sleep 0.1; done"
+    env = {**_fake_tools(tmp_path, body), "RECSYS_RAY_ADDRESS": "ray-head:6379"}
+    proc = subprocess.Popen(["sh", str(RAY_JOB), "build"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if (tmp_path / "ready").exists():
+                break
+            threading.Event().wait(0.05)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+    assert _calls(tmp_path)[-3:] == ["recsys-indexer build", "stopping", "ray stop"]
