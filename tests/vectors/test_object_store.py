@@ -198,3 +198,22 @@ def test_the_store_settings_come_from_the_environment():
                 {"RECSYS_RAY_WORKERS": "-1"}):
         with pytest.raises(SettingsError):
             load_settings(environ=bad)
+
+
+def test_gc_keeps_the_newest_versions_in_the_store_and_never_the_published_one(tmp_path, session_factory, settings):
+    import dataclasses
+
+    from indexer.pipeline import garbage_collect
+
+    s = dataclasses.replace(settings, artifact_url=f"file://{tmp_path / 'store'}")
+    store = RemoteStore.from_settings(s)
+    builder = tmp_path / "builder"
+    names = [V1, V2, V3, "20261130T050000000Z-eeeeee"]
+    for i, v in enumerate(names):
+        make_version(builder, v, seed=i)
+        store.upload(artifacts.version_dir(builder, v), v)
+    publish(store, artifacts.version_dir(builder, V1), V1)  # the oldest is the published one (a rollback)
+    removed = garbage_collect(s, session_factory, keep=2)
+    assert store.list_versions() == [names[3], V1]
+    assert store.read_pointer().version == V1
+    assert {r.rsplit("/", 1)[-1] for r in removed} == {V2, V3}
