@@ -10,12 +10,17 @@ interrupted build never touches the published version.
 The training stage (:mod:`indexer.train`) fits the collaborative model into the same version;
 its quality gate can refuse a version (kept unpublished, ``status: refused``) unless forced.
 ``recsys-indexer train`` runs that stage alone on a copy of the published version's spaces.
+
+With ``ray_address`` set, the text misses are embedded by Ray actors (:mod:`indexer.ray_embed`)
+and the collaborative fits' heavy products run as Ray tasks (:mod:`indexer.ray_train`); the rest
+of the rebuild, CLIP images included, stays in this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -124,6 +129,32 @@ def _text_inputs(session: Session, ids: list[int]) -> list[str]:
     return [found[i] for i in ids]
 
 
+# Items per text-embedding partition. Every embedder (this process, Ray actors) encodes the misses
+# in the same partitions: sentence-transformers sorts each call's texts by length and pads per
+# batch, so a text's vector depends, in its last bits, on the call it was in (measured: up to
+# 8.6e-8 apart between one call and partitions of 256). Same partitions, same bits.
+EMBED_PARTITION = 1024
+
+
+def partitions(count: int, size: int | None = None) -> list[slice]:
+    """Consecutive slices of ``size`` (default :data:`EMBED_PARTITION`) covering ``range(count)``."""
+    size = size or EMBED_PARTITION
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def embed_text_partition(session: Session, ids: list[int], encoder: Any, *, progress: bool = False) -> np.ndarray:
+    """Vectors of one partition of items (float32, in ``ids`` order): one ``encode`` call."""
+    return np.asarray(encoder.encode(_text_inputs(session, ids), progress=progress), dtype=np.float32)
+
+
+def embed_texts(ids: list[int], encoder: Any, *, session: Session, progress: bool = False) -> np.ndarray:
+    """The text embedder of this process: ``ids`` (in id order) partition by partition."""
+    out = np.zeros((len(ids), encoder.dim), dtype=np.float32)
+    for part in partitions(len(ids)):
+        out[part] = embed_text_partition(session, ids[part], encoder, progress=progress)
+    return out
+
+
 def text_probe_source(
     session_factory: sessionmaker[Session], encoder: Any, ids: np.ndarray, *, seed: int = 0, progress: bool = False
 ) -> Callable[[int], np.ndarray | None]:
@@ -182,11 +213,14 @@ def read_items(session: Session) -> list[ItemRow]:
 def embed_space(
     space: str, rows: list[ItemRow], encoder: Any, *, session: Session, cache_root: Path,
     full: bool, progress: bool, image_store: ImageStore | None = None,
+    text_embedder: Callable[..., np.ndarray] | None = None,
 ) -> SpaceVectors:
     """Embed stage: cached vectors for unchanged items, the encoder for the rest.
 
     Images are read from ``image_store`` only (required for the clip space); an item whose
     location is not a store key (legacy path or URL) is never read: it is a per-item error.
+    ``text_embedder``: embeds the text misses, called as :func:`embed_texts` (the default; a Ray
+    cluster's is :class:`indexer.ray_embed.RayTextEmbedder`); images are always embedded here.
     """
     if space != "text" and image_store is None:
         raise ValueError("embed_space: the clip space needs the image store")
@@ -208,8 +242,8 @@ def embed_space(
     if len(misses):
         log.info("%s: embedding %d of %d items (%d cached)", space, len(misses), len(members), len(members) - len(misses))
         if space == "text":
-            texts = _text_inputs(session, [members[i].id for i in misses])
-            vectors[misses] = encoder.encode(texts, progress=progress)
+            embed = text_embedder or embed_texts
+            vectors[misses] = embed([members[i].id for i in misses], encoder, session=session, progress=progress)
             ok[misses] = True
         else:
             sources: list[Path] = []
@@ -376,6 +410,22 @@ class Pipeline:
             load_clip_encoder = load_clip_encoder or clip_encoder.load_clip_encoder
         self.settings = settings
         self.session_factory = session_factory
+        self.cluster = None  # the Ray cluster (settings.ray_address): connected on first use, closed after a run
+        if settings.ray_address:
+            from indexer import ray_embed, ray_train
+            from indexer.ray_cluster import LazyCluster
+
+            self.cluster = LazyCluster(settings.ray_address)
+            log.info("rebuild on Ray (%s): text embedding and collaborative fits run on the cluster; "
+                     "CLIP images are embedded in this process", settings.ray_address)
+            if embedder is embed_space:  # an injected stage stays as given
+                on_ray = ray_embed.RayTextEmbedder(settings, self.cluster)
+                embedder = functools.partial(embed_space, text_embedder=on_ray)
+            trainer = trainer or functools.partial(train_model, fit=ray_train.RayFit(self.cluster))
+            if finetuner is None:  # data-parallel on the cluster's GPUs when it has two or more
+                from indexer.ray_finetune import ClusterFit
+
+                finetuner = functools.partial(finetune_text, fit=ClusterFit(self.cluster, settings.ray_workers))
         self.loaders = {"text": load_text_encoder, "clip": load_clip_encoder}
         self.reader, self.embedder, self.index_builder, self.verifier = reader, embedder, index_builder, verifier
         self.trainer = trainer or train_model
@@ -456,6 +506,12 @@ class Pipeline:
         except BaseException as exc:
             self.failed_stage = failed_stage(exc)
             raise
+        finally:
+            self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
 
     def _run(self, *, full: bool, force: bool, publish: bool) -> BuildReport:
         started = time.perf_counter()
@@ -538,6 +594,8 @@ class Pipeline:
         except BaseException as exc:
             self.failed_stage = failed_stage(exc)
             raise
+        finally:
+            self._close_cluster()
 
     def finetune(self, *, force: bool = False, publish: bool = True, full: bool = False) -> BuildReport:
         """``recsys-indexer finetune``: fine-tune the text encoder on behaviour, build a version with it.
@@ -558,6 +616,8 @@ class Pipeline:
         except BaseException as exc:
             self.failed_stage = failed_stage(exc)
             raise
+        finally:
+            self._close_cluster()
 
     def _finetune_locked(self, *, force: bool, publish: bool, started: float, full: bool,
                          build_anyway: bool = True) -> BuildReport:

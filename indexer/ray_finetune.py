@@ -103,4 +103,22 @@ def ray_fit_text_encoder(model: Any, train: PairTexts, valid: PairTexts, *, work
     return FitReport(**report)
 
 
-__all__ = ["ray_fit_text_encoder"]
+class ClusterFit:
+    """The fine-tuning stage's ``fit`` on a rebuild with ``ray_address``: data-parallel on the
+    cluster's GPUs when it has two or more (``ray_workers`` caps them), else in this process
+    (one GPU or CPUs only: DDP would add communication and nothing else)."""
+
+    def __init__(self, cluster: Any, max_workers: int = 0):
+        self.cluster = cluster  # indexer.ray_cluster.LazyCluster
+        self.max_workers = max_workers
+
+    def __call__(self, model: Any, train: PairTexts, valid: PairTexts, **kwargs: Any) -> FitReport:
+        gpus = int(self.cluster.ensure().gpus)
+        workers = min(gpus, self.max_workers) if self.max_workers else gpus
+        if workers < 2:
+            log.info("finetune: %d GPU(s) on the Ray cluster: fine-tuning in this process", gpus)
+            return fit_text_encoder(model, train, valid, **kwargs)
+        return ray_fit_text_encoder(model, train, valid, workers=workers, use_gpu=True, **kwargs)
+
+
+__all__ = ["ClusterFit", "ray_fit_text_encoder"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -289,15 +289,24 @@ def _most_active(x: sp.csr_matrix, n: int) -> np.ndarray:
     return np.sort(top_n(np.bincount(x.indices, minlength=x.shape[1]).astype(np.float64), n))
 
 
-def _fit_ease(data: Interactions, l2: float, max_items: int | None = None) -> EaseModel:
-    x = data.matrix
-    n = x.shape[1] if max_items is None else min(x.shape[1], int(max_items))
-    cols = _most_active(x, n)
-    xs = sp.csr_matrix(x[:, cols], dtype=np.float64)
+def ease_gram(xs: sp.csr_matrix) -> np.ndarray:
+    """X'X of a users x items float64 CSR matrix, dense (N x N float64, C order)."""
+    n = xs.shape[1]
     xt = xs.T.tocsr()
     g = np.empty((n, n), dtype=np.float64)
     for r0 in range(0, n, EASE_BLOCK):  # X'X block by block: never a sparse N x N product
         (xt[r0:r0 + EASE_BLOCK] @ xs).toarray(out=g[r0:r0 + EASE_BLOCK])
+    return g
+
+
+def _fit_ease(data: Interactions, l2: float, max_items: int | None = None,
+              gram: Callable[[sp.csr_matrix], np.ndarray] = ease_gram) -> EaseModel:
+    """``gram``: computes X'X as :func:`ease_gram` does (a cluster's sums partial Grams of row blocks)."""
+    x = data.matrix
+    n = x.shape[1] if max_items is None else min(x.shape[1], int(max_items))
+    cols = _most_active(x, n)
+    # Inverted in place below: a read-only result (an object store's) is copied first.
+    g = np.require(gram(sp.csr_matrix(x[:, cols], dtype=np.float64)), np.float64, ["C", "W"])
     g[np.diag_indices(n)] += float(l2)
     p = _spd_inverse(g) if n else g
     neg_diag = -np.diag(p).copy()
@@ -309,8 +318,27 @@ def _fit_ease(data: Interactions, l2: float, max_items: int | None = None) -> Ea
     return EaseModel({"item_ids": data.item_ids[cols].astype(np.int64), "B": b}, params)
 
 
+def knn_block(xt: sp.csr_matrix, x: sp.csr_matrix, r0: int, r1: int, k: int) -> tuple[np.ndarray, ...]:
+    """Top ``k`` neighbours of items ``r0:r1`` (rows of ``xt``): (rows, columns, similarities)."""
+    # Sparse all the way: only item pairs someone engaged with together are ever touched
+    # (a dense block x n array cost ~270 s per fit at 100k items and 10M events).
+    sims = sp.csr_matrix(xt[r0:r1] @ x)
+    row = np.repeat(np.arange(r1 - r0), np.diff(sims.indptr))
+    value = np.where(sims.indices == row + r0, 0.0, sims.data)  # an item is not its own neighbour
+    order = np.lexsort((-value, row))  # by row, best first within a row
+    rank = np.arange(len(order)) - sims.indptr[row[order]]
+    keep = order[(rank < k) & (value[order] > 0)]
+    return row[keep] + r0, sims.indices[keep], value[keep]
+
+
+def knn_blocks(xt: sp.csr_matrix, x: sp.csr_matrix, bounds: list[tuple[int, int]], k: int) -> list[tuple]:
+    """:func:`knn_block` of each ``(r0, r1)`` in ``bounds``, in order."""
+    return [knn_block(xt, x, r0, r1, k) for r0, r1 in bounds]
+
+
 def _fit_knn(data: Interactions, neighbours: int = 200, user_damping: float = 0.5,
-             block: int | None = None) -> ItemKnnModel:
+             block: int | None = None, blocks: Callable[..., list[tuple]] = knn_blocks) -> ItemKnnModel:
+    """``blocks``: runs the row blocks as :func:`knn_blocks` does (a cluster's runs them as tasks)."""
     x = sp.csr_matrix(data.matrix, dtype=np.float32, copy=True)
     n = x.shape[1]
     if user_damping:  # inverse user frequency, as in Snapshot
@@ -321,20 +349,8 @@ def _fit_knn(data: Interactions, neighbours: int = 200, user_damping: float = 0.
     xt = x.T.tocsr()
     k = max(0, min(int(neighbours), n - 1))
     block = max(1, int(block) if block else 2 ** 28 // (KNN_PAIR_BYTES * max(n, 1)))
-    rows, cols, vals = [], [], []
-    for r0 in range(0, n if k else 0, block):
-        r1 = min(r0 + block, n)
-        # Sparse all the way: only item pairs someone engaged with together are ever touched
-        # (a dense block x n array cost ~270 s per fit at 100k items and 10M events).
-        sims = sp.csr_matrix(xt[r0:r1] @ x)
-        row = np.repeat(np.arange(r1 - r0), np.diff(sims.indptr))
-        value = np.where(sims.indices == row + r0, 0.0, sims.data)  # an item is not its own neighbour
-        order = np.lexsort((-value, row))  # by row, best first within a row
-        rank = np.arange(len(order)) - sims.indptr[row[order]]
-        keep = order[(rank < k) & (value[order] > 0)]
-        rows.append(row[keep] + r0)
-        cols.append(sims.indices[keep])
-        vals.append(value[keep])
+    found = blocks(xt, x, [(r0, min(r0 + block, n)) for r0 in range(0, n if k else 0, block)], k)
+    rows, cols, vals = ([part[j] for part in found] for j in range(3))
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
     s = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))), shape=(n, n))
     idx = np.int32 if s.nnz < 2 ** 31 else np.int64

@@ -14,8 +14,6 @@ from service.vectors.text_encoder import load_text_encoder
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.train")
 
-# Loads the real text model in three processes (`make test-fast` leaves it out).
-pytestmark = pytest.mark.slow
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow", "purple", "orange"]
 THINGS = ["running shoe", "rain jacket", "dome tent", "chef knife", "head lamp"]
@@ -33,6 +31,7 @@ def cluster():
         ray.shutdown()
 
 
+@pytest.mark.slow  # the real text model in three processes (`make test-fast` leaves it out)
 def test_two_workers_split_the_epoch_and_return_the_fine_tuned_weights(cluster, tmp_path):
     from indexer.ray_finetune import ray_fit_text_encoder
 
@@ -53,3 +52,22 @@ def test_two_workers_split_the_epoch_and_return_the_fine_tuned_weights(cluster, 
     assert len(changed) > len(before) // 2  # the trained weights replaced the base in place
     vectors = encoder.encode(["red running shoe", "a running shoe in red"])
     assert vectors.shape == (2, encoder.dim) and float(vectors[0] @ vectors[1]) > 0.5
+
+
+@pytest.mark.parametrize(("gpus", "max_workers", "expected"), [(0, 0, "local"), (1, 0, "local"), (4, 0, 4), (4, 2, 2),
+                                                               (2, 1, "local")])
+def test_the_stage_goes_data_parallel_only_with_two_gpus_or_more(monkeypatch, gpus, max_workers, expected):
+    from indexer import ray_finetune
+
+    calls = []
+    monkeypatch.setattr(ray_finetune, "fit_text_encoder", lambda *a, **k: calls.append(("local", k)) or "local")
+    monkeypatch.setattr(ray_finetune, "ray_fit_text_encoder", lambda *a, **k: calls.append((k["workers"], k)) or "ray")
+
+    class Cluster:
+        def ensure(self):
+            return type("Info", (), {"gpus": float(gpus)})()
+
+    fit = ray_finetune.ClusterFit(Cluster(), max_workers)
+    fit("model", "train", "valid", work_dir="w", options="o", device="cuda", progress=False)
+    assert [c[0] for c in calls] == [expected]
+    assert calls[0][1]["work_dir"] == "w" and (expected == "local" or calls[0][1]["use_gpu"] is True)
