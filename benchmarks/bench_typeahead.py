@@ -142,6 +142,20 @@ def make_queries(titles: list[str], n: int, seed: int = 2) -> list[str]:
     return out
 
 
+def make_short_prefix_queries(titles: list[str], n: int, seed: int = 3) -> list[str]:
+    """The first 2-3 letters of a title word as typed, alone or after one finished word."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        words = [w for w in rng.choice(titles).replace(",", "").split() if len(w) >= 4]
+        if not words:
+            continue
+        i = rng.randrange(len(words))
+        typed = words[i][: rng.randint(2, 3)]
+        out.append(f"{words[i - 1]} {typed}" if i and rng.random() < 0.3 else typed)
+    return out
+
+
 def percentiles(samples_ns: list[int]) -> dict:
     ms = sorted(s / 1e6 for s in samples_ns)
 
@@ -205,6 +219,36 @@ def bench_keyword(factory, queries: list[str], limit: int) -> dict:
     return res
 
 
+def bench_short_prefixes(factory, queries: list[str], limit: int) -> dict:
+    """Short prefixes ranked as served (newest PREFIX_CANDIDATES matches) and uncapped (every
+    match), interleaved query by query; and how many of the uncapped top results the served
+    ranking keeps (the price of the cap)."""
+    from service.search import keyword
+
+    served_cap = keyword.SHORT_PREFIX_CHARS
+    samples: dict[str, list[int]] = {"capped": [], "uncapped": []}
+    overlap = []
+    clock = time.perf_counter_ns
+    with factory() as s:
+        try:
+            for q in queries[:20]:
+                keyword_search(session=s, query=q, limit=limit)
+            for q in queries:
+                got = {}
+                for mode, chars in (("capped", served_cap), ("uncapped", 0)):
+                    keyword.SHORT_PREFIX_CHARS = chars
+                    t0 = clock()
+                    got[mode] = keyword_search(session=s, query=q, limit=limit)
+                    samples[mode].append(clock() - t0)
+                full = {i for i, _ in got["uncapped"]}
+                if full:
+                    overlap.append(len(full & {i for i, _ in got["capped"]}) / len(full))
+        finally:
+            keyword.SHORT_PREFIX_CHARS = served_cap
+    return {mode: percentiles(v) for mode, v in samples.items()} | {
+        "top_overlap_mean": statistics.fmean(overlap) if overlap else None, "candidates": keyword.PREFIX_CANDIDATES}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=100_000)
@@ -220,6 +264,7 @@ def main() -> None:
     titles = [r["title"] for r in rows]
     prefixes = make_prefixes(titles, args.prefixes)
     queries = make_queries(titles, args.queries)
+    short_queries = make_short_prefix_queries(titles, args.queries)
     result: dict = {
         "items": args.items, "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
         "cpus": os.cpu_count(), "machine": platform.machine(), "load_average_at_start": os.getloadavg(),
@@ -261,6 +306,8 @@ def main() -> None:
                                              backend_loaded_from=backend, titles=len(suggester))
                 result["keyword_search"][backend] = bench_keyword(factory, queries, args.search_limit)
                 result["keyword_search"][backend]["insert_s"] = insert_s
+                result["keyword_search"][backend]["short_prefixes"] = bench_short_prefixes(
+                    factory, short_queries, args.search_limit)
                 engine.dispose()
             finally:
                 drop()
@@ -277,6 +324,13 @@ def main() -> None:
     for backend, st in result["keyword_search"].items():
         label = f"keyword_search {backend} (limit={args.search_limit})"
         print(f"{label:<34}{st['n']:>7}{st['p50_ms']:>9.3f}{st['p90_ms']:>9.3f}{st['p99_ms']:>9.3f}{st['max_ms']:>9.3f}")
+    for backend, st in result["keyword_search"].items():
+        for mode in ("capped", "uncapped"):
+            sp = st["short_prefixes"][mode]
+            label = f"  2-3 letter prefixes, {mode}"
+            print(f"{label:<34}{sp['n']:>7}{sp['p50_ms']:>9.3f}{sp['p90_ms']:>9.3f}{sp['p99_ms']:>9.3f}{sp['max_ms']:>9.3f}")
+        print(f"  {backend}: capped results keep {st['short_prefixes']['top_overlap_mean']:.1%} of the uncapped top "
+              f"{args.search_limit} on average")
     for backend, st in result["keyword_search"].items():
         slowest = ", ".join(f"{x['query']!r} {x['ms']:.0f} ms" for x in st["slowest"])
         print(f"slowest keyword queries on {backend}: {slowest}")

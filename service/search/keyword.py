@@ -4,8 +4,9 @@
 ``items.search_vector`` with ``ts_rank_cd`` on PostgreSQL (both made by migration 0002). User
 text never reaches either query language as syntax: on SQLite every word is quoted, on
 PostgreSQL ``plainto_tsquery`` reads the text as plain words. All words must match (AND), and
-the last one also matches as a prefix while the user is still typing it. Scores are "higher is
-better" but are not comparable across backends.
+the last one also matches as a prefix while the user is still typing it (a prefix of 2-3 letters
+ranks only the newest ``PREFIX_CANDIDATES`` matches). Scores are "higher is better" but are not
+comparable across backends.
 
 """
 
@@ -25,6 +26,12 @@ MAX_KEYWORD_LIMIT = 1000
 MIN_PREFIX_CHARS = 2
 # Pasted paragraphs would become huge conjunctions that match nothing anyway.
 MAX_QUERY_TOKENS = 16
+# A query whose last word is a prefix of at most SHORT_PREFIX_CHARS ("wa", "tra" while typing)
+# matches a large share of the catalog, and ranking every match cost up to 144 ms at 100k items
+# on PostgreSQL (p99): such a query ranks only its newest PREFIX_CANDIDATES matches. The next
+# letter typed makes the prefix selective again and the ranking whole.
+SHORT_PREFIX_CHARS = 3
+PREFIX_CANDIDATES = 2000
 
 # bm25() weights per FTS5 column, in table order: title, text, category, tags.
 SQLITE_BM25_WEIGHTS = (10.0, 1.0, 4.0, 4.0)
@@ -121,28 +128,41 @@ def keyword_search(
     if category is not None:
         filters += " AND items.category = :category"
         params["category"] = category
+    # Broad while typing: rank the newest matches only (see PREFIX_CANDIDATES).
+    capped = prefix and len(terms[-1]) <= SHORT_PREFIX_CHARS
+    params["cap"] = PREFIX_CANDIDATES
     if dialect == "sqlite":
         weights = ", ".join(str(w) for w in SQLITE_BM25_WEIGHTS)
+        # bm25() is computed for the rows the inner query returns: at most :cap of them when capped.
         stmt = text(
-            f"SELECT items.id, bm25(items_fts, {weights}) AS score "
+            f"SELECT id, score FROM (SELECT items.id AS id, bm25(items_fts, {weights}) AS score "
             "FROM items_fts JOIN items ON items.id = items_fts.rowid "
-            f"WHERE items_fts MATCH :match AND items.deleted_at IS NULL{filters} "
-            "ORDER BY score, items.id LIMIT :limit"
+            f"WHERE items_fts MATCH :match AND items.deleted_at IS NULL{filters}"
+            + (" ORDER BY items_fts.rowid DESC LIMIT :cap" if capped else "")
+            + ") ORDER BY score, id LIMIT :limit"
         )
         params["match"] = fts5_match_expression(terms, prefix)
         sign = -1.0  # bm25: more negative is better
     elif dialect == "postgresql":
         # plainto_tsquery parses the text with the documents' parser and ignores any operator
         # syntax in it; it cannot express a prefix, so ':*' is appended to its last lexeme.
-        stmt = text(
-            f"SELECT items.id, ts_rank_cd('{PG_RANK_WEIGHTS}', items.search_vector, t.q, {PG_RANK_NORMALIZATION}) AS score "
-            "FROM items CROSS JOIN ("
-            "  SELECT CASE WHEN :prefix AND numnode(p) > 0 THEN (p::text || ':*')::tsquery ELSE p END AS q"
-            "  FROM plainto_tsquery('simple', items_fts_fold(:query)) AS p"
-            ") AS t "
-            f"WHERE items.search_vector @@ t.q AND items.deleted_at IS NULL{filters} "
-            "ORDER BY score DESC, items.id LIMIT :limit"
-        )
+        query_sql = ("SELECT CASE WHEN :prefix AND numnode(p) > 0 THEN (p::text || ':*')::tsquery ELSE p END AS q "
+                     "FROM plainto_tsquery('simple', items_fts_fold(:query)) AS p")
+        rank = f"ts_rank_cd('{PG_RANK_WEIGHTS}', items.search_vector, t.q, {PG_RANK_NORMALIZATION})"
+        if capped:  # the candidates by id first, then the rank of those only (ts_rank_cd is the cost)
+            stmt = text(
+                f"WITH t AS ({query_sql}), cand AS (SELECT items.id FROM items, t "
+                f"WHERE items.search_vector @@ t.q AND items.deleted_at IS NULL{filters} "
+                "ORDER BY items.id DESC LIMIT :cap) "
+                f"SELECT items.id, {rank} AS score FROM cand JOIN items ON items.id = cand.id CROSS JOIN t "
+                "ORDER BY score DESC, items.id LIMIT :limit"
+            )
+        else:
+            stmt = text(
+                f"SELECT items.id, {rank} AS score FROM items CROSS JOIN ({query_sql}) AS t "
+                f"WHERE items.search_vector @@ t.q AND items.deleted_at IS NULL{filters} "
+                "ORDER BY score DESC, items.id LIMIT :limit"
+            )
         params.update(query=text_, prefix=prefix)
         sign = 1.0
     else:

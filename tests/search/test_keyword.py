@@ -166,6 +166,21 @@ def test_kind_and_category_filters(session_factory, catalog):
     assert search(session_factory, catalog, "running", kinds=["product"], category="guides") == []
 
 
+def test_a_short_prefix_ranks_only_the_newest_matches_and_a_longer_one_all(session_factory, catalog, monkeypatch):
+    from service.search import keyword
+
+    monkeypatch.setattr(keyword, "PREFIX_CANDIDATES", 3)
+    # "ru" matches the road shoe, the trail shoe, the socks, the guide and the care article; the
+    # trail shoe is the oldest (imported first) and falls outside the 3 newest candidates.
+    short = search(session_factory, catalog, "ru", category=None)
+    assert short and "p-trail" not in short and len(short) <= 3
+    newest = sorted((pk for ext, pk in catalog.items() if ext in short), reverse=True)
+    assert newest == sorted(newest, reverse=True)
+    # Every match is ranked once the prefix is 4 letters; other words narrow the matches first.
+    assert "p-trail" in search(session_factory, catalog, "runn")
+    assert "p-trail" in search(session_factory, catalog, "waterproof ru")  # the first word narrows first
+
+
 def test_limit(session_factory, catalog):
     assert len(search(session_factory, catalog, "running", limit=2)) == 2
 
