@@ -84,13 +84,18 @@ def _raise_interrupt(signum, _frame):
 @click.option("--database-url", help="Overrides RECSYS_DATABASE_URL.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug log, with the traceback of a failed build.")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run on a Ray cluster ('auto' = the local one; HOST:6379 or ray://HOST:10001). Overrides RECSYS_RAY_ADDRESS.")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, quiet: bool, verbose: bool) -> None:
+def cli(ctx: click.Context, data_dir: Path | None, database_url: str | None, quiet: bool, verbose: bool,
+        ray_address: str | None) -> None:
     """Offline index rebuilds: embed the catalog, build FAISS indexes, publish versions."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:  # our loggers only: libraries' debug output would drown the build's
         logging.getLogger("recsys").setLevel(logging.DEBUG)
     ctx.obj = Context.from_options(data_dir, database_url)
+    if ray_address is not None:
+        ctx.obj.overrides["ray_address"] = ray_address
 
 
 @cli.command()

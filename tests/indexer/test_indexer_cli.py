@@ -231,3 +231,14 @@ def test_status_reports_a_garbage_pointer_instead_of_crashing(run):
     res = run("status")
     assert res.exit_code == 1 and "published: none usable" in res.output and "not UTF-8" in res.output
     assert json.loads(run("status", "--json").output)["published"] is None
+
+
+def test_ray_option_reaches_the_build_and_a_dead_cluster_is_one_line(run, monkeypatch):
+    pytest.importorskip("ray")
+    import indexer.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "EMBED_PARTITION", 8)  # 40 items: 5 partitions, so the cluster is needed
+    res = run("--ray", "127.0.0.1:9", "build")  # nothing listens on the discard port
+    assert res.exit_code == 1, res.output
+    assert "no Ray cluster answers at 127.0.0.1:9" in res.output and "Traceback" not in res.output
+    assert artifacts.current_version(load_settings({"data_dir": run.data}, environ={}).index_path) is None
