@@ -80,10 +80,13 @@ def choose_index(
     dim: int,
     memory_budget_mb: float,
     *,
-    # Exact search reads n*dim*4 bytes per query: 31 MB at 20k x 384, 1-2 ms single-threaded on
-    # the 2-core build machine (1.9 ms measured at 30k). Beyond that an approximate index is both
-    # faster and, tuned to the recall floor, accurate enough.
-    flat_max_vectors: int = 20_000,
+    # Exact search reads n*dim*4 bytes per query: single-threaded on the 2-core build machine,
+    # p50 1.6 ms at 20k x 384, 5.2 ms at 60k, 8.8 ms at 100k. HNSW is faster, but at 20k real
+    # search-bar queries (short texts between the catalog's clusters) held recall@10 at 0.982 with
+    # 16 of 1,000 queries finding none of their top 10 even at efSearch 896 (0.9 ms), against
+    # exact answers for 0.7 ms more (benchmarks/bench_peer_txtai.py, docs/benchmarks.md). Exact
+    # up to 40k (~3.5 ms), approximate beyond.
+    flat_max_vectors: int = 40_000,
     # HNSW graph degree: 32 is faiss's usual choice for 100s of dimensions; 16 builds faster but
     # needs a larger beam (more latency) for the same recall.
     hnsw_m: int = 32,
