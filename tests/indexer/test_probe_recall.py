@@ -16,7 +16,8 @@ import pytest
 from indexer.index_build import RecallTooLow, build_index, measure_recall, tune_search_params
 from indexer.index_choice import choose_index
 
-N, DIM, LATENT, CLUSTERS, FLOOR = 20_480, 32, 8, 200, 0.95
+# N: past index_choice's flat_max_vectors (40k), so the build stage picks HNSW as a real one would.
+N, DIM, LATENT, CLUSTERS, FLOOR = 40_960, 32, 8, 200, 0.95
 
 
 @pytest.fixture(scope="module")
