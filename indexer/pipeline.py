@@ -917,7 +917,7 @@ def publish_version(settings: Settings, session_factory: sessionmaker[Session], 
         remote.download(version, settings.index_path)
     manifest = artifacts.verify_version(folder, checksums=True)
     if remote is not None:
-        object_store.publish(remote, folder, version, expected=expected)
+        object_store.publish(remote, folder, version, expected=expected, manifest=manifest)
     artifacts.set_current(settings.index_path, version)
     now = utcnow()
     with session_scope(session_factory) as session:

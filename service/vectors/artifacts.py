@@ -123,12 +123,23 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ArtifactError(f"{folder}: no {MANIFEST}") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable ({exc})") from exc
+    return check_manifest(manifest, str(path))
+
+
+def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """``manifest`` (parsed JSON, from a file or an object store) if it is one this code reads.
+
+    Raises:
+        ArtifactError: not an object, of another format version, or without spaces.
+    """
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{where}: not a manifest (a JSON {type(manifest).__name__})")
     if manifest.get("format") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
+        raise ArtifactError(f"{where}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
     if not isinstance(manifest.get("spaces"), dict):
-        raise ArtifactError(f"{path}: no spaces")
+        raise ArtifactError(f"{where}: no spaces")
     return manifest
 
 

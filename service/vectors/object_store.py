@@ -114,8 +114,9 @@ class RemoteStore:
             return RemotePointer(artifacts.Pointer(None), None)
         if info.get("type") == "directory":
             return RemotePointer(artifacts.Pointer(None, f"{artifacts.CURRENT} is not an object"), None)
-        if int(info.get("size") or 0) > artifacts.POINTER_MAX_BYTES:
-            return RemotePointer(artifacts.parse_pointer(b"x" * (artifacts.POINTER_MAX_BYTES + 1)), info.get("ETag"))
+        if int(info.get("size") or 0) > artifacts.POINTER_MAX_BYTES:  # never read a huge object whole
+            error = f"{artifacts.CURRENT} is over {artifacts.POINTER_MAX_BYTES} bytes: not a version name"
+            return RemotePointer(artifacts.Pointer(None, error), info.get("ETag") if self.kind == "s3" else None)
         raw = self.fs.cat_file(path)
         token = info.get("ETag") if self.kind == "s3" else raw
         return RemotePointer(artifacts.parse_pointer(raw), token)
@@ -189,23 +190,22 @@ class RemoteStore:
             raise artifacts.ArtifactError(f"{self.url}: version {version} has no {artifacts.MANIFEST}") from exc
         if size > MANIFEST_MAX_BYTES:
             raise artifacts.ArtifactError(f"{self.url}: {version}/{artifacts.MANIFEST} is {size} bytes: not a manifest")
+        where = f"{self.url}/{artifacts.VERSIONS}/{version}/{artifacts.MANIFEST}"
         try:
-            manifest = json.loads(self.fs.cat_file(path))
+            manifest = artifacts.check_manifest(json.loads(self.fs.cat_file(path)), where)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise artifacts.ArtifactError(f"{self.url}: {version}/{artifacts.MANIFEST} is unreadable ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != artifacts.FORMAT_VERSION \
-                or not isinstance(manifest.get("spaces"), dict):
-            raise artifacts.ArtifactError(f"{self.url}: {version}/{artifacts.MANIFEST} is of another format")
+            raise artifacts.ArtifactError(f"{where}: unreadable ({exc})") from exc
         artifacts.manifest_files(manifest)  # paths and entries checked before anything uses them
         return manifest
 
-    def upload(self, folder: Path, version: str) -> dict[str, Any]:
-        """Copy a verified local version into the store (manifest last), then check every object's size.
+    def upload(self, folder: Path, version: str, *, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Copy a local version into the store (manifest last), then check every object's size.
+        ``manifest``: the version's, already verified by the caller (default: verified here).
 
         Raises:
             artifacts.ArtifactError: the local version does not verify, or an object came out wrong.
         """
-        manifest = artifacts.verify_version(folder, checksums=True)
+        manifest = manifest or artifacts.verify_version(folder, checksums=True)
         files = artifacts.manifest_files(manifest)
         for rel in files:
             self._put(Path(folder) / rel, self._version_path(version, rel))
@@ -280,20 +280,24 @@ class RemoteStore:
             self.fs.rm(self._version_path(version), recursive=True)
 
 
-def publish(store: RemoteStore, folder: Path, version: str, *, expected: RemotePointer | None = None) -> None:
+def publish(store: RemoteStore, folder: Path, version: str, *, expected: RemotePointer | None = None,
+            manifest: dict[str, Any] | None = None) -> None:
     """Upload ``version`` unless the store already has it, verify it, then swap the store's pointer.
 
     ``expected``: the pointer as the caller read it before deciding to publish (a build reads it
     when it starts, so a rollback made during the build is not overwritten); default: read now.
+    ``manifest``: the local version's, already verified with checksums by the caller (hashing a
+    large version twice is the slow part of a publish); default: verified here.
 
     Raises:
         PointerConflict: the store's pointer changed since ``expected`` was read.
         artifacts.ArtifactError: the version does not verify locally or in the store.
     """
     expected = expected if expected is not None else store.read_pointer()
+    manifest = manifest or artifacts.verify_version(folder, checksums=True)
     try:
-        store.verify(version, expected=artifacts.verify_version(folder, checksums=True))
+        store.verify(version, expected=manifest)
     except artifacts.ArtifactError:
-        store.upload(folder, version)
+        store.upload(folder, version, manifest=manifest)
     store.swap_pointer(version, expected)
     log.info("published version %s to %s", version, store.url)

@@ -217,3 +217,16 @@ def test_gc_keeps_the_newest_versions_in_the_store_and_never_the_published_one(t
     assert store.list_versions() == [names[3], V1]
     assert store.read_pointer().version == V1
     assert {r.rsplit("/", 1)[-1] for r in removed} == {V2, V3}
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"\xff\xfe", b'{"format": 1}', b"null"])
+def test_a_manifest_that_is_not_one_is_refused_locally_and_in_the_store(store, tmp_path, body):
+    builder = tmp_path / "builder"
+    make_version(builder, V1)
+    store.upload(artifacts.version_dir(builder, V1), V1)
+    store.fs.pipe_file(store._version_path(V1, artifacts.MANIFEST), body)
+    with pytest.raises(artifacts.ArtifactError):
+        store.read_manifest(V1)
+    (artifacts.version_dir(builder, V1) / artifacts.MANIFEST).write_bytes(body)
+    with pytest.raises(artifacts.ArtifactError):
+        artifacts.read_manifest(artifacts.version_dir(builder, V1))
