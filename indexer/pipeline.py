@@ -155,20 +155,25 @@ def embed_texts(ids: list[int], encoder: Any, *, session: Session, progress: boo
     return out
 
 
+def probe_text_sample(session_factory: sessionmaker[Session], ids: np.ndarray, count: int, *, seed: int = 0) -> list[str]:
+    """``probe_texts`` of a seeded sample of up to ``count`` of the items ``ids``."""
+    rng = np.random.default_rng(seed)
+    chosen = [int(ids[i]) for i in np.sort(rng.choice(len(ids), min(count, len(ids)), replace=False))]
+    found: dict[int, tuple[str, str]] = {}
+    with session_scope(session_factory) as session:
+        for chunk in chunked(chosen):
+            stmt = select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))
+            found.update({pk: (title, text) for pk, title, text in session.execute(stmt)})
+    return probe_texts([found[i] for i in chosen if i in found], seed)
+
+
 def text_probe_source(
     session_factory: sessionmaker[Session], encoder: Any, ids: np.ndarray, *, seed: int = 0, progress: bool = False
 ) -> Callable[[int], np.ndarray | None]:
     """Probes for the text space: ``probe_texts`` of a seeded sample of items, embedded by ``encoder``."""
 
     def probes(count: int) -> np.ndarray | None:
-        rng = np.random.default_rng(seed)
-        chosen = [int(ids[i]) for i in np.sort(rng.choice(len(ids), min(count, len(ids)), replace=False))]
-        found: dict[int, tuple[str, str]] = {}
-        with session_scope(session_factory) as session:
-            for chunk in chunked(chosen):
-                stmt = select(Item.id, Item.title, Item.text).where(Item.id.in_(chunk))
-                found.update({pk: (title, text) for pk, title, text in session.execute(stmt)})
-        texts = probe_texts([found[i] for i in chosen if i in found], seed)
+        texts = probe_text_sample(session_factory, ids, count, seed=seed)
         if not texts:
             return None
         log.info("text: embedding %d query-like probes for the recall check", len(texts))
@@ -189,7 +194,9 @@ def space_settings(space: str, settings: Settings, finetuned: str | None = None)
     the revision of the fine-tuned text encoder the text space is built with."""
     common = {"recall_floor": settings.recall_floor, "memory_budget_mb": settings.index_memory_budget_mb}
     if space == "text":
-        return {"model": settings.text_model, **common, **({"finetuned": finetuned} if finetuned else {})}
+        # The query backend decides what the version carries besides the index (query_encoder/).
+        return {"model": settings.text_model, "query_backend": settings.query_backend, **common,
+                **({"finetuned": finetuned} if finetuned else {})}
     return {"model": settings.clip_model, "pretrained": settings.clip_pretrained, "enabled": settings.clip_enabled, **common}
 
 
@@ -582,8 +589,10 @@ class Pipeline:
                         self._start(version, building)
                         for space in old["spaces"]:
                             _link_tree(source / space, building / space)
-                        if "encoder" in old:  # the fine-tuned encoder the spaces were built with
-                            _link_tree(source / artifacts.ENCODER_DIR, building / artifacts.ENCODER_DIR)
+                        # The fine-tuned encoder the spaces were built with, and its ONNX export.
+                        for section in (artifacts.ENCODER_DIR, artifacts.QUERY_ENCODER_DIR):
+                            if section in old:
+                                _link_tree(source / section, building / section)
                     manifest = {k: v for k, v in old.items() if k not in ("behaviour", "timings")}
                     manifest.update(version=version, created_at=utcnow().isoformat() + "Z", spaces_from=current)
                     return self._train_and_finish(version, building, manifest, force=force, publish=publish,
@@ -803,6 +812,9 @@ class Pipeline:
             with self._stage(f"verify:{space}"):
                 self.verifier(folder, sv)
             files = {name: artifacts.file_entry(folder / name) for name in artifacts.SPACE_FILES}
+            if space == "text" and self.settings.query_backend != "torch":
+                with self._stage("export:query"):
+                    self._export_query_encoder(building, manifest, encoder, sv)
             manifest["spaces"][space] = {
                 "encoder": sv.encoder,
                 "dim": sv.encoder["dim"],
@@ -821,6 +833,23 @@ class Pipeline:
                 _link_tree(text.folder, building / artifacts.ENCODER_DIR)
                 manifest["encoder"] = {**text.section, "files": artifacts.tree_entries(building / artifacts.ENCODER_DIR)}
         return manifest
+
+    def _export_query_encoder(self, building: Path, manifest: dict[str, Any], encoder: Any, sv: SpaceVectors) -> None:
+        """The text space's query encoder for ONNX Runtime, checked against ``encoder`` on query-like
+        probes (``manifest["query_encoder"]``); an encoder that cannot be exported, or whose export
+        disagrees, leaves the service on torch (``manifest["query_encoder_skipped"]`` says why)."""
+        from indexer.query_export import AGREEMENT_PROBES, ExportSkipped, export_query_encoder
+
+        folder = building / artifacts.QUERY_ENCODER_DIR
+        texts = probe_text_sample(self.session_factory, sv.ids, AGREEMENT_PROBES)
+        try:
+            section = export_query_encoder(encoder, folder, backend=self.settings.query_backend, probes=texts,
+                                           space_vectors=sv.vectors, recall_floor=self.settings.recall_floor)
+        except ExportSkipped as exc:
+            log.warning("query encoder not exported (the service encodes queries with torch): %s", exc)
+            manifest["query_encoder_skipped"] = str(exc)
+            return
+        manifest["query_encoder"] = {**section, "files": artifacts.tree_entries(folder)}
 
     def _fail(self, version: str, building: Path, exc: BaseException) -> None:
         """Remove the build folder and record the failure; neither may hide the original error.

@@ -41,9 +41,11 @@ VECTORS_FILE = "vectors.npy"
 SPACE_FILES = (INDEX_FILE, IDS_FILE, VECTORS_FILE)
 SPACES = ("text", "clip")
 # Manifest sections besides the spaces whose "files" live in a folder of the same name: the
-# collaborative model, and the fine-tuned text encoder (a sentence-transformers folder).
+# collaborative model, the fine-tuned text encoder (a sentence-transformers folder), and the
+# text space's query encoder exported for ONNX Runtime.
 ENCODER_DIR = "encoder"
-FILE_SECTIONS = ("behaviour", ENCODER_DIR)
+QUERY_ENCODER_DIR = "query_encoder"
+FILE_SECTIONS = ("behaviour", ENCODER_DIR, QUERY_ENCODER_DIR)
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 
 

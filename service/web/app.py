@@ -78,7 +78,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     try:
         rt.store.update()  # with an artifact store, a new host fetches the published version first
         if rt.store.current is not None:
-            rt.text_encoder().encode_query("warm up")  # the search path (not cached)
+            # The search path (not cached): the version's ONNX export when it serves, else torch.
+            (rt.onnx_query_encoder() or rt.text_encoder()).encode_query("warm up")
     except Exception:  # a broken index must not stop the service from starting (writes still work)
         log.exception("could not load the published index at startup")
     try:

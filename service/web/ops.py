@@ -63,6 +63,21 @@ def metrics():
     return Response(rt.metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
+def query_encoder_status(rt, version) -> dict:
+    """Which encoder turns text queries into vectors here, and the export's measured agreement."""
+    section = version.manifest.get("query_encoder") or {}
+    onnx = rt.onnx_query_encoder(version)
+    out: dict = {"configured": rt.settings.query_backend, "serving": onnx.backend if onnx else "torch"}
+    if section:
+        out["exported"] = section.get("backend")
+        out["agreement"] = section.get("agreement")
+    if not onnx and rt.settings.query_backend != "torch":
+        out["reason"] = (rt.query_encoder_error or version.manifest.get("query_encoder_skipped")
+                         or ("the version carries no export for this backend: rebuild" if section.get("backend")
+                             != rt.settings.query_backend else "the export is of another encoder"))
+    return out
+
+
 def status_payload() -> dict:
     rt = runtime()
     version = rt.store.current
@@ -87,6 +102,7 @@ def status_payload() -> dict:
             model, _blend, ranker = rt.learned(version)
             out["model"]["served"] = model is not None
             out["model"]["ranker_served"] = ranker is not None
+        out["query_encoder"] = query_encoder_status(rt, version)
         if manifest.get("encoder"):
             out["encoder"] = {k: v for k, v in manifest["encoder"].items() if k != "files"}
         if rt.clip_error:

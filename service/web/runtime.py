@@ -107,6 +107,7 @@ class Runtime:
         self.deltas = DeltaSet(settings.index_path)
         self.behaviour = BehaviourModel.from_settings(settings)
         self.clip_error: str | None = None
+        self.query_encoder_error: str | None = None  # why the version's ONNX query encoder is not used
         # Recent query vectors of this worker, keyed by space and encoder revision.
         self.query_cache = QueryCache(settings.query_cache_size)
         self._suggester = None
@@ -151,15 +152,41 @@ class Runtime:
         except EncoderUnavailable as exc:
             raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
 
+    def onnx_query_encoder(self, version: LoadedVersion | None = None):
+        """The text query encoder ``version`` (default: the served one) carries for ONNX Runtime, when
+        ``query_backend`` asks for that backend, it was exported from the encoder the text space
+        was built with, and it loads; else None (queries go through torch; ``query_encoder_error``
+        says why when it failed to load)."""
+        from service.vectors.encoders import EncoderUnavailable
+        from service.vectors.onnx_query import shared_onnx_query_encoder
+
+        version = version or self.store.current
+        if self.settings.query_backend == "torch" or version is None or "text" not in version.spaces:
+            return None
+        section = version.manifest.get("query_encoder") or {}
+        if (section.get("backend") != self.settings.query_backend
+                or (section.get("source") or {}).get("revision") != version.spaces["text"].encoder.get("revision")):
+            return None
+        folder = artifacts.version_dir(self.settings.index_path, version.name) / artifacts.QUERY_ENCODER_DIR
+        sha = ((section.get("files") or {}).get(str(section.get("model_file"))) or {}).get("sha256", "")
+        try:
+            return shared_onnx_query_encoder(folder, sha, threads=self.settings.torch_threads)
+        except EncoderUnavailable as exc:
+            if self.query_encoder_error != str(exc):
+                log.error("%s: queries are encoded with torch instead", exc)
+            self.query_encoder_error = str(exc)
+            return None
+
     def query_encoder(self, space_name: str, version: LoadedVersion | None = None) -> Callable[[str], np.ndarray]:
         """The query encoder of a space (``text`` or ``clip``) of ``version`` (default: the served
-        one), through this worker's query cache (keyed by encoder revision).
+        one), through this worker's query cache (keyed by encoder revision and backend).
 
-        Text queries take the encoder's one-string fast path (``encode_query``); CLIP queries its
-        text tower. APIError 503 when the CLIP encoder cannot be loaded here.
+        Text queries take the version's ONNX export when ``query_backend`` asks for it, else the
+        torch encoder's one-string fast path (``encode_query``); CLIP queries its text tower.
+        APIError 503 when the CLIP encoder cannot be loaded here.
         """
         if space_name == "text":
-            encoder = self.text_encoder(version)
+            encoder = self.onnx_query_encoder(version) or self.text_encoder(version)
             encode = encoder.encode_query
         elif space_name == "clip":
             encoder = self.clip_encoder()

@@ -324,6 +324,10 @@ class StatusOut(Schema):
         "description": "the fine-tuned text encoder the version's text space was built with (absent: the "
                        "pretrained text_model): name, revision, base model, held-out metrics against the encoder "
                        "it replaced, gate, training watermark and cost"})
+    query_encoder = fields.Dict(allow_none=True, metadata={
+        "description": "how text queries become vectors here: configured and serving backend (torch, onnx, "
+                       "onnx-int8), the backend the version exported, its measured agreement with torch (cosines, "
+                       "top-10 agreement, single-query ms) and, when torch serves instead, why"})
     artifact_store = fields.Dict(allow_none=True, metadata={
         "description": "with artifact_url set: the store this host serves from, the version it publishes, when it "
                        "was last read (Unix time), the last problem, and versions refused (failed verification)"})

@@ -123,16 +123,16 @@ def test_semantic_search_finds_the_relevant_item_first(client):
 
 
 def test_repeated_queries_reuse_the_cached_vector(make_client, monkeypatch):
-    from service.vectors.text_encoder import TextEncoder
+    from service.vectors.onnx_query import OnnxQueryEncoder
 
     calls = []
-    real = TextEncoder.encode_query
+    real = OnnxQueryEncoder.encode_query  # the default query_backend: the version's ONNX export
 
     def counting(self, text):
         calls.append(text)
         return real(self, text)
 
-    monkeypatch.setattr(TextEncoder, "encode_query", counting)
+    monkeypatch.setattr(OnnxQueryEncoder, "encode_query", counting)
     client = make_client()
     rt = client.application.extensions["recsys"]
     calls.clear()  # the start-up warm-up
@@ -148,6 +148,33 @@ def test_repeated_queries_reuse_the_cached_vector(make_client, monkeypatch):
     for _ in range(2):
         uncached.get("/search?q=rain gear&mode=semantic&k=3")
     assert calls == ["rain gear", "rain gear"]
+
+
+def test_queries_are_encoded_by_the_versions_onnx_export(built, make_client, monkeypatch):
+    from service.vectors.text_encoder import TextEncoder
+
+    torch_calls = []
+    real = TextEncoder.encode_query
+    monkeypatch.setattr(TextEncoder, "encode_query", lambda self, text: torch_calls.append(text) or real(self, text))
+    onnx_client, torch_client = make_client(), make_client(query_backend="torch")
+    torch_calls.clear()  # the torch client's start-up warm-up
+    status = onnx_client.get("/status").get_json()["query_encoder"]
+    assert status["configured"] == status["serving"] == status["exported"] == "onnx"
+    assert status["agreement"]["min_cosine"] >= 0.9999 and "reason" not in status
+    rt = onnx_client.application.extensions["recsys"]
+    version = rt.store.current
+    assert rt.onnx_query_encoder().source_revision == version.spaces["text"].encoder["revision"]
+    for q in ("cleaning suede footwear", "rain gear", "kitchen knife sharpening"):
+        a = onnx_client.get(f"/search?q={q}&mode=semantic&k=5").get_json()["hits"]
+        b = torch_client.get(f"/search?q={q}&mode=semantic&k=5").get_json()["hits"]
+        assert [h["id"] for h in a] == [h["id"] for h in b]
+        np.testing.assert_allclose([h["score"] for h in a], [h["score"] for h in b], atol=1e-4)
+    assert len(torch_calls) == 3  # only the torch client encoded with torch
+    assert torch_client.get("/status").get_json()["query_encoder"] == {
+        "configured": "torch", "serving": "torch", "exported": "onnx", "agreement": status["agreement"]}
+    # Asking for int8 from a version that exported fp32: torch serves, and status says why.
+    int8 = make_client(query_backend="onnx-int8").get("/status").get_json()["query_encoder"]
+    assert int8["serving"] == "torch" and "rebuild" in int8["reason"]
 
 
 def test_keyword_and_hybrid_modes_report_their_signals(client):
@@ -244,7 +271,7 @@ def test_unexpected_errors_hide_the_trace(client, monkeypatch):
     def boom(*_a, **_k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(Runtime, "text_encoder", boom)
+    monkeypatch.setattr(Runtime, "query_encoder", boom)
     err = assert_error(client.get("/search?q=shoe&mode=semantic"), 500)
     assert "secret" not in json.dumps(err)
 
