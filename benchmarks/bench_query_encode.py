@@ -1,17 +1,20 @@
-"""One search-bar query to a vector, three ways, side by side: ``encode([q])`` (sentence-
-transformers' batch machinery), ``encode_query(q)`` (the one-string fast path) and a hit in the
+"""One search-bar query to a vector, five ways, side by side: ``encode([q])`` (sentence-
+transformers' batch machinery), ``encode_query(q)`` (the torch one-string fast path), the
+rebuild's ONNX exports in ONNX Runtime (fp32 and int8, ``query_backend``) and a hit in the
 service's query-vector cache.
 
     python -m benchmarks.bench_query_encode [--queries 200] [--rounds 3] [--threads 1]
 
 Loads the packaged all-MiniLM-L6-v2 on CPU with the service's torch threads per worker
-(``torch_threads``, 1 by default) and times every query on each path in turn, so load and clock
-drift hit all three alike. Writes ``benchmarks/results/query_encode.json``.
+(``torch_threads``, 1 by default; ONNX Runtime gets as many intra-op threads), exports the
+ONNX query encoders as the rebuild does (``indexer.query_export``) and times every query on each
+path in turn, in rotating order, so load and clock drift hit all of them alike. Writes ``benchmarks/results/query_encode.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,24 +51,45 @@ def main(argv: list[str] | None = None) -> dict:
     cache = QueryCache(max(settings.query_cache_size, len(queries)))
     cached = cache.wrap("text", encoder, encoder.encode_query)
 
-    for q in queries[:10]:  # torch's first-call setup, off the clock
+    from indexer.query_export import export_query_encoder
+    from service.vectors.onnx_query import load_onnx_query_encoder
+
+    onnx, exports = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in ("onnx", "onnx-int8"):
+            t0 = time.perf_counter()
+            section = export_query_encoder(encoder, Path(tmp) / backend, backend=backend, probes=queries[:50])
+            onnx[backend] = load_onnx_query_encoder(Path(tmp) / backend, threads=threads)
+            exports[backend] = {"seconds": round(time.perf_counter() - t0, 2), "agreement": section["agreement"],
+                                "model_bytes": (Path(tmp) / backend / "model.onnx").stat().st_size}
+
+    for q in queries[:10]:  # first-call setup, off the clock
         encoder.encode([q])
         encoder.encode_query(q)
+        for enc in onnx.values():
+            enc.encode_query(q)
     worst = 0.0
+    agreement: dict[str, list[float]] = {b: [] for b in onnx}
     for q in queries:  # fills the cache (misses) and checks the paths agree
-        worst = max(worst, float(np.abs(cached(q) - encoder.encode([q])[0]).max()))
+        ref = encoder.encode([q])[0]
+        worst = max(worst, float(np.abs(cached(q) - ref).max()))
+        for backend, enc in onnx.items():
+            agreement[backend].append(float(enc.encode_query(q) @ ref))
 
-    times: dict[str, list[float]] = {"encode([q])": [], "encode_query(q)": [], "cache hit": []}
     paths = [
         ("encode([q])", lambda q: encoder.encode([q])),
         ("encode_query(q)", encoder.encode_query),
+        ("onnx fp32", onnx["onnx"].encode_query),
+        ("onnx int8", onnx["onnx-int8"].encode_query),
         ("cache hit", cached),
     ]
+    times: dict[str, list[float]] = {name: [] for name, _fn in paths}
     clock = time.perf_counter
     load_before = load_snapshot()
     for r in range(args.rounds):
         for i, q in enumerate(queries):
-            order = paths if (i + r) % 2 == 0 else paths[1::-1] + paths[2:]
+            shift = (i + r) % len(paths)
+            order = paths[shift:] + paths[:shift]
             for name, fn in order:
                 t0 = clock()
                 fn(q)
@@ -83,7 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
         "encode_query_vs_encode_p99": round(stats["encode([q])"]["p99_ms"] / fast["p99_ms"], 3),
         "cache_hit_vs_encode_query_p50": round(fast["p50_ms"] / stats["cache hit"]["p50_ms"], 1),
         "saved_per_query_p50_ms": round(base - fast["p50_ms"], 3),
+        "onnx_fp32_vs_encode_query_p50": round(fast["p50_ms"] / stats["onnx fp32"]["p50_ms"], 3),
+        "onnx_int8_vs_encode_query_p50": round(fast["p50_ms"] / stats["onnx int8"]["p50_ms"], 3),
     }
+    cosines = {b: {"min": round(min(c), 6), "mean": round(float(np.mean(c)), 6)} for b, c in agreement.items()}
 
     print(f"{len(queries)} queries x {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
           f"model load {load_s:.1f}s, max |encode_query - encode| = {worst:g}, "
@@ -93,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<18}{s['p50_ms']:>10.3f}{s['p90_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['mean_ms']:>10.3f}"
               f"{s['p50_ratio_vs_encode']:>9}")
     print("speedup:", speedup)
+    print("cosine to encode([q]) over the queries:", cosines)
 
     result = {
         "benchmark": "query_encode",
@@ -107,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         "load": {"before": load_before, "after": load_after},
         "max_abs_diff_encode_query_vs_encode": worst,
         "paths": stats,
+        "onnx_exports": exports,
+        "onnx_cosine_to_torch": cosines,
         "speedup": speedup,
     }
     write_result(Path(args.out), result)

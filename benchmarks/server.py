@@ -120,8 +120,9 @@ class Server:
     """``gunicorn -k gthread`` on 127.0.0.1:<free port>, in its own process group."""
 
     def __init__(self, data_dir: Path, workers: int, threads: int, torch_threads: int, log_dir: Path,
-                 poll_seconds: float | None = None, metrics_dir: bool = True):
+                 poll_seconds: float | None = None, metrics_dir: bool = True, extra_env: dict[str, str] | None = None):
         self.data_dir, self.workers, self.threads, self.torch_threads = data_dir, workers, threads, torch_threads
+        self.extra_env = dict(extra_env or {})  # RECSYS_* settings of this run (e.g. the query backend)
         self.poll_seconds = poll_seconds
         self.port = free_port()
         self.log_path = log_dir / f"gunicorn-{workers}x{threads}-t{torch_threads}-{self.port}.log"
@@ -150,6 +151,7 @@ class Server:
             env["RECSYS_TORCH_THREADS"] = str(self.torch_threads)
         if self.poll_seconds:
             env["RECSYS_INDEX_POLL_SECONDS"] = str(self.poll_seconds)
+        env.update(self.extra_env)
         if self.metrics_dir:
             # prometheus_client's multiprocess mode: /metrics sums every worker's stage histograms.
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -159,6 +161,7 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.started_at = time.perf_counter()
+        self.first_answer_s: float | None = None
         self.proc = subprocess.Popen(self.command(), cwd=str(REPO), env=self.env(), stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -168,6 +171,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log_path}:\n"
                                    + self.log_path.read_text()[-3000:])
+            # Cold start to the first search answer (what a user waits for after a deploy).
+            if self.first_answer_s is None and client.get(search_path("warm up", "semantic", 1))[0] == 200:
+                self.first_answer_s = round(time.perf_counter() - self.started_at, 2)
             status, _h, _b, _dt = client.get("/health/ready")
             if status == 200:
                 break

@@ -222,7 +222,8 @@ class Settings:
     max_upload_mb: float = 10.0
     # How often each worker checks for a newly published index version (seconds).
     index_poll_seconds: float = 2.0
-    # Torch threads per worker for query encoding: 1 measured fastest with 2 workers on 2 cores (0 = torch default).
+    # Threads per worker for query encoding (torch, or ONNX Runtime's intra-op threads): 1 measured
+    # fastest with 2 workers on 2 cores (0 = the library's default).
     torch_threads: int = 1
     # How /search turns a text query into a vector: "onnx" (the version's encoder exported to ONNX
     # Runtime by the rebuild: ~2.4x faster than torch for one query, vectors equal to 1e-7),

@@ -12,6 +12,7 @@ worker process polls for newly published versions on its own thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +26,13 @@ from service.web.runtime import Runtime
 from service.web.security import build_limiter, install as install_security
 
 log = logging.getLogger("recsys.service")
+
+
+def _load_quietly(load) -> None:
+    try:
+        load()
+    except Exception:  # noqa: BLE001 - item writes report an unavailable encoder themselves
+        log.exception("could not load the text encoder for item writes")
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -79,7 +87,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         rt.store.update()  # with an artifact store, a new host fetches the published version first
         if rt.store.current is not None:
             # The search path (not cached): the version's ONNX export when it serves, else torch.
-            (rt.onnx_query_encoder() or rt.text_encoder()).encode_query("warm up")
+            onnx = rt.onnx_query_encoder()
+            (onnx or rt.text_encoder()).encode_query("warm up")
+            if onnx is not None:  # torch only embeds written items: loaded after start, off the query path
+                threading.Thread(target=_load_quietly, args=(rt.text_encoder,), name="torch-encoder-load",
+                                 daemon=True).start()
     except Exception:  # a broken index must not stop the service from starting (writes still work)
         log.exception("could not load the published index at startup")
     try:

@@ -20,6 +20,7 @@ from service.web.search import load_form
 from service.web.runtime import Runtime, db_session, runtime
 from service.web.boundary import parse_json_body
 from service.vectors.delta import touch_signal, write_fresh
+from service.vectors.encoders import EncoderUnavailable
 from service.web.errors import APIError, invalid
 from service.store.events import record_events
 from service.store.image_sources import INGEST_ERRORS, too_large
@@ -61,11 +62,22 @@ def embed_fresh(rt: Runtime, item: Item) -> tuple[dict[str, bool], dict[str, str
         return searchable, {"index": "no index published yet: the first build will include this item"}
     session = db_session()
     if "text" in version.spaces:
-        with rt.metrics.stage("encode"):
-            vector = rt.text_encoder(version).encode([embedding_text(item.title, item.text)])[0]
-        write_fresh(session=session, item_id=item.id, space="text",
-                    encoder_revision=version.spaces["text"].encoder["revision"], vector=vector)
-        searchable["text"] = True
+        revision = version.spaces["text"].encoder["revision"]
+        try:
+            encoder = rt.text_encoder(version)
+        except EncoderUnavailable as exc:
+            encoder, errors["text"] = None, f"text encoder unavailable ({exc}): the next rebuild includes this item"
+        if encoder is not None and encoder.revision != revision:
+            # Possible when queries are served by the version's ONNX export: its torch encoder
+            # was not needed to serve it. A vector from other weights would not match the index.
+            errors["text"] = (f"this service's text encoder ({encoder.name}) is not the one index version "
+                              f"{version.name} was built with: the next rebuild includes this item")
+            encoder = None
+        if encoder is not None:
+            with rt.metrics.stage("encode"):
+                vector = encoder.encode([embedding_text(item.title, item.text)])[0]
+            write_fresh(session=session, item_id=item.id, space="text", encoder_revision=revision, vector=vector)
+        searchable["text"] = encoder is not None
     if "clip" in version.spaces and not rt.clip_error:
         revision = version.spaces["clip"].encoder["revision"]
         vector = None

@@ -157,17 +157,19 @@ class Runtime:
         ``query_backend`` asks for that backend, it was exported from the encoder the text space
         was built with, and it loads; else None (queries go through torch; ``query_encoder_error``
         says why when it failed to load)."""
+        version = version or self.store.current
+        return self._onnx_of(version.manifest) if version is not None else None
+
+    def _onnx_of(self, manifest: Mapping[str, Any]):
         from service.vectors.encoders import EncoderUnavailable
         from service.vectors.onnx_query import shared_onnx_query_encoder
 
-        version = version or self.store.current
-        if self.settings.query_backend == "torch" or version is None or "text" not in version.spaces:
+        text = manifest["spaces"].get("text")
+        section = manifest.get("query_encoder") or {}
+        if (self.settings.query_backend == "torch" or text is None or section.get("backend") != self.settings.query_backend
+                or (section.get("source") or {}).get("revision") != text["encoder"].get("revision")):
             return None
-        section = version.manifest.get("query_encoder") or {}
-        if (section.get("backend") != self.settings.query_backend
-                or (section.get("source") or {}).get("revision") != version.spaces["text"].encoder.get("revision")):
-            return None
-        folder = artifacts.version_dir(self.settings.index_path, version.name) / artifacts.QUERY_ENCODER_DIR
+        folder = artifacts.version_dir(self.settings.index_path, str(manifest["version"])) / artifacts.QUERY_ENCODER_DIR
         sha = ((section.get("files") or {}).get(str(section.get("model_file"))) or {}).get("sha256", "")
         try:
             return shared_onnx_query_encoder(folder, sha, threads=self.settings.torch_threads)
@@ -201,6 +203,12 @@ class Runtime:
         text = manifest["spaces"].get("text")
         if text is None:
             return "no text space"
+        onnx = self._onnx_of(manifest)
+        if onnx is not None and onnx.dim == int(text["dim"]):
+            # Queries go through the version's own export, checked at build time against the
+            # encoder that built the space: torch is not needed to serve it (nor loaded at start;
+            # item writes check their encoder, service.web.items.embed_fresh).
+            return None
         try:
             encoder = self._text_encoder_of(manifest)
         except EncoderUnavailable as exc:  # the previous version keeps serving

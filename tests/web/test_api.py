@@ -177,6 +177,30 @@ def test_queries_are_encoded_by_the_versions_onnx_export(built, make_client, mon
     assert int8["serving"] == "torch" and "rebuild" in int8["reason"]
 
 
+def test_a_version_served_by_its_export_needs_no_matching_torch_model(built, make_client, tmp_path):
+    """Queries use the version's ONNX export, so a service configured with other weights still
+    answers them right; an item write, which needs the torch encoder, says why it is not searchable."""
+    import torch
+
+    from service.vectors.text_encoder import load_text_encoder
+
+    other = load_text_encoder(built["settings"]).model  # a fresh copy: changing it touches nothing shared
+    with torch.no_grad():  # other weights: another revision
+        other[0].auto_model.embeddings.word_embeddings.weight.add_(0.01)
+    other.save(str(tmp_path / "perturbed"))
+    client, reference = make_client(text_model=str(tmp_path / "perturbed")), make_client()
+    q = "/search?q=cleaning suede footwear&mode=semantic&k=4"
+    assert client.get(q).get_json()["hits"] == reference.get(q).get_json()["hits"]
+    resp = client.put("/items/perturbed", json={"kind": "article", "title": "Lantern care", "text": "Wipe it."})
+    assert resp.status_code == 201
+    body = resp.get_json()
+    assert body["searchable"]["text"] is False and "next rebuild" in body["errors"]["text"]
+    assert client.get("/status").get_json()["query_encoder"]["serving"] == "onnx"
+    torch_only = make_client(text_model=str(tmp_path / "perturbed"), query_backend="torch")
+    assert torch_only.get(q).status_code == 503  # torch queries from other weights: refused, as before
+    client.delete("/items/perturbed")
+
+
 def test_keyword_and_hybrid_modes_report_their_signals(client):
     kw = client.get("/search?q=whetstone&mode=keyword").get_json()
     assert [h["id"] for h in kw["hits"]] == ["art-knife"] and kw["hits"][0]["signals"] == ["keyword"]
