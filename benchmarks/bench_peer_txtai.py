@@ -13,7 +13,15 @@ never as a dependency of this project. Both sides:
   ``/search?query=&limit=10`` under uvicorn with one worker (its ``--workers N`` suffers
   uvicorn#3149, TCP_NODELAY off: ~44 ms per keep-alive request);
 * are scored for recall@10 against exact search: the project's stored float32 vectors and the
-  query vectors from the same encoder, inner product over every item.
+  query vectors from the same encoder (torch, fp32), inner product over every item;
+* the project's hybrid mode (its ``/search`` default) is timed in the same rotation on a query
+  set of its own, then each stream's throughput with ``--clients`` concurrent clients, each
+  query asked once (disjoint sets: the project's query vector cache never answers a timed
+  request);
+* cold start is the time from launching the server to its first search answer.
+
+The project serves with ``--backend`` (its ``query_backend``); a version carrying that export is
+built first when the published one lacks it.
 
     .venv/bin/python -m benchmarks.bench_peer_txtai --install --items 20000 --queries 1000
 """
@@ -21,6 +29,7 @@ never as a dependency of this project. Both sides:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -192,21 +201,43 @@ def ensure_export(data_dir: Path, backend: str) -> dict | None:
     return report.timings
 
 
-def throughput(port: int, path_of, queries: list[str], clients: int, seconds: float) -> dict:
-    """``clients`` threads with a keep-alive connection each, cycling through ``queries`` for ``seconds``."""
-    import itertools
+def settle(pids: list[int], timeout: float = 90.0) -> float:
+    """Wait until the processes ``pids`` use under 2% of a core over a second (the project's workers
+    load torch in the background after start, for item writes); the seconds waited."""
+    def cpu() -> float:
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        before = cpu()
+        time.sleep(1.0)
+        if cpu() - before < 0.02:
+            break
+    return round(time.perf_counter() - t0, 1)
+
+
+def throughput(port: int, path_of, queries: list[str], clients: int) -> dict:
+    """``clients`` threads with a keep-alive connection each, sharing ``queries`` (each asked once:
+    no query vector cache helps) until they run out."""
     import threading
 
-    lock, stop = threading.Lock(), threading.Event()
-    it = itertools.cycle(queries)
+    lock = threading.Lock()
+    it = iter(queries)
     latencies: list[float] = []
     errors = [0]
 
     def client() -> None:
         c = Client(port)
-        while not stop.is_set():
+        while True:
             with lock:
-                q = next(it)
+                q = next(it, None)
+            if q is None:
+                break
             status, _h, _b, dt = c.get(path_of(q))
             with lock:
                 if status == 200:
@@ -219,10 +250,8 @@ def throughput(port: int, path_of, queries: list[str], clients: int, seconds: fl
     t0 = time.perf_counter()
     for t in threads:
         t.start()
-    time.sleep(seconds)
-    stop.set()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=600)
     elapsed = time.perf_counter() - t0
     return {"qps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies),
             "p99_ms": percentile(latencies, 99), "errors": errors[0]}
@@ -238,7 +267,12 @@ def run(args: argparse.Namespace) -> dict:
     export_build = ensure_export(data_dir, args.backend)
     rows = item_rows(data_dir)
     titles = set(catalog_titles(data_dir))
-    queries = make_queries(args.queries, titles)
+    # Disjoint query sets, so the project's query vector cache never answers a timed request:
+    # the compared 1,000 (as before), the hybrid stream's own, warm-up, and per throughput run.
+    pool = make_queries(args.queries * 2 + 60 + args.rounds * 3 * args.throughput_queries, titles)
+    queries, hybrid_queries = pool[: args.queries], pool[args.queries : 2 * args.queries]
+    warm = pool[2 * args.queries : 2 * args.queries + 60]
+    spare = iter(pool[2 * args.queries + 60 :])
     peer_index = DATA_ROOT / f"txtai-{args.items}"
     peer_info_path = peer_index.with_suffix(".json")
     if not (peer_index.exists() and peer_info_path.exists()):
@@ -249,19 +283,23 @@ def run(args: argparse.Namespace) -> dict:
     print(f"[txtai] index: {peer_info.get('count')} items, {peer_info.get('config', {}).get('backend')}", flush=True)
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-peer-"))
-    ours = Server(data_dir, workers=args.workers, threads=2, torch_threads=1, log_dir=log_dir, metrics_dir=False,
+    ours = Server(data_dir, workers=args.workers, threads=2, torch_threads=args.encode_threads, log_dir=log_dir,
+                  metrics_dir=False,
                   extra_env={"RECSYS_QUERY_BACKEND": args.backend})
     peer = PeerServer(args.peer_venv, peer_index, model, log_dir)
     ours.start()  # one at a time: each start is timed alone
+    settled = {"project": settle(ours.worker_pids())}
     peer.start()
+    settled["txtai"] = settle([peer.proc.pid])
     streams = {"project": (ours.port, lambda q: search_path(q, "semantic", 10)),
                "project hybrid": (ours.port, lambda q: search_path(q, "hybrid", 10)),
                "txtai": (peer.port, lambda q: "/search?" + urllib.parse.urlencode({"query": q, "limit": 10}))}
     try:
         clients = {name: Client(port) for name, (port, _p) in streams.items()}
         for name, client in clients.items():  # warm every stream (first-call costs are not what we compare)
-            for q in queries[:20]:
+            for q in warm[:20] if name != "project hybrid" else warm[20:40]:
                 client.get(streams[name][1](q))
+        asked = {"project": queries, "project hybrid": hybrid_queries, "txtai": queries}
         latency: dict[str, list[float]] = {name: [] for name in streams}
         hits: dict[str, list] = {name: [None] * len(queries) for name in streams}
         reconnects = {name: 0 for name in streams}
@@ -270,7 +308,7 @@ def run(args: argparse.Namespace) -> dict:
             shift = (block_start // args.block) % len(names)  # rotate who goes first
             for name in names[shift:] + names[:shift]:
                 for i in range(block_start, min(block_start + args.block, len(queries))):
-                    path = streams[name][1](queries[i])
+                    path = streams[name][1](asked[name][i])
                     status, _h, body, seconds = clients[name].get(path)
                     if status == 0:  # the server closed the idle connection: reconnect, time that try
                         reconnects[name] += 1
@@ -287,13 +325,15 @@ def run(args: argparse.Namespace) -> dict:
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 port, path_of = streams[name]
-                rounds[name].append(throughput(port, path_of, queries, args.clients, args.seconds))
+                fresh = [next(spare) for _ in range(args.throughput_queries)]
+                rounds[name].append(throughput(port, path_of, fresh, args.clients))
     finally:
         ours.stop()
         peer.stop()
     exact = exact_top10(data_dir, queries)
+    exact_hybrid = exact_top10(data_dir, hybrid_queries)
     result: dict = {"items": args.items, "queries": len(queries), "block": args.block, "workers": args.workers,
-                    "query_backend": args.backend, "export_build_timings": export_build,
+                    "query_backend": args.backend, "encode_threads": args.encode_threads, "export_build_timings": export_build,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "cpu": platform.processor() or platform.machine(),
                                 "load_average_at_end": os.getloadavg()},
@@ -301,9 +341,11 @@ def run(args: argparse.Namespace) -> dict:
                                                                  "index_seconds": peer_info.get("index_seconds"),
                                                                  "config": peer_info.get("config")},
                     "first_answer_s": {"project": ours.first_answer_s, "txtai": peer.ready_s},
+                    "settled_after_start_s": settled,
                     "all_workers_ready_s": {"project": ours.ready_s}}
     for name in streams:
-        recall = [len(set(h) & set(e)) / 10 for h, e in zip(hits[name], exact)]
+        # For the hybrid stream: how much of the exact semantic top 10 the blended list keeps.
+        recall = [len(set(h) & set(e)) / 10 for h, e in zip(hits[name], exact_hybrid if "hybrid" in name else exact)]
         tp = rounds[name]
         result[name] = {"p50_ms": statistics.median(latency[name]), "p90_ms": percentile(latency[name], 90),
                         "p99_ms": percentile(latency[name], 99), "recall_at_10": statistics.fmean(recall),
@@ -328,8 +370,10 @@ def main() -> None:
     ap.add_argument("--install", action="store_true", help="create the peer's venv when missing")
     ap.add_argument("--backend", default="onnx", choices=("torch", "onnx", "onnx-int8"),
                     help="the project's query_backend (a version with that export is built when missing)")
+    ap.add_argument("--encode-threads", type=int, default=1,
+                    help="the project's torch_threads (also ONNX Runtime's intra-op threads) per worker")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients of the throughput phase")
-    ap.add_argument("--seconds", type=float, default=15.0, help="length of each throughput run")
+    ap.add_argument("--throughput-queries", type=int, default=1200, help="queries of each throughput run")
     ap.add_argument("--rounds", type=int, default=2, help="throughput runs per stream, alternating order")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "peer_txtai.json")
     args = ap.parse_args()

@@ -182,6 +182,8 @@ class Server:
                 raise RuntimeError(f"service not ready within {ready_timeout} s (last status {status})")
             client.close()
             time.sleep(0.25)
+        if self.first_answer_s is None and client.get(search_path("warm up", "semantic", 1))[0] == 200:
+            self.first_answer_s = round(time.perf_counter() - self.started_at, 2)
         client.close()
         self._wait_all_workers(deadline)
         self.ready_s = round(time.perf_counter() - self.started_at, 2)
