@@ -333,7 +333,8 @@ def run(args: argparse.Namespace) -> dict:
     exact = exact_top10(data_dir, queries)
     exact_hybrid = exact_top10(data_dir, hybrid_queries)
     result: dict = {"items": args.items, "queries": len(queries), "block": args.block, "workers": args.workers,
-                    "query_backend": args.backend, "encode_threads": args.encode_threads, "export_build_timings": export_build,
+                    "query_backend": args.backend, "encode_threads": args.encode_threads,
+                    "export_build_timings": export_build,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "cpu": platform.processor() or platform.machine(),
                                 "load_average_at_end": os.getloadavg()},

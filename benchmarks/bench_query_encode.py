@@ -8,7 +8,8 @@ service's query-vector cache.
 Loads the packaged all-MiniLM-L6-v2 on CPU with the service's torch threads per worker
 (``torch_threads``, 1 by default; ONNX Runtime gets as many intra-op threads), exports the
 ONNX query encoders as the rebuild does (``indexer.query_export``) and times every query on each
-path in turn, in rotating order, so load and clock drift hit all of them alike. Writes ``benchmarks/results/query_encode.json``.
+path in turn, in rotating order, so load and clock drift hit all of them alike. Writes
+``benchmarks/results/query_encode.json``.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def _check_exportable(model: Any) -> dict[str, Any]:
     if getattr(model, "default_prompt_name", None):
         raise ExportSkipped("the model prepends a default prompt")
     first = model[0]
-    lower = bool(getattr(first, "do_lower_case", False) or getattr(getattr(first, "config", None), "do_lower_case", False))
+    config = getattr(first, "config", None)
+    lower = bool(getattr(first, "do_lower_case", False) or getattr(config, "do_lower_case", False))
     return {"modules": modules, "max_seq_length": int(model.max_seq_length), "do_lower_case": lower,
             "inputs": _model_inputs(model)}
 
@@ -188,7 +189,8 @@ def measure_agreement(reference: tuple[np.ndarray, list[float]], folder: Path, p
     cos = (ref_m * got_m).sum(axis=1)
     out: dict[str, Any] = {"probes": len(probes), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                            "max_abs_diff": float(np.abs(ref_m - got_m).max()),
-                           "torch_ms_p50": float(np.median(t_torch) * 1e3), "onnx_ms_p50": float(np.median(t_onnx) * 1e3)}
+                           "torch_ms_p50": float(np.median(t_torch) * 1e3),
+                           "onnx_ms_p50": float(np.median(t_onnx) * 1e3)}
     if space_vectors is not None and len(space_vectors):
         import faiss
 
