@@ -42,12 +42,16 @@ K = 10
 
 
 def structured_vectors(
-    n: int, dim: int, *, seed: int, latent: int = 32, clusters: int = 1000, noise: float = 0.25
+    n: int, dim: int, *, seed: int, latent: int = 32, clusters: int = 1000, noise: float = 0.25,
+    between: bool = False,
 ) -> np.ndarray:
     """Return ``n`` unit vectors from the clustered low-rank distribution described above.
 
     Rows are generated in fixed blocks with per-block seeds, so row ``i`` is the same whatever
     ``n`` is: rows past the collection are held-out queries from the same distribution.
+    ``between``: query-like vectors instead (a stream of their own): a point between two topics
+    (a random mix of their centres, half the spread), the way short search-bar texts land between
+    the catalog's clusters rather than inside one.
     """
     import faiss
 
@@ -59,9 +63,15 @@ def structured_vectors(
     block = 100_000
     for start in range(0, n, block):
         rows = min(block, n - start)
-        rng = np.random.default_rng([seed, start // block])
+        rng = np.random.default_rng([seed, start // block, 1 if between else 0])
         topic = rng.integers(0, clusters, rows)
-        z = centres[topic] + spreads[topic, None] * rng.standard_normal((rows, latent), dtype=np.float32)
+        if between:
+            other = rng.integers(0, clusters, rows)
+            mix = rng.uniform(0.3, 0.7, rows).astype(np.float32)[:, None]
+            centre = mix * centres[topic] + (1 - mix) * centres[other]
+            z = centre + 0.5 * spreads[topic, None] * rng.standard_normal((rows, latent), dtype=np.float32)
+        else:
+            z = centres[topic] + spreads[topic, None] * rng.standard_normal((rows, latent), dtype=np.float32)
         x = z @ mapping
         x += noise * rng.standard_normal((rows, dim), dtype=np.float32)
         faiss.normalize_L2(x)
@@ -141,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall-sample", type=int, default=1000, help="queries used to measure recall")
     parser.add_argument("--search-threads", type=int, default=1, help="OpenMP threads for single-query search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ef-construction", type=int, default=None, help="HNSW build beam (default: choose_index's)")
+    parser.add_argument("--query-like", action="store_true",
+                        help="tune on query-like probes too (between topics) and report their held-out recall")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_index.json"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -170,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     report["generate_s"] = time.perf_counter() - t0
     log(f"generated {args.n} + {args.queries} x {args.dim} in {report['generate_s']:.1f}s")
 
-    spec = choose_index(args.n, args.dim, args.budget_mb)
+    spec = choose_index(args.n, args.dim, args.budget_mb,
+                        **({"hnsw_ef_construction": args.ef_construction} if args.ef_construction else {}))
     report["spec"] = {
         "factory_key": spec.factory_key,
         "search_param": spec.search_param,
@@ -190,15 +204,29 @@ def main(argv: list[str] | None = None) -> int:
     report["build_threads"] = build_threads
     log(f"built in {report['build_s']:.1f}s ({report['build_cpu_s']:.0f} CPU s) with {build_threads} threads")
 
+    probes = None
+    if args.query_like:
+        # As the rebuild does for the text space: the floor must hold on query-like probes too.
+        probes = structured_vectors(args.recall_sample, args.dim, seed=args.seed, between=True)
     t0 = time.perf_counter()
-    tuned = tune_search_params(index, data, spec, floor=args.floor, sample=args.recall_sample, seed=args.seed)
+    tuned = tune_search_params(index, data, spec, floor=args.floor, sample=args.recall_sample, seed=args.seed,
+                               probes=probes)
     report["tune_s"] = time.perf_counter() - t0
     report["tuned_params"] = tuned.params
     report["recall_at_10_self_sample"] = tuned.recall
     report["tune_tried"] = [[p, r] for p, r in tuned.tried]
     log(f"tuned to {tuned.params} recall@10={tuned.recall:.4f} in {report['tune_s']:.1f}s; tried {tuned.tried}")
+    report["recall_at_10_probes"] = tuned.recall_probes
     report["recall_at_10_heldout"] = heldout_recall(index, data, queries, tuned.params)
     log(f"held-out recall@10 = {report['recall_at_10_heldout']:.4f}")
+    if args.query_like:
+        # Held out from tuning: the next rows of the query-like stream.
+        between = structured_vectors(args.recall_sample + args.queries, args.dim, seed=args.seed,
+                                     between=True)[args.recall_sample :]
+        report["recall_at_10_query_like_heldout"] = heldout_recall(index, data, between, tuned.params)
+        report["single_query_query_like"] = time_single_queries(index, between, tuned.params)
+        log(f"query-like held-out recall@10 = {report['recall_at_10_query_like_heldout']:.4f}, "
+            f"{report['single_query_query_like']['qps']:.0f} q/s")
 
     faiss.omp_set_num_threads(args.search_threads)
     report["search_threads"] = args.search_threads
@@ -229,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         ("tuned params", json.dumps(tuned.params)),
         ("recall@10 (own-vector sample)", f"{tuned.recall:.4f}"),
         ("recall@10 (held-out queries)", f"{report['recall_at_10_heldout']:.4f}"),
+        *([("recall@10 (query-like probes, tuning)", f"{tuned.recall_probes:.4f}"),
+           ("recall@10 (query-like, held out)", f"{report['recall_at_10_query_like_heldout']:.4f}"),
+           ("single-query QPS (query-like)", f"{report['single_query_query_like']['qps']:.0f}")]
+          if args.query_like else []),
         (f"single-query QPS ({args.search_threads} thread)", f"{single['qps']:.0f}"),
         ("latency p50 / p99", f"{single['p50_ms']:.3f} / {single['p99_ms']:.3f} ms"),
         (f"QPS, {cores} Python threads", f"{single['concurrent_qps']:.0f}"),

@@ -46,6 +46,7 @@ from service.vectors.encoders import EncoderUnavailable
 from service.vectors.index_store import load_space
 from service.store.images import ImageStore, is_key
 from service.store.events import event_watermark
+from service.store.query_log import recent_queries
 from service.store.items import chunked, embedding_texts
 from service.store.models import IndexVersion, Item, utcnow
 from service.settings import Settings
@@ -167,19 +168,33 @@ def probe_text_sample(session_factory: sessionmaker[Session], ids: np.ndarray, c
     return probe_texts([found[i] for i in chosen if i in found], seed)
 
 
-def text_probe_source(
-    session_factory: sessionmaker[Session], encoder: Any, ids: np.ndarray, *, seed: int = 0, progress: bool = False
-) -> Callable[[int], np.ndarray | None]:
-    """Probes for the text space: ``probe_texts`` of a seeded sample of items, embedded by ``encoder``."""
+def recall_probe_texts(session_factory: sessionmaker[Session], ids: np.ndarray, count: int, *,
+                       seed: int = 0) -> tuple[list[str], dict[str, int]]:
+    """Up to ``count`` texts that look like real traffic: the most recent logged search queries
+    (``query_log_size``), filled up with query-like texts of a seeded sample of items when the
+    log holds fewer; and how many came from each."""
+    with session_scope(session_factory) as session:
+        logged = recent_queries(session, count)
+    derived = probe_text_sample(session_factory, ids, count - len(logged), seed=seed) if len(logged) < count else []
+    return logged + derived, {"logged_queries": len(logged), "catalog_derived": len(derived)}
 
-    def probes(count: int) -> np.ndarray | None:
-        texts = probe_text_sample(session_factory, ids, count, seed=seed)
+
+class TextProbes:
+    """Probe vectors for the text space's recall check (called with the most to return), embedded
+    by ``encoder``; ``sources`` says where the last call's texts came from."""
+
+    def __init__(self, session_factory: sessionmaker[Session], encoder: Any, ids: np.ndarray, *, seed: int = 0,
+                 progress: bool = False):
+        self.session_factory, self.encoder, self.ids, self.seed, self.progress = (
+            session_factory, encoder, ids, seed, progress)
+        self.sources: dict[str, int] = {}
+
+    def __call__(self, count: int) -> np.ndarray | None:
+        texts, self.sources = recall_probe_texts(self.session_factory, self.ids, count, seed=self.seed)
         if not texts:
             return None
-        log.info("text: embedding %d query-like probes for the recall check", len(texts))
-        return np.asarray(encoder.encode(texts, progress=progress), dtype=np.float32)
-
-    return probes
+        log.info("text: embedding %d probes for the recall check (%s)", len(texts), self.sources)
+        return np.asarray(self.encoder.encode(texts, progress=self.progress), dtype=np.float32)
 
 
 def space_members(space: str, rows: list[ItemRow]) -> list[ItemRow]:
@@ -310,7 +325,11 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
         probe_note = "none for this space: catalog vectors only"
     else:
         probes = sv.probes(settings.recall_sample)
-        probe_note = "query-like texts (titles, text spans, title prefixes)" if probes is not None else "none could be made"
+        sources = getattr(sv.probes, "sources", {})
+        probe_note = ("none could be made" if probes is None else
+                      f"{sources.get('logged_queries', 0)} logged search queries + {sources.get('catalog_derived', 0)} "
+                      "query-like texts (titles, text spans, title prefixes)" if sources else
+                      "query-like texts (titles, text spans, title prefixes)")
     tuned = tune_search_params(index, sv.vectors, spec, floor=settings.recall_floor, sample=settings.recall_sample,
                                probes=probes)
     folder.mkdir(parents=True, exist_ok=True)
@@ -805,7 +824,7 @@ class Pipeline:
                 manifest["skipped_spaces"][space] = f"no item could be embedded ({len(sv.errors)} errors)"
                 continue
             if space == "text" and sv.probes is None:  # embedded lazily, only for an approximate index
-                sv.probes = text_probe_source(self.session_factory, encoder, sv.ids, progress=self.progress)
+                sv.probes = TextProbes(self.session_factory, encoder, sv.ids, progress=self.progress)
             folder = building / space
             with self._stage(f"index:{space}"):
                 info = self.index_builder(sv, folder, self.settings, progress=self.progress)
@@ -841,7 +860,7 @@ class Pipeline:
         from indexer.query_export import AGREEMENT_PROBES, ExportSkipped, export_query_encoder
 
         folder = building / artifacts.QUERY_ENCODER_DIR
-        texts = probe_text_sample(self.session_factory, sv.ids, AGREEMENT_PROBES)
+        texts, _sources = recall_probe_texts(self.session_factory, sv.ids, AGREEMENT_PROBES)
         try:
             section = export_query_encoder(encoder, folder, backend=self.settings.query_backend, probes=texts,
                                            space_vectors=sv.vectors, recall_floor=self.settings.recall_floor)

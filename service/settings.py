@@ -230,6 +230,9 @@ class Settings:
     # "onnx-int8" (int8 weights: ~5x, cosine ~0.99 to fp32, kept only when its top-10 agreement
     # holds recall_floor) or "torch". Read by the rebuild (what to export) and by the service.
     query_backend: str = "onnx"
+    # Distinct recent search texts kept for the rebuild's recall check (text only: no user, no time
+    # of day; e-mail addresses and long digit runs are never stored); 0 turns the log off.
+    query_log_size: int = 10000
     # Recent query vectors kept per worker (LRU; search bars repeat queries; 0 disables the cache).
     query_cache_size: int = 1024
     # FAISS (OpenMP) threads per worker for searches: one query at a time is fastest single-
@@ -383,7 +386,7 @@ def _validate(s: Settings) -> None:
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0")
     for name in ("cold_item_slots", "rate_limit_per_minute", "max_offset", "torch_threads", "faiss_threads", "trusted_proxies",
-                 "max_future_skew_seconds", "query_cache_size"):
+                 "max_future_skew_seconds", "query_cache_size", "query_log_size"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
     if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:

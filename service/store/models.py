@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -150,6 +151,19 @@ class FreshVector(Base):
     encoder_revision: Mapped[str] = mapped_column(String(64))
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     written_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class SearchQuery(Base):
+    """A recent search-bar text (the rebuild's recall probes; service.store.query_log): no user,
+    no time of day, only how often and on which date it was last asked."""
+
+    __tablename__ = "search_queries"
+    __table_args__ = (Index("ix_search_queries_last_seen", "last_seen"),)
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the text
+    text: Mapped[str] = mapped_column(String(512))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    last_seen: Mapped[dt.date] = mapped_column(Date)
 
 
 EPOCH = dt.datetime(1970, 1, 1)

@@ -94,6 +94,7 @@ def status_payload() -> dict:
             info = manifest["spaces"][name]
             out["spaces"][name] = {"count": sp.count, "dim": sp.dim, "index_key": info.get("index_key"),
                                    "recall_at_10": info.get("recall_at_10"), "search_params": sp.params,
+                                   "recall_probes": info.get("probes"),
                                    "encoder": sp.encoder.get("name"), "fresh": len(rt.deltas.get(name).vectors) if rt.deltas.get(name) else 0}
         out["skipped_spaces"] = manifest.get("skipped_spaces", {})
         section = manifest.get("behaviour")

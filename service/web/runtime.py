@@ -22,6 +22,7 @@ from service.recommend.learned_rank import Ranker
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.store.image_sources import ImageSources
+from service.store.query_log import QueryLogBuffer
 from service.vectors import artifacts
 from service.vectors.delta import DeltaSet
 from service.vectors.index_store import IndexStore, LoadedSpace, LoadedVersion
@@ -110,6 +111,9 @@ class Runtime:
         self.query_encoder_error: str | None = None  # why the version's ONNX query encoder is not used
         # Recent query vectors of this worker, keyed by space and encoder revision.
         self.query_cache = QueryCache(settings.query_cache_size)
+        # Recent search texts (no user, no time of day), written in batches: the rebuild's recall probes.
+        self.query_log = QueryLogBuffer(self.session_factory, keep=settings.query_log_size,
+                                        max_chars=settings.max_query_chars)
         self._suggester = None
         self._suggester_lock = threading.Lock()
         # (version name, its collaborative model, fitted blend weights and ranker; each may be None)

@@ -139,6 +139,8 @@ class Search(MethodView):
             encode = rt.query_encoder(space_name, version)
         page = search_text(session=session, query=query, mode=mode, k=k, offset=offset, filters=filters,
                            space=space, delta=rt.deltas.get(space_name), encode=encode, timer=rt.metrics.stage)
+        if space_name == "text" and offset == 0:  # what users type: the rebuild's recall probes
+            rt.query_log.add(query)
         return respond(rt=rt, version=version, page=page, query=query, mode=mode, space=space_name,
                        k=k, offset=offset, started=started)
 

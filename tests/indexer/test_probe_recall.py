@@ -138,6 +138,23 @@ def test_index_stage_records_probe_recall(clustered, tmp_path):
     assert all("recall_probes" in step for step in info["tuning"])
 
 
+def test_index_stage_says_where_its_probes_came_from(clustered, tmp_path):
+    from indexer.pipeline import build_space_index
+
+    vectors, probes = clustered
+
+    class Logged:  # as TextProbes: logged search queries first, derived texts after
+        sources: dict[str, int] = {}
+
+        def __call__(self, count: int) -> np.ndarray:
+            self.sources = {"logged_queries": 300, "catalog_derived": count - 300}
+            return probes[:count]
+
+    info = build_space_index(_space(vectors, Logged()), tmp_path / "text", _settings(tmp_path), progress=False)
+    assert info["probes"].startswith("300 logged search queries + 200 query-like texts")
+    assert info["recall_probes"] >= 0.95
+
+
 def test_index_stage_flat_never_embeds_probes(clustered, tmp_path):
     from indexer.pipeline import build_space_index
 
@@ -164,11 +181,11 @@ def test_probe_texts_are_short_and_seeded():
     assert probe_texts([("", "")]) == []
 
 
-def test_text_probe_source_reads_the_sampled_items_and_embeds_their_probes(session_factory):
+def test_text_probes_read_the_sampled_items_and_embed_their_probes(session_factory):
     """The database-to-encoder path: a seeded sample of live items, one probe text each, encoded once."""
     from sqlalchemy import select
 
-    from indexer.pipeline import text_probe_source
+    from indexer.pipeline import TextProbes
     from service.store.items import upsert_items
     from service.store.models import Item
     from service.store.records import ItemRecord
@@ -189,7 +206,7 @@ def test_text_probe_source_reads_the_sampled_items_and_embeds_their_probes(sessi
             return np.ones((len(texts), 4), dtype=np.float64)
 
     encoder = FakeEncoder()
-    probes = text_probe_source(session_factory, encoder, ids, seed=3)(12)
+    probes = TextProbes(session_factory, encoder, ids, seed=3)(12)
     assert probes.shape == (12, 4) and probes.dtype == np.float32
     assert len(encoder.calls) == 1 and len(encoder.calls[0]) == 12
     # Each probe is the title, a run of words from the text, or a prefix of the title: a piece of the item.
@@ -198,6 +215,39 @@ def test_text_probe_source_reads_the_sampled_items_and_embeds_their_probes(sessi
         assert probe and (probe in text or "Waterproof trail boot model".startswith(probe.rstrip("0123456789"))
                           or probe.startswith("Waterproof trail boot model")), probe
     again = FakeEncoder()
-    text_probe_source(session_factory, again, ids, seed=3)(12)
+    TextProbes(session_factory, again, ids, seed=3)(12)
     assert again.calls == encoder.calls  # repeatable from the seed
-    assert text_probe_source(session_factory, FakeEncoder(), ids, seed=3)(100).shape[0] == 30  # at most every item
+    assert TextProbes(session_factory, FakeEncoder(), ids, seed=3)(100).shape[0] == 30  # at most every item
+
+
+def test_logged_search_queries_come_first_and_catalog_probes_fill_up(session_factory):
+    """Real traffic when there is some: the log's most recent texts, then derived probes up to the count."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from indexer.pipeline import TextProbes, recall_probe_texts
+    from service.store.items import upsert_items
+    from service.store.models import Item
+    from service.store.query_log import record_queries
+    from service.store.records import ItemRecord
+
+    with session_factory() as session:
+        upsert_items(session=session, records=[
+            ItemRecord(external_id=f"i{n}", kind="product", title=f"Trail boot {n}", text="Grippy sole for mud")
+            for n in range(30)])
+        record_queries(session, {"old query": 9}, keep=100, today=dt.date(2026, 1, 1))
+        record_queries(session, {"boots for mud": 1, "waterproof hiking boot": 3}, keep=100, today=dt.date(2026, 2, 1))
+        session.commit()
+        ids = np.array(sorted(session.scalars(select(Item.id))), dtype=np.int64)
+    texts, sources = recall_probe_texts(session_factory, ids, 10, seed=1)
+    assert texts[:3] == ["waterproof hiking boot", "boots for mud", "old query"]  # newest day, then most asked
+    assert sources == {"logged_queries": 3, "catalog_derived": 7} and len(texts) == 10
+    assert recall_probe_texts(session_factory, ids, 2)[1] == {"logged_queries": 2, "catalog_derived": 0}
+
+    class FakeEncoder:
+        def encode(self, texts, progress=False):
+            return np.ones((len(texts), 4))
+
+    probes = TextProbes(session_factory, FakeEncoder(), ids)
+    assert probes(5).shape == (5, 4) and probes.sources == {"logged_queries": 3, "catalog_derived": 2}

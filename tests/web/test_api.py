@@ -201,6 +201,26 @@ def test_a_version_served_by_its_export_needs_no_matching_torch_model(built, mak
     client.delete("/items/perturbed")
 
 
+def test_search_texts_are_logged_for_the_rebuilds_recall_check(make_client, built):
+    from service.store.query_log import recent_queries
+
+    client = make_client()
+    rt = client.application.extensions["recsys"]
+    for q in ("waterproof jacket", "waterproof jacket", "kettle", "mail me at a@b.co please"):
+        assert client.get(f"/search?q={q}&mode=hybrid&k=3").status_code == 200
+    client.get("/search?q=red shoe&space=clip&mode=semantic&k=3")  # image search: not text-space traffic
+    client.get("/search?q=outdoor gear&mode=semantic&k=2&offset=2")  # a later page: counted once already
+    assert client.get("/search?q=" + "x" * 600).status_code == 400  # refused queries are not logged
+    assert rt.query_log.flush() == 2
+    with built["factory"]() as session:
+        logged = recent_queries(session, 1000)  # other tests' apps may have logged theirs too
+    assert {"waterproof jacket", "kettle"} <= set(logged)
+    assert not {"red shoe", "outdoor gear", "x" * 600} & set(logged) and not any("@" in t for t in logged)
+    quiet = make_client(query_log_size=0)
+    quiet.get("/search?q=tent&mode=semantic")
+    assert quiet.application.extensions["recsys"].query_log.flush() == 0
+
+
 def test_keyword_and_hybrid_modes_report_their_signals(client):
     kw = client.get("/search?q=whetstone&mode=keyword").get_json()
     assert [h["id"] for h in kw["hits"]] == ["art-knife"] and kw["hits"][0]["signals"] == ["keyword"]

@@ -356,6 +356,9 @@ def test_status_page(browser, server):
         served = pg.locator("#model-metrics tr[data-setting=model]")
         assert f"{model['metrics']['model']['ndcg']:.4f}" in served.inner_text()
         assert pg.locator("#model-metrics tr[data-setting=without_model]").count() == 1
+        # Which encoder turns queries into vectors here, and how its export was checked.
+        assert pg.locator("#query-encoder b[data-serving=onnx]").count() == 1
+        assert "min cosine 1.000000" in pg.inner_text("#query-encoder")
     # Auto-refresh: the page asks again within about 5 s.
     with pg.expect_response(lambda r: r.url.endswith("/status"), timeout=8000):
         pass

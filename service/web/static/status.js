@@ -79,7 +79,7 @@
           h("td", { class: "num" }, fmtInt(sp.count)),
           h("td", { class: "num" }, sp.dim),
           h("td", null, h("code", null, sp.index_key || "–")),
-          h("td", null, recall === null ? "–" : h("div", { class: "recall" },
+          h("td", null, recall === null ? "–" : h("div", { class: "recall", title: sp.recall_probes ? `measured on ${sp.recall_probes}` : "" },
             h("div", { class: "bar" }, h("span", { style: `width:${Math.round(recall * 100)}%` })),
             h("span", { class: "num" }, recall.toFixed(3)))),
           h("td", { class: "num" }, fmtInt(sp.fresh)),
@@ -89,6 +89,7 @@
 
     renderModel(st.model);
     renderEncoder(st.encoder, st.spaces && st.spaces.text);
+    renderQueryEncoder(st.query_encoder);
 
     const lat = st.latency || {};
     $("latency-scope").textContent = `this worker (pid ${lat.worker_pid ?? "?"}), last ${fmtInt(lat.window)} requests per route; other gunicorn workers keep their own`;
@@ -161,6 +162,24 @@
       h("td", null, names[name] || name), h("td", { class: "num" }, fmt(row.published)),
       h("td", { class: "num" }, fmt(row.candidate)),
       h("td", { class: "num" }, `${row.diff >= 0 ? "+" : ""}${fmt(row.diff)} ± ${fmt(row.se)}`))));
+  }
+
+  function renderQueryEncoder(q) {
+    const box = $("query-encoder");
+    if (!q) {
+      box.textContent = "";
+      return;
+    }
+    const a = q.agreement || {};
+    const fmt = (v, d) => (typeof v === "number" ? v.toFixed(d) : "–");
+    const measured = q.exported && q.agreement
+      ? ` · ${q.exported} export checked on ${fmtInt(a.probes)} query-like probes: min cosine ${fmt(a.min_cosine, 6)} to torch` +
+        (typeof a.top10_agreement === "number" ? `, top-10 agreement ${fmt(a.top10_agreement, 3)}` : "") +
+        `, ${fmt(a.onnx_ms_p50, 2)} ms per query against ${fmt(a.torch_ms_p50, 2)} ms`
+      : "";
+    box.replaceChildren("Queries encoded with ", h("b", { dataset: { serving: q.serving } }, q.serving),
+      ` (query_backend ${q.configured})`, measured,
+      q.reason ? h("span", { class: "warn-box" }, ` torch instead: ${q.reason}`) : "");
   }
 
   let timer = null;
