@@ -168,6 +168,18 @@ def _probe_part(info: dict) -> str:
     return f" (probes {probes:.3f})" if probes is not None else ""
 
 
+def _query_encoder_line(manifest: dict) -> str | None:
+    """The version's ONNX query encoder and its measured agreement, or why there is none."""
+    section = manifest.get("query_encoder")
+    if section:
+        a = section.get("agreement", {})
+        top = f", top-10 agreement {a['top10_agreement']:.3f}" if "top10_agreement" in a else ""
+        return (f"{section['backend']} (min cosine to torch {a.get('min_cosine', float('nan')):.6f}{top}, "
+                f"{a.get('onnx_ms_p50', float('nan')):.2f} ms per query vs torch {a.get('torch_ms_p50', float('nan')):.2f})")
+    skipped = manifest.get("query_encoder_skipped")
+    return f"torch (no export: {skipped})" if skipped else None
+
+
 def _model_line(section: dict) -> str:
     """One line on a version's collaborative model: recipe, test metrics against the references, gate."""
     if section.get("status") != "trained":
@@ -220,6 +232,8 @@ def _print_build(report) -> None:
         click.echo(f"  {name:5} skipped: {reason}")
     if "encoder" in report.manifest:
         click.echo(f"  encoder {_encoder_line(report.manifest['encoder'])}")
+    if _query_encoder_line(report.manifest):
+        click.echo(f"  query encoder {_query_encoder_line(report.manifest)}")
     if "behaviour" in report.manifest:
         click.echo(f"  model {_model_line(report.manifest['behaviour'])}")
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
@@ -247,8 +261,10 @@ def status(c: Context, as_json: bool) -> None:
         try:
             manifest = artifacts.verify_version(artifacts.version_dir(index_dir, current), checksums=False)
             data["spaces"] = {k: {"count": v["count"], "index_key": v["index_key"], "recall_at_10": v["recall_at_10"],
-                                  "recall_probes": v.get("recall_probes")}
+                                  "recall_probes": v.get("recall_probes"), "probes": v.get("probes")}
                               for k, v in manifest["spaces"].items()}
+            if _query_encoder_line(manifest):
+                data["query_encoder"] = _query_encoder_line(manifest)
             data["skipped_spaces"] = manifest.get("skipped_spaces", {})
             if "behaviour" in manifest:
                 from indexer.pipeline import behaviour_summary
@@ -286,6 +302,8 @@ def status(c: Context, as_json: bool) -> None:
             click.echo(f"  {name:5} skipped: {reason}")
         if "encoder" in data:
             click.echo(f"  encoder {_encoder_line(data['encoder'])}")
+        if "query_encoder" in data:
+            click.echo(f"  query encoder {data['query_encoder']}")
         if "model" in data:
             click.echo(f"  model {_model_line(data['model'])}")
         if "error" in data:

@@ -47,6 +47,7 @@ def test_build_status_list_publish_gc(run):
     first = run("build")
     assert first.exit_code == 0, first.output
     assert "published" in first.output and "recall@10 1.000" in first.output and "clip  skipped" in first.output
+    assert "query encoder onnx (min cosine to torch 1.000000" in first.output  # the export and its check
     again = run("build")
     assert again.exit_code == 0 and "nothing changed" in again.output
     second = run("build", "--force")
@@ -55,6 +56,7 @@ def test_build_status_list_publish_gc(run):
     assert len(versions) == 2
     status = json.loads(run("status", "--json").output)
     assert status["published"] == versions[0] and status["spaces"]["text"]["count"] == 40
+    assert status["query_encoder"].startswith("onnx") and "query encoder onnx" in run("status").output
     listing = run("list").output
     assert f"* {versions[0]}" in listing and f"  {versions[1]}" in listing
     assert run("publish", versions[1]).exit_code == 0  # roll back
