@@ -54,7 +54,10 @@ def test_catalog_recall_hides_what_probes_show(clustered, hnsw):
     # Catalog vectors: the start value already passes.
     assert measure_recall(index, vectors, sample=500, params=start) >= FLOOR
     blind = tune_search_params(index, vectors, spec, floor=FLOOR, sample=500)
-    assert blind.params == start and blind.recall_probes is None and blind.probe_count == 0
+    # ... and smaller ones may too: the tuner halves down to the first that fails.
+    assert blind.params["efSearch"] <= spec.search_start and blind.recall >= FLOOR
+    assert blind.recall_probes is None and blind.probe_count == 0
+    assert all(r < FLOOR for p, r in blind.tried if p["efSearch"] < blind.params["efSearch"])
 
     tuned = tune_search_params(index, vectors, spec, floor=FLOOR, sample=500, probes=probes)
     first_catalog, first_probes = tuned.tried_detail[0]
@@ -73,7 +76,7 @@ def test_probes_refuse_a_search_max_too_small(clustered, hnsw):
     vectors, probes = clustered
     spec, index = hnsw
     capped = dataclasses.replace(spec, search_max=16)
-    assert tune_search_params(index, vectors, capped, floor=FLOOR, sample=500).params == {"efSearch": 8}
+    assert tune_search_params(index, vectors, capped, floor=FLOOR, sample=500).params["efSearch"] <= 8
     with pytest.raises(RecallTooLow) as caught:
         tune_search_params(index, vectors, capped, floor=FLOOR, sample=500, probes=probes)
     err = caught.value
