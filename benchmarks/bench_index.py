@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall-sample", type=int, default=1000, help="queries used to measure recall")
     parser.add_argument("--search-threads", type=int, default=1, help="OpenMP threads for single-query search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--graph", action="store_true", help="choose_index's prefer_graph: HNSW while it fits")
     parser.add_argument("--ef-construction", type=int, default=None, help="HNSW build beam (default: choose_index's)")
     parser.add_argument("--query-like", action="store_true",
                         help="tune on query-like probes too (between topics) and report their held-out recall")
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     report["generate_s"] = time.perf_counter() - t0
     log(f"generated {args.n} + {args.queries} x {args.dim} in {report['generate_s']:.1f}s")
 
-    spec = choose_index(args.n, args.dim, args.budget_mb,
+    spec = choose_index(args.n, args.dim, args.budget_mb, prefer_graph=args.graph,
                         **({"hnsw_ef_construction": args.ef_construction} if args.ef_construction else {}))
     report["spec"] = {
         "factory_key": spec.factory_key,

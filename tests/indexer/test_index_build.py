@@ -110,11 +110,12 @@ def test_build_sets_build_and_search_defaults(built):
 
 
 def test_build_from_choose_index(data):
-    chosen = choose_index(N, DIM, 4096, flat_max_vectors=1_000, hnsw_m=16)
-    assert chosen.factory_key == "HNSW16,Flat"
-    index = build_index(data, chosen, progress=False)
-    result = tune_search_params(index, data, chosen, floor=0.95, sample=300)
-    assert result.recall >= 0.95
+    for prefer_graph, key in ((False, "IVF256,Flat"), (True, "HNSW16,Flat")):
+        chosen = choose_index(N, DIM, 4096, flat_max_vectors=1_000, hnsw_m=16, prefer_graph=prefer_graph)
+        assert chosen.factory_key == key
+        index = build_index(data, chosen, progress=False)
+        result = tune_search_params(index, data, chosen, floor=0.95, sample=300)
+        assert result.recall >= 0.95
 
 
 def test_build_rejects_bad_input(data):
@@ -147,7 +148,7 @@ def test_build_use_gpu_true_without_gpu(data):
     [(100, "HNSW16,Flat"), (15.5, "IVF256,Flat"), (6, "HNSW16,SQ8"), (4.5, "IVF256,SQ8"), (1.0, "IVF256,PQ16np")],
 )
 def test_memory_estimate_matches_artifact(data, budget_mb, expected, tmp_path):
-    chosen = choose_index(N, DIM, budget_mb, flat_max_vectors=1, hnsw_m=16)
+    chosen = choose_index(N, DIM, budget_mb, flat_max_vectors=1, hnsw_m=16, prefer_graph=True)
     assert chosen.factory_key == expected
     write_index(build_index(data, chosen, progress=False), tmp_path / "i.faiss")
     size = (tmp_path / "i.faiss").stat().st_size

@@ -23,15 +23,15 @@ from indexer.index_choice import MIB, IndexSpec, choose_index
         # Exact up to 40k vectors (real queries: HNSW at 20k held recall@10 at 0.982).
         (20_000, 384, 4096, "Flat"),
         (39_999, 384, 4096, "Flat"),
-        # Larger: HNSW while it fits (1M x 384 HNSW32,Flat ~ 1724 MiB).
-        (40_000, 384, 4096, "HNSW32,Flat"),
-        (100_000, 384, 4096, "HNSW32,Flat"),
-        (1_000_000, 384, 4096, "HNSW32,Flat"),
-        (1_000_000, 768, 4096, "HNSW32,Flat"),
-        (10_000_000, 384, 100_000, "HNSW32,Flat"),
+        # Larger: IVF,Flat while it fits (1M x 384 ~ 1478 MiB): it beat HNSW on query-like traffic.
+        (40_000, 384, 4096, "IVF1024,Flat"),
+        (100_000, 384, 4096, "IVF1024,Flat"),
+        (1_000_000, 384, 4096, "IVF4096,Flat"),
+        (1_000_000, 768, 4096, "IVF4096,Flat"),
+        (10_000_000, 384, 100_000, "IVF16384,Flat"),
         # Then down the accuracy ladder as the budget shrinks.
         (1_000_000, 384, 1700, "IVF4096,Flat"),
-        (1_000_000, 384, 1000, "HNSW32,SQ8"),
+        (1_000_000, 384, 1000, "IVF4096,SQ8"),
         (1_000_000, 384, 500, "IVF4096,SQ8"),
         (1_000_000, 384, 200, "IVF4096,PQ192np"),
         (1_000_000, 384, 150, "IVF4096,PQ128np"),
@@ -52,6 +52,25 @@ def test_choose_index_table(n, dim, budget_mb, expected):
     assert spec.factory_key == expected
     assert spec.memory_bytes <= budget_mb * MIB
     assert spec.dim == dim and spec.metric == "ip"
+
+
+@pytest.mark.parametrize(
+    "n, dim, budget_mb, expected",
+    [
+        # prefer_graph: HNSW while it fits (1M x 384 HNSW32,Flat ~ 1724 MiB), IVF and SQ8 below.
+        (20_000, 384, 4096, "Flat"),
+        (40_000, 384, 4096, "HNSW32,Flat"),
+        (1_000_000, 384, 4096, "HNSW32,Flat"),
+        (10_000_000, 384, 100_000, "HNSW32,Flat"),
+        (1_000_000, 384, 1700, "IVF4096,Flat"),
+        (1_000_000, 384, 1000, "HNSW32,SQ8"),
+        (1_000_000, 384, 500, "IVF4096,SQ8"),
+        (1_000_000, 384, 200, "IVF4096,PQ192np"),
+    ],
+)
+def test_choose_index_table_preferring_graphs(n, dim, budget_mb, expected):
+    spec = choose_index(n, dim, budget_mb, prefer_graph=True)
+    assert spec.factory_key == expected and spec.memory_bytes <= budget_mb * MIB
 
 
 @pytest.mark.parametrize(
@@ -96,7 +115,7 @@ def test_bad_thresholds_are_rejected(kwargs):
 
 
 def test_hnsw_spec_fields():
-    spec = choose_index(1_000_000, 384, 4096)
+    spec = choose_index(1_000_000, 384, 4096, prefer_graph=True)
     assert spec == IndexSpec(
         factory_key="HNSW32,Flat",
         dim=384,
@@ -130,8 +149,8 @@ def test_flat_spec_needs_no_tuning():
 
 def test_thresholds_are_keywords():
     assert choose_index(50_000, 384, 4096, flat_max_vectors=100_000).factory_key == "Flat"
-    assert choose_index(50_000, 384, 4096, hnsw_m=16).factory_key == "HNSW16,Flat"
-    spec = choose_index(50_000, 384, 4096, hnsw_ef_construction=80, hnsw_ef_search=32)
+    assert choose_index(50_000, 384, 4096, hnsw_m=16, prefer_graph=True).factory_key == "HNSW16,Flat"
+    spec = choose_index(50_000, 384, 4096, hnsw_ef_construction=80, hnsw_ef_search=32, prefer_graph=True)
     assert (spec.ef_construction, spec.search_start) == (80, 32)
     with pytest.raises(TypeError):
         choose_index(50_000, 384, 4096, 100_000)  # thresholds are keyword-only

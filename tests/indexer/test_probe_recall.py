@@ -42,7 +42,7 @@ def clustered():
 @pytest.fixture(scope="module")
 def hnsw(clustered):
     vectors, _ = clustered
-    spec = choose_index(N, DIM, 4096, hnsw_m=16, hnsw_ef_search=8, hnsw_ef_search_max=512)
+    spec = choose_index(N, DIM, 4096, hnsw_m=16, hnsw_ef_search=8, hnsw_ef_search_max=512, prefer_graph=True)
     assert spec.factory_key == "HNSW16,Flat" and spec.search_start == 8
     return spec, build_index(vectors, spec, progress=False)
 
