@@ -860,6 +860,8 @@ class Pipeline:
         from indexer.query_export import AGREEMENT_PROBES, ExportSkipped, export_query_encoder
 
         folder = building / artifacts.QUERY_ENCODER_DIR
+        if self._reuse_query_encoder(folder, manifest, encoder):
+            return
         texts, _sources = recall_probe_texts(self.session_factory, sv.ids, AGREEMENT_PROBES)
         try:
             section = export_query_encoder(encoder, folder, backend=self.settings.query_backend, probes=texts,
@@ -869,6 +871,33 @@ class Pipeline:
             manifest["query_encoder_skipped"] = str(exc)
             return
         manifest["query_encoder"] = {**section, "files": artifacts.tree_entries(folder)}
+
+    def _reuse_query_encoder(self, folder: Path, manifest: dict[str, Any], encoder: Any) -> bool:
+        """Link the published version's fp32 export when it was made from these very weights: the
+        same file (so workers keep the session they loaded; a new export is not byte-identical)
+        and 2-4 s and ~90 MB less per rebuild. Its check compared it with these weights already.
+        int8 is exported afresh: its check depends on the space's vectors."""
+        if self.settings.query_backend != "onnx":
+            return False
+        current = artifacts.current_version(self.index_dir)
+        if current is None:
+            return False
+        source = artifacts.version_dir(self.index_dir, current)
+        try:
+            old = artifacts.read_manifest(source).get("query_encoder") or {}
+        except artifacts.ArtifactError:
+            return False
+        if (old.get("backend") != "onnx" or old.get("source") != {"name": encoder.name, "revision": encoder.revision}
+                or not (source / artifacts.QUERY_ENCODER_DIR).is_dir()):
+            return False
+        _link_tree(source / artifacts.QUERY_ENCODER_DIR, folder)
+        files = artifacts.tree_entries(folder)
+        if files != old.get("files"):  # a damaged copy: export afresh instead
+            shutil.rmtree(folder, ignore_errors=True)
+            return False
+        manifest["query_encoder"] = {**old, "reused_from": old.get("reused_from", current), "files": files}
+        log.info("query encoder: the export of %s is reused (same weights)", current)
+        return True
 
     def _fail(self, version: str, building: Path, exc: BaseException) -> None:
         """Remove the build folder and record the failure; neither may hide the original error.

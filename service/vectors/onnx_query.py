@@ -92,15 +92,16 @@ def load_onnx_query_encoder(folder: Path, *, threads: int = 0) -> OnnxQueryEncod
     return OnnxQueryEncoder(session, tokenizer, meta)
 
 
-_LOADED: dict[tuple[str, str, int], OnnxQueryEncoder] = {}
+_LOADED: dict[tuple[str, int], OnnxQueryEncoder] = {}
 _LOCK = threading.Lock()
 _KEPT = 2
 
 
 def shared_onnx_query_encoder(folder: Path, sha256: str, *, threads: int = 0) -> OnnxQueryEncoder:
-    """:func:`load_onnx_query_encoder`, once per process per (folder, model checksum); the last
-    two are kept (the served version's and the one being swapped in)."""
-    key = (str(folder), sha256, threads)
+    """:func:`load_onnx_query_encoder`, once per process per model checksum (versions that share
+    an export share its session: a swap then loads nothing); the last two are kept (the served
+    version's and the one being swapped in)."""
+    key = (sha256 or str(folder), threads)
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]

@@ -192,7 +192,15 @@ class Runtime:
         APIError 503 when the CLIP encoder cannot be loaded here.
         """
         if space_name == "text":
-            encoder = self.onnx_query_encoder(version) or self.text_encoder(version)
+            version = version or self.store.current
+            encoder = self.onnx_query_encoder(version)
+            if encoder is None:
+                encoder = self.text_encoder(version)
+                built_with = version.spaces["text"].encoder.get("revision") if version is not None else None
+                if built_with is not None and encoder.revision != built_with:
+                    # Served through its export, which no longer loads; torch here has other weights.
+                    raise APIError(503, "the text space's query encoder cannot be loaded here: "
+                                        f"{self.query_encoder_error or 'no export for query_backend'}")
             encode = encoder.encode_query
         elif space_name == "clip":
             encoder = self.clip_encoder()

@@ -302,14 +302,16 @@ def test_a_version_whose_encoder_cannot_be_loaded_is_refused_and_the_old_one_kee
     rt = app.extensions["recsys"]
     rt.store.refresh()
     assert rt.store.current.name == first.version
-    # The encoder folder loses its weights (a broken copy); its manifest is rewritten to match,
-    # so only loading it can tell.
+    # The encoder folder loses its weights, and its ONNX export (what encodes queries by default)
+    # its graph (a broken copy); the manifest is rewritten to match, so only loading can tell.
     folder = artifacts.version_dir(titled_catalog.index_path, tuned.version)
     manifest = artifacts.read_manifest(folder)
     for rel in list(manifest["encoder"]["files"]):
         if rel.endswith((".safetensors", ".bin")):
             (folder / artifacts.ENCODER_DIR / rel).write_bytes(b"not weights")
     manifest["encoder"]["files"] = artifacts.tree_entries(folder / artifacts.ENCODER_DIR)
+    (folder / artifacts.QUERY_ENCODER_DIR / manifest["query_encoder"]["model_file"]).write_bytes(b"not a graph")
+    manifest["query_encoder"]["files"] = artifacts.tree_entries(folder / artifacts.QUERY_ENCODER_DIR)
     artifacts.write_json_atomic(folder / artifacts.MANIFEST, manifest)
     artifacts.set_current(titled_catalog.index_path, tuned.version)
     rt.store.refresh()

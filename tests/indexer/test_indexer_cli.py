@@ -52,8 +52,14 @@ def test_build_status_list_publish_gc(run):
     assert again.exit_code == 0 and "nothing changed" in again.output
     second = run("build", "--force")
     assert second.exit_code == 0
-    versions = [v.name for v in artifacts.list_versions(load_settings({"data_dir": run.data}, environ={}).index_path)]
+    index_path = load_settings({"data_dir": run.data}, environ={}).index_path
+    versions = [v.name for v in artifacts.list_versions(index_path)]
     assert len(versions) == 2
+    # Same weights: the second version links the first one's export (same file, same checksums).
+    newer, older = (artifacts.read_manifest(artifacts.version_dir(index_path, v))["query_encoder"] for v in versions)
+    assert newer["reused_from"] == versions[1] and newer["files"] == older["files"]
+    model = [artifacts.version_dir(index_path, v) / artifacts.QUERY_ENCODER_DIR / "model.onnx" for v in versions]
+    assert model[0].stat().st_ino == model[1].stat().st_ino
     status = json.loads(run("status", "--json").output)
     assert status["published"] == versions[0] and status["spaces"]["text"]["count"] == 40
     assert status["query_encoder"].startswith("onnx") and "query encoder onnx" in run("status").output

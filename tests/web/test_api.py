@@ -177,7 +177,7 @@ def test_queries_are_encoded_by_the_versions_onnx_export(built, make_client, mon
     assert int8["serving"] == "torch" and "rebuild" in int8["reason"]
 
 
-def test_a_version_served_by_its_export_needs_no_matching_torch_model(built, make_client, tmp_path):
+def test_a_version_served_by_its_export_needs_no_matching_torch_model(built, make_client, tmp_path, monkeypatch):
     """Queries use the version's ONNX export, so a service configured with other weights still
     answers them right; an item write, which needs the torch encoder, says why it is not searchable."""
     import torch
@@ -199,6 +199,11 @@ def test_a_version_served_by_its_export_needs_no_matching_torch_model(built, mak
     torch_only = make_client(text_model=str(tmp_path / "perturbed"), query_backend="torch")
     assert torch_only.get(q).status_code == 503  # torch queries from other weights: refused, as before
     client.delete("/items/perturbed")
+    # Should the export stop loading while served, torch with other weights must not stand in.
+    from service.web.runtime import Runtime
+
+    monkeypatch.setattr(Runtime, "onnx_query_encoder", lambda self, version=None: None)
+    assert_error(client.get(q), 503, "query encoder")
 
 
 def test_search_texts_are_logged_for_the_rebuilds_recall_check(make_client, built):
