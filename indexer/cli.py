@@ -232,8 +232,9 @@ def _print_build(report) -> None:
         click.echo(f"  {name:5} skipped: {reason}")
     if "encoder" in report.manifest:
         click.echo(f"  encoder {_encoder_line(report.manifest['encoder'])}")
-    if _query_encoder_line(report.manifest):
-        click.echo(f"  query encoder {_query_encoder_line(report.manifest)}")
+    query_line = _query_encoder_line(report.manifest)
+    if query_line:
+        click.echo(f"  query encoder {query_line}")
     if "behaviour" in report.manifest:
         click.echo(f"  model {_model_line(report.manifest['behaviour'])}")
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
@@ -263,8 +264,9 @@ def status(c: Context, as_json: bool) -> None:
             data["spaces"] = {k: {"count": v["count"], "index_key": v["index_key"], "recall_at_10": v["recall_at_10"],
                                   "recall_probes": v.get("recall_probes"), "probes": v.get("probes")}
                               for k, v in manifest["spaces"].items()}
-            if _query_encoder_line(manifest):
-                data["query_encoder"] = _query_encoder_line(manifest)
+            query_line = _query_encoder_line(manifest)
+            if query_line:
+                data["query_encoder"] = query_line
             data["skipped_spaces"] = manifest.get("skipped_spaces", {})
             if "behaviour" in manifest:
                 from indexer.pipeline import behaviour_summary

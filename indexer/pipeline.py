@@ -325,11 +325,14 @@ def build_space_index(sv: SpaceVectors, folder: Path, settings: Settings, *, pro
         probe_note = "none for this space: catalog vectors only"
     else:
         probes = sv.probes(settings.recall_sample)
-        sources = getattr(sv.probes, "sources", {})
-        probe_note = ("none could be made" if probes is None else
-                      f"{sources.get('logged_queries', 0)} logged search queries + {sources.get('catalog_derived', 0)} "
-                      "query-like texts (titles, text spans, title prefixes)" if sources else
-                      "query-like texts (titles, text spans, title prefixes)")
+        sources = getattr(sv.probes, "sources", None)  # TextProbes says where its texts came from
+        derived = "query-like texts (titles, text spans, title prefixes)"
+        if probes is None:
+            probe_note = "none could be made"
+        elif sources:
+            probe_note = f"{sources['logged_queries']} logged search queries + {sources['catalog_derived']} {derived}"
+        else:
+            probe_note = derived
     tuned = tune_search_params(index, sv.vectors, spec, floor=settings.recall_floor, sample=settings.recall_sample,
                                probes=probes)
     folder.mkdir(parents=True, exist_ok=True)

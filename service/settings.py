@@ -231,7 +231,7 @@ class Settings:
     # holds recall_floor) or "torch". Read by the rebuild (what to export) and by the service.
     query_backend: str = "onnx"
     # Distinct recent search texts kept for the rebuild's recall check (text only: no user, no time
-    # of day; e-mail addresses and long digit runs are never stored); 0 turns the log off.
+    # of day; e-mail addresses and long digit runs are never stored); 0 turns the log off, 1,000,000 at most.
     query_log_size: int = 10000
     # Recent query vectors kept per worker (LRU; search bars repeat queries; 0 disables the cache).
     query_cache_size: int = 1024
@@ -416,6 +416,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError("setting finetune_gate_tolerance: must be in [0, 1)")
     if s.ray_workers < 0:
         raise SettingsError(f"setting ray_workers: must be >= 0, got {s.ray_workers}")
+    if s.query_log_size > 1_000_000:  # far past any recall_sample, and inside every database's LIMIT
+        raise SettingsError(f"setting query_log_size: at most 1000000, got {s.query_log_size}")
     if s.query_backend not in QUERY_BACKENDS:
         raise SettingsError(f"setting query_backend: must be one of {QUERY_BACKENDS}, got {s.query_backend!r}")
     for name in ("artifact_url", "image_url"):

@@ -58,6 +58,12 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"finetune_gate_tolerance": 1}, "finetune_gate_tolerance"),
         ({"finetune_min_new_events": 0}, "finetune_min_new_events"),
         ({"finetune_on_rebuild": "perhaps"}, "finetune_on_rebuild"),
+        # Search: the query encoder and the query log.
+        ({"query_backend": "tensorrt"}, "query_backend"),
+        ({"query_backend": "onnx\x00"}, "query_backend"),
+        ({"query_log_size": -1}, "query_log_size"),
+        ({"query_log_size": 10**18}, "query_log_size"),
+        ({"query_log_size": "inf"}, "query_log_size"),
     ],
 )
 def test_bad_values_name_the_setting(overrides, message):

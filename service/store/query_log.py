@@ -53,7 +53,7 @@ def loggable(text: str, max_chars: int = 512) -> str | None:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()  # loggable() let no surrogate through
 
 
 def record_queries(session: Session, counts: dict[str, int], *, keep: int, today: dt.date | None = None) -> None:

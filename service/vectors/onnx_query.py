@@ -29,7 +29,6 @@ class OnnxQueryEncoder:
     def __init__(self, session: Any, tokenizer: Any, meta: dict[str, Any]):
         self._session = session
         self._tokenizer = tokenizer
-        self._meta = meta
         self._inputs = list(meta["inputs"])
         self._lower = bool(meta.get("do_lower_case"))
         self.backend = str(meta["backend"])
@@ -48,12 +47,6 @@ class OnnxQueryEncoder:
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
-    def encode(self, texts: str | list[str]) -> np.ndarray:
-        """``encode_query`` of one string, or stacked for a list (tests and the agreement check)."""
-        if isinstance(texts, str):
-            return self.encode_query(texts)
-        return np.stack([self.encode_query(t) for t in texts]) if texts else np.empty((0, self.dim), np.float32)
-
 
 def load_onnx_query_encoder(folder: Path, *, threads: int = 0) -> OnnxQueryEncoder:
     """The exported query encoder in ``folder``; ``threads``: ONNX Runtime's intra-op threads
@@ -65,11 +58,16 @@ def load_onnx_query_encoder(folder: Path, *, threads: int = 0) -> OnnxQueryEncod
     folder = Path(folder)
     try:
         meta = json.loads((folder / META_FILE).read_text())
-        model_file = folder / Path(str(meta["model_file"])).name
+        model_file = folder / Path(str(meta["model_file"])).name  # a name inside the folder, never a path
         tokenizer_file = folder / Path(str(meta["tokenizer_file"])).name
-        if not set(meta["inputs"]) <= {"input_ids", "attention_mask", "token_type_ids"}:
-            raise ValueError(f"unknown model inputs {meta['inputs']}")
+        if not (isinstance(meta["inputs"], list) and set(meta["inputs"]) <= {"input_ids", "attention_mask",
+                                                                              "token_type_ids"}):
+            raise ValueError(f"unknown model inputs {meta['inputs']!r}")
         max_len = int(meta["max_seq_length"])
+        if not 1 <= max_len <= 1 << 16 or not isinstance(meta["source"], dict):
+            raise ValueError("max_seq_length out of range or source not an object")
+        # Fails here, not on a request, when a field is missing or of the wrong type.
+        encoder = OnnxQueryEncoder(None, None, meta)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EncoderUnavailable(f"query encoder in {folder} is unreadable: {exc}") from exc
     try:
@@ -89,7 +87,8 @@ def load_onnx_query_encoder(folder: Path, *, threads: int = 0) -> OnnxQueryEncod
         session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT and tokenizers raise their own exception types
         raise EncoderUnavailable(f"query encoder in {folder} cannot be loaded: {type(exc).__name__}: {exc}") from exc
-    return OnnxQueryEncoder(session, tokenizer, meta)
+    encoder._session, encoder._tokenizer = session, tokenizer
+    return encoder
 
 
 _LOADED: dict[tuple[str, int], OnnxQueryEncoder] = {}

@@ -169,12 +169,15 @@ class Runtime:
         from service.vectors.onnx_query import shared_onnx_query_encoder
 
         text = manifest["spaces"].get("text")
-        section = manifest.get("query_encoder") or {}
-        if (self.settings.query_backend == "torch" or text is None or section.get("backend") != self.settings.query_backend
-                or (section.get("source") or {}).get("revision") != text["encoder"].get("revision")):
+        section = manifest.get("query_encoder")
+        if (self.settings.query_backend == "torch" or text is None or not isinstance(section, dict)
+                or section.get("backend") != self.settings.query_backend
+                or not isinstance(section.get("source"), dict)
+                or section["source"].get("revision") != text["encoder"].get("revision")):
             return None
         folder = artifacts.version_dir(self.settings.index_path, str(manifest["version"])) / artifacts.QUERY_ENCODER_DIR
-        sha = ((section.get("files") or {}).get(str(section.get("model_file"))) or {}).get("sha256", "")
+        # Its files entries were checked (names, sizes, checksums) when the version was loaded.
+        sha = section["files"].get(str(section.get("model_file")), {}).get("sha256", "")
         try:
             return shared_onnx_query_encoder(folder, sha, threads=self.settings.torch_threads)
         except EncoderUnavailable as exc:
@@ -189,7 +192,8 @@ class Runtime:
 
         Text queries take the version's ONNX export when ``query_backend`` asks for it, else the
         torch encoder's one-string fast path (``encode_query``); CLIP queries its text tower.
-        APIError 503 when the CLIP encoder cannot be loaded here.
+        APIError 503 when the CLIP encoder cannot be loaded here, or when the export cannot and
+        this service's torch encoder has other weights than the version's.
         """
         if space_name == "text":
             version = version or self.store.current

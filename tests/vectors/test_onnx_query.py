@@ -135,3 +135,16 @@ def test_a_broken_folder_is_encoder_unavailable(exported, tmp_path):
     (broken / "query_encoder.json").write_text("{")
     with pytest.raises(EncoderUnavailable, match="unreadable"):
         load_onnx_query_encoder(broken)
+    # Well-formed JSON with hostile fields: wrong types, a path for the model, a huge length.
+    import json
+
+    good = json.loads((exported["onnx"][0] / "query_encoder.json").read_text())
+    for bad in ({"source": ["not", "an", "object"]}, {"inputs": "input_ids"}, {"inputs": ["pixel_values"]},
+                {"max_seq_length": 10**12}, {"max_seq_length": "nan"}, {"dim": None}):
+        (broken / "query_encoder.json").write_text(json.dumps({**good, **bad}))
+        with pytest.raises(EncoderUnavailable, match="unreadable"):
+            load_onnx_query_encoder(broken)
+    shutil.copy(exported["onnx"][0] / "model.onnx", broken / "model.onnx")
+    (broken / "query_encoder.json").write_text(json.dumps({**good, "model_file": "../../etc/passwd"}))
+    with pytest.raises(EncoderUnavailable, match="cannot be loaded"):  # only a name inside the folder is read
+        load_onnx_query_encoder(broken)

@@ -172,6 +172,9 @@ def test_queries_are_encoded_by_the_versions_onnx_export(built, make_client, mon
     assert len(torch_calls) == 3  # only the torch client encoded with torch
     assert torch_client.get("/status").get_json()["query_encoder"] == {
         "configured": "torch", "serving": "torch", "exported": "onnx", "agreement": status["agreement"]}
+    # A malformed section (another host's manifest through the object store) is no export, never an error.
+    for bad in (["onnx"], {"backend": "onnx", "source": "x"}, {"backend": "onnx", "source": None}):
+        assert rt._onnx_of({**version.manifest, "query_encoder": bad}) is None
     # Asking for int8 from a version that exported fp32: torch serves, and status says why.
     int8 = make_client(query_backend="onnx-int8").get("/status").get_json()["query_encoder"]
     assert int8["serving"] == "torch" and "rebuild" in int8["reason"]
