@@ -5,7 +5,7 @@ import random
 import threading
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from service.store.importing import import_items
 from service.search.keyword import MAX_KEYWORD_LIMIT, MAX_QUERY_TOKENS, fts5_match_expression, keyword_search, query_terms
@@ -409,3 +409,139 @@ def test_readers_see_a_whole_build_during_refresh():
     for t in readers:
         t.join()
     assert errors == []
+
+
+# --- a short prefix: the newest PREFIX_CANDIDATES matches ranked, by every plan ----------------
+
+WORDS = ["water", "waterproof", "wave", "walnut", "warm", "trail", "travel", "tree", "trim", "run", "runner",
+         "rust", "ruby", "dome", "down", "light", "lime", "zipper"]
+
+
+@pytest.fixture
+def many(session_factory, engine):
+    """150 items of random words (every 7th soft-deleted), with planner statistics on PostgreSQL.
+
+    Each text also holds a few of 130 filler words: PostgreSQL estimates a prefix's matches from
+    its most common lexemes only when it has 100 of them or more.
+    """
+    from sqlalchemy import insert
+
+    from service.store.models import utcnow
+
+    rng = random.Random(7)
+    now = utcnow()
+    rows = []
+    for i in range(150):
+        title = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+        rows.append({
+            "external_id": f"m-{i:03d}", "kind": ("product", "article", "image")[i % 3], "title": title,
+            "text": " ".join([rng.choice(WORDS) for _ in range(rng.randint(0, 12))] + [f"x{i % 130}", f"x{rng.randrange(130)}"]),
+            "category": f"c{i % 4}",
+            "tags": [rng.choice(WORDS)], "attributes": {}, "content_hash": f"{i:064x}", "created_at": now,
+            "updated_at": now, "deleted_at": now if i % 7 == 3 else None,
+        })
+    with session_factory.begin() as s:
+        s.execute(insert(Item), rows)
+        if engine.dialect.name == "postgresql":
+            s.execute(text("ANALYZE items"))
+
+
+def newest_ranked(session, query, cap, limit, **filters):
+    """The reference: every match ranked (no cap), then the newest ``cap`` kept, best ``limit`` first."""
+    from service.search import keyword
+
+    saved = keyword.SHORT_PREFIX_CHARS
+    keyword.SHORT_PREFIX_CHARS = 0  # no prefix is short: every match is ranked
+    try:
+        every = keyword_search(session=session, query=query, limit=MAX_KEYWORD_LIMIT, **filters)
+    finally:
+        keyword.SHORT_PREFIX_CHARS = saved
+    newest = sorted(every, key=lambda r: r[0], reverse=True)[:cap]
+    return sorted(newest, key=lambda r: (-r[1], r[0]))[:limit]
+
+
+SHORT_QUERIES = [("wa", {}), ("tr", {}), ("ru", {}), ("wat", {}), ("li", {}), ("zi", {}), ("trail ru", {}),
+                 ("wa", {"kinds": ["article"]}), ("tr", {"category": "c2"}), ("do", {"kinds": ["image", "product"]}),
+                 ("qq", {})]
+
+
+@pytest.mark.parametrize("plan", ["chosen", "walk", "bitmap"])
+def test_short_prefix_returns_the_newest_matches_ranked(session_factory, engine, many, monkeypatch, plan):
+    from service.search import keyword
+
+    if plan != "chosen":
+        if engine.dialect.name != "postgresql":
+            pytest.skip("one plan on SQLite")
+        monkeypatch.setattr(keyword, "_pg_walk_is_cheaper", lambda *args: plan == "walk")
+    monkeypatch.setattr(keyword, "PREFIX_CANDIDATES", 9)
+    compared = 0
+    # One session: psycopg prepares a statement run 5 times on a connection, which must not change results.
+    with session_factory() as s:
+        for query, filters in SHORT_QUERIES * 2:
+            got = keyword_search(session=s, query=query, limit=5, **filters)
+            want = newest_ranked(s, query, 9, 5, **filters)
+            assert got == want, (query, filters)
+            compared += bool(want)
+    assert compared >= 16
+
+
+def test_short_prefix_cap_changes_the_candidates(session_factory, many, monkeypatch):
+    """Guards the comparison above against passing trivially: with the cap, older matches drop out."""
+    from service.search import keyword
+
+    monkeypatch.setattr(keyword, "PREFIX_CANDIDATES", 9)
+    with session_factory() as s:
+        every = newest_ranked(s, "wa", MAX_KEYWORD_LIMIT, MAX_KEYWORD_LIMIT)
+        capped = keyword_search(session=s, query="wa", limit=MAX_KEYWORD_LIMIT)
+    assert len(every) > 30 and len(capped) == 9
+    assert {pk for pk, _ in capped} == set(sorted((pk for pk, _ in every), reverse=True)[:9])
+    assert capped != every[:9]  # the uncapped best 9 include older items
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("walk", [True, False])
+def test_postgres_short_prefix_plan_shapes(session_factory, engine, many, walk):
+    """The walk reads the primary key backwards whatever the cost model prefers (on 150 rows it
+    would scan and sort); the other plan finds every match first and never walks."""
+    from service.search import keyword
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL plans")
+    with session_factory() as s:
+        previous = keyword._pg_set_local(s, keyword.PG_WALK_SETTINGS) if walk else None
+        plan = "\n".join(s.execute(text("EXPLAIN " + keyword._pg_capped_sql(walk, "")),
+                                   {"query": "wa", "prefix": True, "cap": 9, "limit": 5}).scalars())
+        if walk:
+            keyword._pg_set_local(s, previous)
+    assert ("Index Scan Backward using pk_items" in plan) == walk, plan
+    if not walk:
+        assert "CTE m" in plan
+
+
+@pytest.mark.postgres
+def test_postgres_walk_is_chosen_for_common_prefixes_only(session_factory, engine, many):
+    from service.search import keyword
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL plans")
+    with session_factory() as s:
+        def walks(query):
+            return keyword._pg_walk_is_cheaper(s, "", {"query": query, "prefix": True, "cap": 9}, False)
+
+        assert walks("wa")  # most rows match: a few rows read per match kept
+        assert not walks("zzq")  # nothing matches: the walk would read every row
+
+
+@pytest.mark.postgres
+def test_postgres_walk_restores_the_planner_settings(session_factory, engine, many, monkeypatch):
+    from service.search import keyword
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL settings")
+    monkeypatch.setattr(keyword, "_pg_walk_is_cheaper", lambda *args: True)
+    with session_factory() as s:
+        s.execute(text("SET LOCAL enable_seqscan = off"))  # the caller's own setting is kept too
+        before = {name: s.execute(text(f"SHOW {name}")).scalar() for name in keyword.PG_WALK_SETTINGS}
+        assert keyword_search(session=s, query="wa", limit=5)
+        after = {name: s.execute(text(f"SHOW {name}")).scalar() for name in keyword.PG_WALK_SETTINGS}
+    assert after == before and before["enable_seqscan"] == "off" and before["enable_bitmapscan"] == "on"
