@@ -119,14 +119,15 @@ def train(c: Context, force: bool, no_publish: bool) -> None:
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="Publish the fine-tuned encoder even if its quality gate refuses it.")
+@click.option("--force", is_flag=True, help="Publish the fine-tuned encoders even if their quality gates refuse them.")
 @click.option("--no-publish", is_flag=True, help="Fine-tune, build and evaluate, but leave the current version published.")
 @pass_ctx
 def finetune(c: Context, force: bool, no_publish: bool) -> None:
-    """Fine-tune the text encoder on behaviour and search clicks, then build and publish a version with it.
+    """Fine-tune the text encoder (and CLIP, with finetune_clip and CLIP weights configured) on behaviour
+    and search clicks, then build and publish a version with them.
 
     Published only if content-only recommendations, cold items and search do not get worse on
-    held-out behaviour; `recsys-indexer publish <previous version>` rolls encoder and index back together.
+    held-out behaviour; `recsys-indexer publish <previous version>` rolls encoders and index back together.
     """
     _run_pipeline(c, lambda p: p.finetune(force=force, publish=not no_publish), "fine-tuning")
 
@@ -272,10 +273,11 @@ def status(c: Context, as_json: bool) -> None:
                 from indexer.pipeline import behaviour_summary
 
                 data["model"] = behaviour_summary(manifest["behaviour"])
-            if "encoder" in manifest:
-                from indexer.pipeline import encoder_summary
+            from indexer.pipeline import ENCODER_SECTIONS, encoder_summary
 
-                data["encoder"] = encoder_summary(manifest["encoder"])
+            for key in ENCODER_SECTIONS.values():  # the fine-tuned text and CLIP encoders
+                if key in manifest:
+                    data[key] = encoder_summary(manifest[key])
             data["built_seconds"] = manifest.get("timings", {}).get("total")
         except artifacts.ArtifactError as exc:
             data["error"] = str(exc)
@@ -304,6 +306,8 @@ def status(c: Context, as_json: bool) -> None:
             click.echo(f"  {name:5} skipped: {reason}")
         if "encoder" in data:
             click.echo(f"  encoder {_encoder_line(data['encoder'])}")
+        if "clip_encoder" in data:
+            click.echo(f"  CLIP encoder {_encoder_line(data['clip_encoder'])}")
         if "query_encoder" in data:
             click.echo(f"  query encoder {data['query_encoder']}")
         if "model" in data:

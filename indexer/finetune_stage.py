@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.finetune import FitOptions, FitReport, PairTexts, fit_text_encoder
-from indexer.finetune_eval import encoder_metrics, gate, hold_out, memory_space
+from indexer.finetune_eval import HeldOut, encoder_metrics, gate, hold_out, memory_space
 from indexer.finetune_pairs import EventRows, Pairs, build_pairs
 from indexer.probes import probe_text
 from service.recommend.offline_eval import load_event_log
@@ -123,19 +123,72 @@ def split_pairs(pairs: PairTexts, *, seed: int) -> tuple[PairTexts, PairTexts]:
     return take(train), take(valid)
 
 
-def finetune_text(settings: Settings, session_factory: sessionmaker[Session], *, published: Any, embed: Embed,
-                  load_encoder: LoadEncoder, work_dir: Path, progress: bool = False,
-                  fit: Callable[..., FitReport] = fit_text_encoder, seed: int = 0) -> FinetuneResult:
-    """Fine-tune the pretrained text encoder on behaviour and gate it against ``published``
-    (the encoder the published version's text space was built with)."""
-    started = time.perf_counter()
+@dataclass
+class Behaviour:
+    """What every fine-tune learns from: the events' watermark, the gate's held-out data and the
+    pairs made from the rest (the same seed cuts the same held-out sets for text and CLIP)."""
+
+    watermark: dict[str, Any]
+    held: HeldOut
+    pairs: Pairs
+
+
+def read_behaviour(settings: Settings, session_factory: sessionmaker[Session], *, seed: int = 0) -> Behaviour:
+    """Every event with its query, held out first (:func:`hold_out`), then the pairs of the rest."""
     with session_scope(session_factory) as session:
         watermark = event_watermark(session)
         event_log = load_event_log(session, settings, queries=True)
     held = hold_out(event_log, settings, session_factory, eval_users=settings.train_eval_users, seed=seed)
-    rows = EventRows.from_log(event_log)
-    pairs = build_pairs(rows, window_seconds=settings.finetune_window_days * 86_400.0, keep=held.keep,
-                        max_pairs_per_user=settings.finetune_max_pairs_per_user)
+    pairs = build_pairs(EventRows.from_log(event_log), window_seconds=settings.finetune_window_days * 86_400.0,
+                        keep=held.keep, max_pairs_per_user=settings.finetune_max_pairs_per_user)
+    return Behaviour(watermark, held, pairs)
+
+
+def too_few_pairs(pairs: Pairs, settings: Settings, what: str) -> str | None:
+    """Why there is too little behaviour to fine-tune ``what`` on (None: enough)."""
+    found = len(pairs.item_pairs) + len(pairs.query_pairs)
+    if found >= settings.finetune_min_pairs:
+        return None
+    return (f"fine-tuning skipped: {found} training pairs from behaviour, fewer than "
+            f"finetune_min_pairs={settings.finetune_min_pairs}; the {what} stays as it is")
+
+
+def gate_encoders(published: Any, candidate: Any, *, embed: Embed, encode_of: Callable[[Any], Callable],
+                  held: HeldOut, settings: Settings, session_factory: sessionmaker[Session],
+                  section: dict[str, Any], label: str) -> str | None:
+    """Score both encoders' spaces on ``held`` (:func:`encoder_metrics`; queries through
+    ``encode_of(encoder)``), gate the candidate, record it all in ``section``; why it is refused."""
+    log.info("finetune: scoring the fine-tuned and the published %s encoder on held-out behaviour", label)
+    scores = {}
+    for name, encoder in (("published", published), ("candidate", candidate)):
+        item_ids, vectors = embed(encoder)
+        space = memory_space(item_ids, vectors, {"name": encoder.name, "revision": encoder.revision})
+        # Only items of the space can be found: a held-out click on another one would score 0 for both.
+        members = set(item_ids.tolist())
+        scored = replace(held, search=[(q, i) for q, i in held.search if i in members])
+        scores[name] = encoder_metrics(space, encode_of(encoder), scored, settings, session_factory)
+    refused, table = gate(scores["candidate"], scores["published"], settings.finetune_gate_tolerance)
+    section.update(
+        status="refused" if refused else "fine-tuned", name=candidate.name, revision=candidate.revision,
+        compared_with={"name": published.name, "revision": published.revision},
+        metrics={name: s.metrics for name, s in scores.items()},
+        gate={"tolerance": settings.finetune_gate_tolerance, "refused": refused, "comparison": table},
+    )
+    for name, row in table.items():
+        log.info("finetune %s: %s %.4f (published %.4f, %+.4f ± %.4f)", label, name, row["candidate"],
+                 row["published"], row["diff"], row["se"])
+    return refused
+
+
+def finetune_text(settings: Settings, session_factory: sessionmaker[Session], *, published: Any, embed: Embed,
+                  load_encoder: LoadEncoder, work_dir: Path, progress: bool = False,
+                  fit: Callable[..., FitReport] = fit_text_encoder, seed: int = 0,
+                  behaviour: Behaviour | None = None) -> FinetuneResult:
+    """Fine-tune the pretrained text encoder on behaviour and gate it against ``published``
+    (the encoder the published version's text space was built with)."""
+    started = time.perf_counter()
+    behaviour = behaviour or read_behaviour(settings, session_factory, seed=seed)
+    held, pairs = behaviour.held, behaviour.pairs
     ids = sorted({i for pair in pairs.item_pairs for i in pair} | {i for _q, i in pairs.query_pairs})
     texts, probes = texts_and_probes(session_factory, ids, seed=seed)
     # A probe that is word for word a held-out query would let the gate's search figure flatter.
@@ -144,17 +197,15 @@ def finetune_text(settings: Settings, session_factory: sessionmaker[Session], *,
     all_pairs = pair_texts(pairs, texts, max_pairs=settings.finetune_max_pairs, seed=seed,
                            probes=probes if pairs.item_pairs or pairs.query_pairs else None)
     section: dict[str, Any] = {
-        "watermark": watermark, "held_out": held.describe(),
+        "watermark": behaviour.watermark, "held_out": held.describe(),
         "pairs": {"item_pairs": len(pairs.item_pairs), "query_pairs": len(pairs.query_pairs),
                   "probe_pairs": len(probes), "used": len(all_pairs)},
         "base": {"setting": settings.text_model},
     }
-    from_behaviour = len(pairs.item_pairs) + len(pairs.query_pairs)
-    if from_behaviour < settings.finetune_min_pairs:
-        msg = (f"fine-tuning skipped: {from_behaviour} training pairs from behaviour, fewer than "
-               f"finetune_min_pairs={settings.finetune_min_pairs}; the encoder stays as it is")
-        log.info(msg)
-        return FinetuneResult("skipped", None, None, {**section, "status": "skipped"}, message=msg)
+    skipped = too_few_pairs(pairs, settings, "encoder")
+    if skipped:
+        log.info(skipped)
+        return FinetuneResult("skipped", None, None, {**section, "status": "skipped"}, message=skipped)
 
     train, valid = split_pairs(all_pairs, seed=seed)
     base = load_encoder(None)
@@ -167,26 +218,12 @@ def finetune_text(settings: Settings, session_factory: sessionmaker[Session], *,
         shutil.rmtree(final)
     base.model.save(str(final))
     candidate = load_encoder(final, f"{base.name}+finetuned")
-
-    log.info("finetune: scoring the fine-tuned and the published encoder on held-out behaviour")
-    scores = {}
-    for label, encoder in (("published", published), ("candidate", candidate)):
-        item_ids, vectors = embed(encoder)
-        space = memory_space(item_ids, vectors, {"name": encoder.name, "revision": encoder.revision})
-        scores[label] = encoder_metrics(space, encoder.encode_query, held, settings, session_factory)
-    refused, table = gate(scores["candidate"], scores["published"], settings.finetune_gate_tolerance)
-    section.update(
-        status="refused" if refused else "fine-tuned", name=candidate.name, revision=candidate.revision,
-        compared_with={"name": published.name, "revision": published.revision},
-        metrics={label: s.metrics for label, s in scores.items()},
-        gate={"tolerance": settings.finetune_gate_tolerance, "refused": refused, "comparison": table},
-        fit=report.as_dict(), seconds=round(time.perf_counter() - started, 2),
-    )
-    for name, row in table.items():
-        log.info("finetune: %s %.4f (published %.4f, %+.4f ± %.4f)", name, row["candidate"], row["published"],
-                 row["diff"], row["se"])
+    refused = gate_encoders(published, candidate, embed=embed, encode_of=lambda e: e.encode_query, held=held,
+                            settings=settings, session_factory=session_factory, section=section, label="text")
+    section.update(fit=report.as_dict(), seconds=round(time.perf_counter() - started, 2))
     return FinetuneResult(section["status"], candidate, final, section, refused,
                           f"fine-tuned encoder {'refused: ' + refused if refused else 'passed the gate'}")
 
 
-__all__ = ["FinetuneResult", "finetune_text", "pair_texts", "split_pairs", "texts_and_probes"]
+__all__ = ["Behaviour", "FinetuneResult", "finetune_text", "gate_encoders", "pair_texts", "read_behaviour",
+           "split_pairs", "texts_and_probes", "too_few_pairs"]

@@ -35,7 +35,8 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.finetune_stage import FinetuneResult, finetune_text
+from indexer.finetune_clip_stage import finetune_clip_space
+from indexer.finetune_stage import FinetuneResult, finetune_text, read_behaviour
 from indexer.probes import probe_texts
 from indexer.train import TrainResult, train_model
 from indexer.vector_cache import VectorCache
@@ -57,6 +58,8 @@ LOCK_FILE = ".build.lock"
 FINETUNE_DIR = "finetune"  # fine-tuning checkpoints (a killed fine-tune resumes from them)
 FINETUNE_ATTEMPT = "finetune-last.json"  # the last fine-tune's watermark and outcome (schedules read it)
 LEGACY_IMAGE = "legacy image location (not in the image store): run `recsys images migrate`"
+# The manifest section (and version folder) of each space's fine-tuned encoder.
+ENCODER_SECTIONS = {"text": artifacts.ENCODER_DIR, "clip": artifacts.CLIP_ENCODER_DIR}
 
 
 class BuildError(RuntimeError):
@@ -103,12 +106,13 @@ class SpaceVectors:
 
 
 @dataclass
-class TextChoice:
-    """The encoder the text space is built with, when it is not the pretrained ``text_model``."""
+class EncoderChoice:
+    """The encoder a space is built with, when it is a fine-tune rather than the pretrained one
+    (``text_model``, or ``clip_model`` + ``clip_pretrained``)."""
 
-    encoder: Any | None  # a TextEncoder (None: loaded from ``folder`` when the build needs it)
-    folder: Path  # its sentence-transformers folder, copied into the version
-    section: dict[str, Any]  # the manifest's "encoder" section (files are added when copied)
+    encoder: Any | None  # a TextEncoder or ClipEncoder (None: loaded from ``folder`` when needed)
+    folder: Path  # its folder (sentence-transformers', or the CLIP weights), copied into the version
+    section: dict[str, Any]  # the manifest's section for it (files are added when copied)
     refused: str | None = None  # why the fine-tuning gate refused it (the version stays unpublished)
 
 
@@ -206,12 +210,12 @@ def space_members(space: str, rows: list[ItemRow]) -> list[ItemRow]:
 
 def space_settings(space: str, settings: Settings, finetuned: str | None = None) -> dict[str, Any]:
     """The settings that decide a space's vectors and index (part of its fingerprint); ``finetuned``:
-    the revision of the fine-tuned text encoder the text space is built with."""
-    common = {"recall_floor": settings.recall_floor, "memory_budget_mb": settings.index_memory_budget_mb}
+    the revision of the fine-tuned encoder the space is built with."""
+    common = {"recall_floor": settings.recall_floor, "memory_budget_mb": settings.index_memory_budget_mb,
+              **({"finetuned": finetuned} if finetuned else {})}
     if space == "text":
         # The query backend decides what the version carries besides the index (query_encoder/).
-        return {"model": settings.text_model, "query_backend": settings.query_backend, **common,
-                **({"finetuned": finetuned} if finetuned else {})}
+        return {"model": settings.text_model, "query_backend": settings.query_backend, **common}
     return {"model": settings.clip_model, "pretrained": settings.clip_pretrained, "enabled": settings.clip_enabled, **common}
 
 
@@ -366,8 +370,15 @@ def verify_space(folder: Path, sv: SpaceVectors) -> None:
     if index.ntotal != len(ids) or index.d != sv.vectors.shape[1]:
         raise BuildError(f"{sv.space}: index holds {index.ntotal} x {index.d}, expected {len(ids)} x {sv.vectors.shape[1]}")
     probe = np.linspace(0, len(ids) - 1, num=min(len(ids), 20)).astype(np.int64)
-    _scores, found = search(index, sv.vectors[probe], min(10, len(ids)), None)
-    hits = sum(int(p in row) for p, row in zip(probe, found))
+    scores, found = search(index, sv.vectors[probe], min(10, len(ids)), None)
+    own = np.einsum("ij,ij->i", sv.vectors[probe], sv.vectors[probe])
+
+    def tied(row: np.ndarray, self_score: float) -> bool:
+        # Ten or more identical vectors (one placeholder picture on many items) tie for the whole
+        # top 10: which copies come back is arbitrary, so finding its own score there counts.
+        return bool(row[-1] >= row[0] - 1e-5 and abs(row[0] - self_score) <= 1e-3 * max(1.0, abs(self_score)))
+
+    hits = sum(int(p in row or tied(row_scores, s)) for p, row, row_scores, s in zip(probe, found, scores, own))
     if hits < 0.8 * len(probe):
         raise BuildError(f"{sv.space}: written index finds only {hits} of {len(probe)} stored vectors among their own top-10")
 
@@ -430,6 +441,7 @@ class Pipeline:
         verifier: Callable[[Path, SpaceVectors], None] = verify_space,
         trainer: Callable[..., TrainResult] | None = None,
         finetuner: Callable[..., FinetuneResult] | None = None,
+        clip_finetuner: Callable[..., FinetuneResult] = finetune_clip_space,
         progress: bool = False,
     ):
         if load_text_encoder is None or load_clip_encoder is None:
@@ -459,6 +471,7 @@ class Pipeline:
         self.reader, self.embedder, self.index_builder, self.verifier = reader, embedder, index_builder, verifier
         self.trainer = trainer or train_model
         self.finetuner = finetuner or finetune_text
+        self.clip_finetuner = clip_finetuner
         self.progress = progress
         self.index_dir = settings.index_path
         # With an artifact store, index_dir is this host's copy: synced before each build, and a
@@ -550,17 +563,17 @@ class Pipeline:
             return self._run_locked(full=full, force=force, publish=publish, started=started)
 
     def _run_locked(self, *, full: bool, force: bool, publish: bool, started: float,
-                    text: TextChoice | None = None) -> BuildReport:
-        """The build, with the lock held; ``text``: a fine-tuned encoder to build the text space with
-        (default: the published version's fine-tune when it was made from ``text_model``, else that)."""
+                    choices: dict[str, EncoderChoice] | None = None) -> BuildReport:
+        """The build, with the lock held; ``choices``: fine-tuned encoders to build spaces with
+        (default for each space: the published version's fine-tune when it was made from the
+        configured pretrained model, else that model)."""
         with self._stage("read"), session_scope(self.session_factory) as session:
             read_at = database_utcnow(session)  # the clock fresh vectors are stamped with, whichever host
             rows = self.reader(session)
         current = artifacts.current_version(self.index_dir)
-        text = text or self._inherited_text(current)
-        finetuned = text.section["revision"] if text else None
-        prints = {s: fingerprint(s, self.settings, rows, finetuned if s == "text" else None)
-                  for s in artifacts.SPACES}
+        chosen = {s: (choices or {}).get(s) or self._inherited(current, s) for s in artifacts.SPACES}
+        prints = {s: fingerprint(s, self.settings, rows, c.section["revision"] if c else None)
+                  for s, c in chosen.items()}
         if current and not (full or force):
             try:
                 old = artifacts.read_manifest(artifacts.version_dir(self.index_dir, current))
@@ -575,11 +588,13 @@ class Pipeline:
         try:
             with self._step("start"):
                 self._start(version, building)
-            manifest = self._build(version, building, rows, prints, full=full, text=text)
+            manifest = self._build(version, building, rows, prints, full=full, choices=chosen)
             # Writes after this instant are not in the version: the service keeps them in its delta.
             manifest["read_at"] = read_at.isoformat() + "Z"
+            refused_by = {ENCODER_SECTIONS[s]: c.refused for s, c in chosen.items()
+                          if c and c.refused and ENCODER_SECTIONS[s] in manifest}
             return self._train_and_finish(version, building, manifest, force=force, publish=publish,
-                                          started=started, refused_by=text.refused if text else None)
+                                          started=started, refused_by=refused_by)
         except BaseException as exc:  # KeyboardInterrupt and SystemExit too: clean up, then re-raise
             self._fail(version, building, exc)
             raise
@@ -611,8 +626,8 @@ class Pipeline:
                         self._start(version, building)
                         for space in old["spaces"]:
                             _link_tree(source / space, building / space)
-                        # The fine-tuned encoder the spaces were built with, and its ONNX export.
-                        for section in (artifacts.ENCODER_DIR, artifacts.QUERY_ENCODER_DIR):
+                        # The fine-tuned encoders the spaces were built with, and the ONNX export.
+                        for section in (*ENCODER_SECTIONS.values(), artifacts.QUERY_ENCODER_DIR):
                             if section in old:
                                 _link_tree(source / section, building / section)
                     manifest = {k: v for k, v in old.items() if k not in ("behaviour", "timings")}
@@ -629,9 +644,10 @@ class Pipeline:
             self._close_cluster()
 
     def finetune(self, *, force: bool = False, publish: bool = True, full: bool = False) -> BuildReport:
-        """``recsys-indexer finetune``: fine-tune the text encoder on behaviour, build a version with it.
+        """``recsys-indexer finetune``: fine-tune the text encoder on behaviour, and the CLIP encoder
+        when ``finetune_clip`` is on and the CLIP space is built; build a version with them.
 
-        The version is published only when the fine-tuning gate and the model gate pass (``force``:
+        The version is published only when the fine-tuning gates and the model gate pass (``force``:
         anyway); refused, it stays unpublished with status "refused". With too little behaviour
         nothing is built (status "up-to-date", the message says why).
 
@@ -653,72 +669,113 @@ class Pipeline:
     def _finetune_locked(self, *, force: bool, publish: bool, started: float, full: bool,
                          build_anyway: bool = True) -> BuildReport:
         """Fine-tune, then build with the result (lock held); ``build_anyway``: a scheduled rebuild
-        still builds when there is nothing new to fine-tune on."""
+        still builds when there is nothing new to fine-tune on, and leaves a refused fine-tune out."""
         from service.vectors.text_encoder import load_text_encoder
 
         current = artifacts.current_version(self.index_dir)
-        published_text = self._published_text(current)
+        published = {s: self._published_choice(current, s) for s in artifacts.SPACES}
         with session_scope(self.session_factory) as session:
             watermark = event_watermark(session)
         attempt_file = self.index_dir / FINETUNE_ATTEMPT
         if build_anyway and not force:
             # A schedule fine-tunes again only once enough new behaviour arrived since the last
             # attempt, published or refused: a refused fine-tune is not retried every run.
-            seen = [(published_text.section.get("watermark") or {}) if published_text else {}]
+            seen = [(c.section.get("watermark") or {}) for c in published.values() if c]
             with contextlib.suppress(OSError, ValueError):
                 seen.append(json.loads(attempt_file.read_text()).get("watermark") or {})
-            last = max(int(w.get("events", 0)) for w in seen)
+            last = max([int(w.get("events", 0)) for w in seen] or [0])
             if watermark["events"] - last < self.settings.finetune_min_new_events:
                 log.info("finetune: %d new events since the last fine-tune (finetune_min_new_events=%d): a plain "
                          "rebuild", watermark["events"] - last, self.settings.finetune_min_new_events)
                 return self._run_locked(full=full, force=force, publish=publish, started=started)
-
-        def embed(encoder: Any) -> tuple[np.ndarray, np.ndarray]:
-            with session_scope(self.session_factory) as session:
-                sv = self.embedder("text", self.reader(session), encoder, session=session,
-                                   cache_root=self.index_dir / "cache", full=False, progress=self.progress,
-                                   image_store=self.image_store)
-            return sv.ids, sv.vectors
 
         def load(path: Path | None, name: str | None = None) -> Any:
             if path is None:  # the pretrained base, to be trained: fp32 on every device
                 return load_text_encoder(self.settings, training=True)
             return load_text_encoder(self.settings, path=path, name=name)
 
+        work_dir = self.index_dir / FINETUNE_DIR
         with self._stage("finetune"):
-            published = self._text_encoder(published_text)
-            work_dir = self.index_dir / FINETUNE_DIR
-            result: FinetuneResult = self.finetuner(self.settings, self.session_factory, published=published,
-                                                    embed=embed, load_encoder=load, work_dir=work_dir,
-                                                    progress=self.progress)
-        artifacts.write_json_atomic(attempt_file, {"watermark": watermark, "status": result.status,
-                                                   "refused": result.refused, "at": utcnow().isoformat() + "Z"})
-        if result.status == "skipped" or (result.refused and build_anyway and not force):
-            if build_anyway:  # the catalog's changes are published all the same, with the encoder in use
-                if result.refused:
-                    log.error("finetune: refused by its gate (%s); rebuilding with the encoder in use", result.refused)
-                return self._run_locked(full=full, force=force, publish=publish, started=started)
+            behaviour = read_behaviour(self.settings, self.session_factory)
+            results = {"text": self.finetuner(
+                self.settings, self.session_factory, published=self._encoder_for("text", published["text"]),
+                embed=self._space_embedder("text"), load_encoder=load, work_dir=work_dir, progress=self.progress,
+                behaviour=behaviour)}
+        clip = self._finetune_clip(published["clip"], behaviour, work_dir / "clip")
+        if clip is not None:
+            results["clip"] = clip
+        artifacts.write_json_atomic(attempt_file, {
+            "watermark": watermark, "status": results["text"].status, "refused": results["text"].refused,
+            **({"clip": {"status": clip.status, "refused": clip.refused}} if clip is not None else {}),
+            "at": utcnow().isoformat() + "Z"})
+        chosen = {}
+        for space, result in results.items():
+            if result.status == "skipped":
+                continue
+            if result.refused and build_anyway and not force:
+                # The catalog's changes are published all the same, with the encoder in use.
+                log.error("finetune: the %s encoder was refused by its gate (%s); building with the one in use",
+                          space, result.refused)
+                continue
+            chosen[space] = EncoderChoice(result.encoder, result.model_dir, result.section, result.refused)
+        if not chosen and not build_anyway:
             self.timings["total"] = round(time.perf_counter() - started, 4)
-            return BuildReport("up-to-date", current, None, dict(self.timings), result.message)
-        text = TextChoice(result.encoder, result.model_dir, result.section, result.refused)
-        report = self._run_locked(full=full, force=force, publish=publish, started=started, text=text)
-        shutil.rmtree(work_dir, ignore_errors=True)  # the version holds the encoder now; checkpoints are spent
+            return BuildReport("up-to-date", current, None, dict(self.timings),
+                               "; ".join(r.message for r in results.values()))
+        report = self._run_locked(full=full, force=force, publish=publish, started=started, choices=chosen)
+        shutil.rmtree(work_dir, ignore_errors=True)  # the version holds the encoders now; checkpoints are spent
         return report
 
-    def _published_text(self, current: str | None) -> TextChoice | None:
-        """The fine-tuned encoder the published text space was built with (None: the pretrained one)."""
+    def _finetune_clip(self, published: EncoderChoice | None, behaviour: Any, work_dir: Path) -> FinetuneResult | None:
+        """The CLIP fine-tune (``finetune_clip``), when its encoder loads and items have images; else None."""
+        from service.vectors.clip_encoder import load_clip_encoder
+
+        if not (self.settings.finetune_clip and self.settings.clip_enabled):
+            return None
+        try:
+            with self._stage("load:clip"):
+                served = self._encoder_for("clip", published)
+        except EncoderUnavailable as exc:
+            log.info("finetune: the CLIP encoder is not fine-tuned: %s", exc)
+            return None
+
+        def load(path: Path | None, name: str | None = None) -> Any:
+            if path is None:  # the pretrained weights (finetune_clip trains an fp32 copy of them)
+                return self.loaders["clip"](self.settings)
+            return load_clip_encoder(self.settings, path=path, name=name)
+
+        with self._stage("finetune:clip"):
+            return self.clip_finetuner(self.settings, self.session_factory, published=served,
+                                       embed=self._space_embedder("clip"), load_encoder=load, work_dir=work_dir,
+                                       image_store=self.image_store, progress=self.progress, behaviour=behaviour)
+
+    def _space_embedder(self, space: str) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of a space's items under an encoder: the embed stage, with its cache (the
+        build that follows reuses the fine-tuned encoder's vectors)."""
+        def embed(encoder: Any) -> tuple[np.ndarray, np.ndarray]:
+            with session_scope(self.session_factory) as session:
+                sv = self.embedder(space, self.reader(session), encoder, session=session,
+                                   cache_root=self.index_dir / "cache", full=False, progress=self.progress,
+                                   image_store=self.image_store)
+            return sv.ids, sv.vectors
+
+        return embed
+
+    def _published_choice(self, current: str | None, space: str) -> EncoderChoice | None:
+        """The fine-tuned encoder the published version's ``space`` was built with (None: the pretrained one)."""
         if current is None:
             return None
         folder = artifacts.version_dir(self.index_dir, current)
+        key = ENCODER_SECTIONS[space]
         try:
-            section = artifacts.read_manifest(folder).get("encoder")
+            section = artifacts.read_manifest(folder).get(key)
         except artifacts.ArtifactError:
             return None
         if not section:
             return None
         kept = {k: v for k, v in section.items() if k != "files"}
         kept.setdefault("inherited_from", current)
-        return TextChoice(None, folder / artifacts.ENCODER_DIR, kept)
+        return EncoderChoice(None, folder / key, kept)
 
     def _new_version(self) -> tuple[str, Path]:
         """A fresh version name and the private folder it is built in."""
@@ -730,21 +787,23 @@ class Pipeline:
         self._record(version, "building", building)
 
     def _train_and_finish(self, version: str, building: Path, manifest: dict[str, Any], *, force: bool,
-                          publish: bool, started: float, refused_by: str | None = None) -> BuildReport:
-        """Training stage, then write, move into place and publish (unless a gate refused:
-        the model's, or the fine-tuning's as ``refused_by``)."""
+                          publish: bool, started: float, refused_by: dict[str, str] | None = None) -> BuildReport:
+        """Training stage, then write, move into place and publish (unless a gate refused: the
+        model's, or a fine-tuning's: ``refused_by`` maps its manifest section to the reason)."""
         with self._stage("train"):
             text = manifest["spaces"].get("text")
             space = load_space(building / "text", "text", text) if text else None
             result = self.trainer(self.settings, self.session_factory, building, space=space,
                                   published=self._published_behaviour())
         manifest["behaviour"] = result.section
-        reasons = [r for r in (refused_by and f"fine-tuned encoder: {refused_by}", result.refused) if r]
+        refused_by = refused_by or {}
+        labels = {artifacts.ENCODER_DIR: "fine-tuned text encoder", artifacts.CLIP_ENCODER_DIR: "fine-tuned CLIP encoder"}
+        reasons = [f"{labels[key]}: {reason}" for key, reason in refused_by.items()]
+        reasons += [result.refused] if result.refused else []
         refused = "; ".join(reasons) if reasons and not force else None
         if reasons and force:
-            for section, reason in ((manifest.get("encoder"), refused_by), (result.section, result.refused)):
-                if reason and section is not None:
-                    section["gate"]["forced"] = True
+            for section in [manifest[key] for key in refused_by] + ([result.section] if result.refused else []):
+                section["gate"]["forced"] = True
             log.warning("quality gate overridden (--force): %s", "; ".join(reasons))
         manifest["timings"] = dict(self.timings)
         with self._step("finish"):
@@ -774,28 +833,39 @@ class Pipeline:
         except artifacts.ArtifactError:
             return None
 
-    def _inherited_text(self, current: str | None) -> TextChoice | None:
-        """The published version's fine-tuned encoder, when it was made from this ``text_model``
-        (a plain rebuild keeps it; a changed ``text_model`` starts again from the pretrained one)."""
-        text = self._published_text(current)
-        if text is None or text.section.get("base", {}).get("setting") != self.settings.text_model:
+    def _inherited(self, current: str | None, space: str) -> EncoderChoice | None:
+        """The published version's fine-tuned encoder of ``space``, when it was made from the
+        configured pretrained model (a plain rebuild keeps it; a changed setting starts again)."""
+        choice = self._published_choice(current, space)
+        if choice is None:
             return None
-        return text
+        base = {"model": self.settings.clip_model, "pretrained": self.settings.clip_pretrained} if space == "clip" \
+            else self.settings.text_model
+        if choice.section.get("base", {}).get("setting") != base or (space == "clip" and not self.settings.clip_enabled):
+            return None
+        return choice
 
-    def _text_encoder(self, text: TextChoice | None) -> Any:
-        if text is None:
-            return self.loaders["text"](self.settings)
-        if text.encoder is None:
-            from service.vectors.text_encoder import load_text_encoder
+    def _encoder_for(self, space: str, choice: EncoderChoice | None) -> Any:
+        """The encoder ``space`` is built with: ``choice``'s fine-tune (loaded once), else the pretrained one."""
+        if choice is None:
+            return self.loaders[space](self.settings)
+        if choice.encoder is None:
+            name = choice.section["name"]
+            if space == "text":
+                from service.vectors.text_encoder import load_text_encoder
 
-            text.encoder = load_text_encoder(self.settings, path=text.folder, name=text.section["name"])
-            if text.encoder.revision != text.section["revision"]:
-                raise BuildError(f"the fine-tuned encoder in {text.folder} has revision {text.encoder.revision}, "
-                                 f"its manifest says {text.section['revision']}")
-        return text.encoder
+                choice.encoder = load_text_encoder(self.settings, path=choice.folder, name=name)
+            else:
+                from service.vectors.clip_encoder import load_clip_encoder
+
+                choice.encoder = load_clip_encoder(self.settings, path=choice.folder / artifacts.CLIP_WEIGHTS, name=name)
+            if choice.encoder.revision != choice.section["revision"]:
+                raise BuildError(f"the fine-tuned encoder in {choice.folder} has revision {choice.encoder.revision}, "
+                                 f"its manifest says {choice.section['revision']}")
+        return choice.encoder
 
     def _build(self, version: str, building: Path, rows: list[ItemRow], prints: dict[str, str], *, full: bool,
-               text: TextChoice | None = None) -> dict[str, Any]:
+               choices: dict[str, EncoderChoice | None]) -> dict[str, Any]:
         manifest: dict[str, Any] = {
             "format": artifacts.FORMAT_VERSION,
             "version": version,
@@ -813,7 +883,7 @@ class Pipeline:
                 continue
             try:
                 with self._stage(f"load:{space}"):
-                    encoder = self._text_encoder(text) if space == "text" else self.loaders[space](self.settings)
+                    encoder = self._encoder_for(space, choices.get(space))
             except EncoderUnavailable as exc:
                 if space == "text":
                     raise BuildError(f"text encoder unavailable: {exc}") from exc
@@ -850,10 +920,12 @@ class Pipeline:
             }
         if "text" not in manifest["spaces"]:
             raise BuildError("nothing to index: the catalog has no live items")
-        if text is not None:  # the version carries the encoder its text space needs
-            with self._step("copy:encoder"):
-                _link_tree(text.folder, building / artifacts.ENCODER_DIR)
-                manifest["encoder"] = {**text.section, "files": artifacts.tree_entries(building / artifacts.ENCODER_DIR)}
+        for space, choice in choices.items():  # the version carries the encoders its spaces need
+            if choice is not None and space in manifest["spaces"]:
+                key = ENCODER_SECTIONS[space]
+                with self._step(f"copy:{key}"):
+                    _link_tree(choice.folder, building / key)
+                    manifest[key] = {**choice.section, "files": artifacts.tree_entries(building / key)}
         return manifest
 
     def _export_query_encoder(self, building: Path, manifest: dict[str, Any], encoder: Any, sv: SpaceVectors) -> None:
@@ -946,8 +1018,9 @@ def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     out = {"spaces": spaces, "skipped_spaces": manifest.get("skipped_spaces", {}), "timings": manifest.get("timings", {})}
     if "behaviour" in manifest:
         out["behaviour"] = behaviour_summary(manifest["behaviour"])
-    if "encoder" in manifest:
-        out["encoder"] = encoder_summary(manifest["encoder"])
+    for key in ENCODER_SECTIONS.values():
+        if key in manifest:
+            out[key] = encoder_summary(manifest[key])
     return out
 
 

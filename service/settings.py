@@ -135,7 +135,15 @@ class Settings:
     # Training memory grows with it and with text length: 64 pairs of ~130-token demo texts
     # peaked at 7.8 GB on CPU.
     finetune_batch_size: int = 32
+    # Peak learning rate of the text fine-tune (AdamW, linear warm-up and decay); 1e-4 overfit
+    # the tests' small catalog and lost a quarter of its cold-item recall.
     finetune_learning_rate: float = 3e-5
+    # Fine-tune the CLIP encoder too when the CLIP space is built (its weights load): on each
+    # item's (image, title), (image, query) from search clicks and (image, co-engaged title),
+    # gated on the CLIP space's own held-out metrics. Batch size and epochs as for text.
+    finetune_clip: bool = True
+    # CLIP's learning rate (AdamW, open_clip's recipe): lower than text's, the towers are larger.
+    finetune_clip_learning_rate: float = 1e-5
     # Two positive engagements of one user this close in time make an item -> item pair (days).
     finetune_window_days: float = 30.0
     # Training pairs at most (the heaviest first), and from one user at most.
@@ -410,8 +418,10 @@ def _validate(s: Settings) -> None:
                  "finetune_min_pairs", "finetune_min_new_events"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
-    if not (0 < s.finetune_learning_rate < 1 and 0 < s.finetune_window_days < 36_500):
-        raise SettingsError("settings finetune_learning_rate must be in (0, 1) and finetune_window_days in (0, 36500)")
+    if not (0 < s.finetune_learning_rate < 1 and 0 < s.finetune_clip_learning_rate < 1
+            and 0 < s.finetune_window_days < 36_500):
+        raise SettingsError("settings finetune_learning_rate and finetune_clip_learning_rate must be in (0, 1) "
+                            "and finetune_window_days in (0, 36500)")
     if not 0.0 <= s.finetune_gate_tolerance < 1.0:
         raise SettingsError("setting finetune_gate_tolerance: must be in [0, 1)")
     if s.ray_workers < 0:

@@ -41,11 +41,13 @@ VECTORS_FILE = "vectors.npy"
 SPACE_FILES = (INDEX_FILE, IDS_FILE, VECTORS_FILE)
 SPACES = ("text", "clip")
 # Manifest sections besides the spaces whose "files" live in a folder of the same name: the
-# collaborative model, the fine-tuned text encoder (a sentence-transformers folder), and the
-# text space's query encoder exported for ONNX Runtime.
+# collaborative model, the fine-tuned text encoder (a sentence-transformers folder), the text
+# space's query encoder exported for ONNX Runtime, and the fine-tuned CLIP weights.
 ENCODER_DIR = "encoder"
 QUERY_ENCODER_DIR = "query_encoder"
-FILE_SECTIONS = ("behaviour", ENCODER_DIR, QUERY_ENCODER_DIR)
+CLIP_ENCODER_DIR = "clip_encoder"
+CLIP_WEIGHTS = "weights.pt"  # the fine-tuned CLIP state dict inside CLIP_ENCODER_DIR
+FILE_SECTIONS = ("behaviour", ENCODER_DIR, QUERY_ENCODER_DIR, CLIP_ENCODER_DIR)
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 
 

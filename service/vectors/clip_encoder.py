@@ -337,8 +337,12 @@ class _ImageRejected(ValueError):
     """An image was refused by a policy check (size), as opposed to failing to decode."""
 
 
-def load_clip_encoder(settings: "Settings") -> ClipEncoder:
+def load_clip_encoder(settings: "Settings", *, path: str | Path | None = None, name: str | None = None) -> ClipEncoder:
     """Load the CLIP model from ``clip_model`` and ``clip_pretrained``.
+
+    ``path``: a fine-tune of that model (a state dict file) to load instead of the weights
+    ``clip_pretrained`` names; the tag's preprocessing (mean, std, quick GELU) still applies, as
+    the fine-tune was trained with it. ``name``: the encoder's name (default ``model/label``).
 
     ``clip_model`` is an open_clip model name (``ViT-B-32``) or a path to a JSON model config
     (``{"embed_dim", "vision_cfg", "text_cfg"}``), registered with ``open_clip.add_model_config``
@@ -380,18 +384,22 @@ def load_clip_encoder(settings: "Settings") -> ClipEncoder:
     create_kwargs: dict[str, Any] = {}
     checkpoint: str | None = None
     label = pretrained
+    if path is not None and not Path(path).is_file():
+        raise EncoderUnavailable(f"CLIP weights {path} do not exist")
     if pretrained == RANDOM_INIT_FOR_TESTS:
-        log.warning(
-            "CLIP %s uses RANDOM weights (clip_pretrained=%s): its vectors are meaningless; "
-            "tests and benchmarks only",
-            model_name,
-            RANDOM_INIT_FOR_TESTS,
-        )
+        if path is None:
+            log.warning(
+                "CLIP %s uses RANDOM weights (clip_pretrained=%s): its vectors are meaningless; "
+                "tests and benchmarks only",
+                model_name,
+                RANDOM_INIT_FOR_TESTS,
+            )
     elif pretrained and Path(pretrained).expanduser().is_file():
         checkpoint = str(Path(pretrained).expanduser())
         label = Path(checkpoint).name
     elif pretrained and open_clip.get_pretrained_cfg(model_name, pretrained):
-        checkpoint = _resolve_tag(model_name, pretrained)
+        # A fine-tune (path) needs the tag's settings below, not its weights.
+        checkpoint = _resolve_tag(model_name, pretrained) if path is None else None
         # We hand open_clip a file path, so pass on what the tag would have set itself.
         tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
         for key, kwarg in (
@@ -412,6 +420,8 @@ def load_clip_encoder(settings: "Settings") -> ClipEncoder:
             "to a local checkpoint path, or RECSYS_CLIP_ENABLED=false to silence this"
         )
 
+    if path is not None:
+        checkpoint, label = str(path), Path(path).name
     if checkpoint is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_RANDOM_INIT_SEED)
@@ -448,7 +458,7 @@ def load_clip_encoder(settings: "Settings") -> ClipEncoder:
     if _is_cuda(device):
         model.half()
     tokenizer = open_clip.get_tokenizer(model_name)
-    name = f"{model_name}/{label}"
+    name = name or f"{model_name}/{label}"
     log.info("CLIP encoder %s (revision %s) on %s", name, revision, device)
     return ClipEncoder(
         model,

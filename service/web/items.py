@@ -85,7 +85,7 @@ def embed_fresh(rt: Runtime, item: Item) -> tuple[dict[str, bool], dict[str, str
         if data is not None:
             # Bytes, not the blob's path: an encoder error message then names no server file.
             with rt.metrics.stage("encode"):
-                vectors, _ok, bad = rt.clip_encoder().encode_images([data])
+                vectors, _ok, bad = rt.clip_encoder(version).encode_images([data])
             if bad:
                 errors["clip"] = bad[0]
             else:

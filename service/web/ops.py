@@ -104,8 +104,9 @@ def status_payload() -> dict:
             out["model"]["served"] = model is not None
             out["model"]["ranker_served"] = ranker is not None
         out["query_encoder"] = query_encoder_status(rt, version)
-        if manifest.get("encoder"):
-            out["encoder"] = {k: v for k, v in manifest["encoder"].items() if k != "files"}
+        for key in ("encoder", "clip_encoder"):  # the fine-tuned text and CLIP encoders
+            if manifest.get(key):
+                out[key] = {k: v for k, v in manifest[key].items() if k != "files"}
         if rt.clip_error:
             out["clip_error"] = rt.clip_error
     # Recent request latency per route, from this worker's ring buffer (each gunicorn worker has its own).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -36,8 +37,8 @@ log = logging.getLogger("recsys.service")
 # Encoders are shared by every app in the process (tests build many apps; workers build one).
 _ENCODERS: dict[tuple, Any] = {}
 _ENCODER_LOCK = threading.Lock()
-# Fine-tuned text encoders kept loaded (the served version's and the one before: a swap back
-# after a rollback does not reload). Each is a full model (~90 MB for MiniLM).
+# Fine-tuned encoders kept loaded per kind (the served version's and the one before: a swap back
+# after a rollback does not reload). Each is a full model (~90 MB for MiniLM, ~600 MB for ViT-B-32).
 _FINETUNED_KEPT = 2
 
 
@@ -62,29 +63,34 @@ def _shared_encoder(kind: str, settings: Settings):
         return _ENCODERS[key]
 
 
-def _finetuned_encoder(settings: Settings, folder: str, section: Mapping[str, Any]):
-    """The fine-tuned text encoder in a version's folder, loaded once per process.
+def _finetuned_encoder(settings: Settings, folder: str, section: Mapping[str, Any], kind: str = "text"):
+    """The fine-tuned encoder (``kind`` text or clip) in a version's folder, loaded once per process.
 
     Raises:
         EncoderUnavailable: it cannot be loaded, or its weights are not the ones the manifest names.
     """
+    from service.vectors.clip_encoder import load_clip_encoder
     from service.vectors.encoders import EncoderUnavailable
     from service.vectors.text_encoder import load_text_encoder
 
-    key = ("text-finetuned", folder, section.get("revision"))
+    key = (f"{kind}-finetuned", folder, section.get("revision"))
     with _ENCODER_LOCK:
         if key in _ENCODERS:
             return _ENCODERS[key]
     # Loaded outside the lock: requests of the served version must not wait seconds for a new
     # version's encoder (two threads may both load it once; the first one kept wins).
     _limit_torch_threads(settings)
-    encoder = load_text_encoder(settings, path=folder, name=str(section.get("name") or folder))
+    name = str(section.get("name") or folder)
+    if kind == "text":
+        encoder = load_text_encoder(settings, path=folder, name=name)
+    else:
+        encoder = load_clip_encoder(settings, path=Path(folder) / artifacts.CLIP_WEIGHTS, name=name)
     if encoder.revision != section.get("revision"):
         raise EncoderUnavailable(f"the encoder in {folder} has revision {encoder.revision}, "
                                  f"the manifest says {section.get('revision')}")
     with _ENCODER_LOCK:
         if key not in _ENCODERS:
-            loaded = [k for k in _ENCODERS if k[0] == "text-finetuned"]
+            loaded = [k for k in _ENCODERS if k[0] == key[0]]
             for old in loaded[: max(0, len(loaded) - _FINETUNED_KEPT + 1)]:
                 del _ENCODERS[old]
             _ENCODERS[key] = encoder
@@ -147,14 +153,24 @@ class Runtime:
         folder = artifacts.version_dir(self.settings.index_path, str(manifest.get("version"))) / artifacts.ENCODER_DIR
         return _finetuned_encoder(self.settings, str(folder), section)
 
-    def clip_encoder(self):
-        """The CLIP encoder, or APIError 503 when it cannot be loaded here."""
+    def clip_encoder(self, version: LoadedVersion | None = None):
+        """The CLIP encoder ``version``'s clip space was built with (default: the served version's):
+        its fine-tuned weights when it carries them, else ``clip_model`` + ``clip_pretrained``;
+        APIError 503 when it cannot be loaded here."""
         from service.vectors.encoders import EncoderUnavailable
 
+        version = version or self.store.current
         try:
-            return _shared_encoder("clip", self.settings)
+            return self._clip_encoder_of(version.manifest if version is not None else None)
         except EncoderUnavailable as exc:
             raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
+
+    def _clip_encoder_of(self, manifest: Mapping[str, Any] | None):
+        section = (manifest or {}).get(artifacts.CLIP_ENCODER_DIR)
+        if not section:
+            return _shared_encoder("clip", self.settings)
+        folder = artifacts.version_dir(self.settings.index_path, str(manifest.get("version"))) / artifacts.CLIP_ENCODER_DIR
+        return _finetuned_encoder(self.settings, str(folder), section, kind="clip")
 
     def onnx_query_encoder(self, version: LoadedVersion | None = None):
         """The text query encoder ``version`` (default: the served one) carries for ONNX Runtime, when
@@ -207,7 +223,7 @@ class Runtime:
                                         f"{self.query_encoder_error or 'no export for query_backend'}")
             encode = encoder.encode_query
         elif space_name == "clip":
-            encoder = self.clip_encoder()
+            encoder = self.clip_encoder(version)
             encode = encoder.encode_text
         else:
             raise ValueError(f"no query encoder for space {space_name!r}")
@@ -219,6 +235,11 @@ class Runtime:
         text = manifest["spaces"].get("text")
         if text is None:
             return "no text space"
+        if manifest.get(artifacts.CLIP_ENCODER_DIR) and self.settings.clip_enabled:
+            try:  # a CLIP space whose own weights fail to load is refused, as a text one is
+                self._clip_encoder_of(manifest)
+            except EncoderUnavailable as exc:
+                return f"its fine-tuned CLIP encoder cannot be loaded: {exc}"
         onnx = self._onnx_of(manifest)
         if onnx is not None and onnx.dim == int(text["dim"]):
             # Queries go through the version's own export, checked at build time against the
@@ -245,7 +266,7 @@ class Runtime:
             from service.vectors.encoders import EncoderUnavailable
 
             try:
-                clip = _shared_encoder("clip", self.settings)
+                clip = self._clip_encoder_of(version.manifest)
                 if clip.revision != version.spaces["clip"].encoder["revision"]:
                     self.clip_error = "the CLIP space was built with other weights than this service loads"
             except EncoderUnavailable as exc:

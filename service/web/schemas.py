@@ -324,6 +324,9 @@ class StatusOut(Schema):
         "description": "the fine-tuned text encoder the version's text space was built with (absent: the "
                        "pretrained text_model): name, revision, base model, held-out metrics against the encoder "
                        "it replaced, gate, training watermark and cost"})
+    clip_encoder = fields.Dict(allow_none=True, metadata={
+        "description": "the fine-tuned CLIP encoder the version's clip space was built with (absent: clip_model "
+                       "with clip_pretrained): as encoder"})
     query_encoder = fields.Dict(allow_none=True, metadata={
         "description": "how text queries become vectors here: configured and serving backend (torch, onnx, "
                        "onnx-int8), the backend the version exported, its measured agreement with torch (cosines, "

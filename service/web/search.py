@@ -193,7 +193,7 @@ def image_search(rt: Runtime, started: float) -> dict[str, Any]:
     space = rt.served_space(version, "clip")
     rt.deltas.sync(db_session())
     with rt.metrics.stage("encode"):
-        vectors, _ok, errors = rt.clip_encoder().encode_images([data])
+        vectors, _ok, errors = rt.clip_encoder(version).encode_images([data])
     if errors:
         raise invalid("image", f"cannot be read: {errors[0]}")
     page = vector_search_page(rt, space, vectors[0], k=k, offset=offset, filters=filters)

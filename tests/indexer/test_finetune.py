@@ -251,7 +251,7 @@ def test_a_fine_tune_that_makes_held_out_metrics_worse_is_not_published(sqlite_o
     finetuner = functools.partial(finetune_text, fit=damaging_fit)
     report = Pipeline(titled_catalog, session_factory, finetuner=finetuner).finetune()
     assert report.status == "refused", (report.message, report.manifest["encoder"]["gate"])
-    assert "fine-tuned encoder" in report.message
+    assert "fine-tuned text encoder" in report.message
     assert artifacts.current_version(titled_catalog.index_path) == first.version
     gate_record = report.manifest["encoder"]["gate"]
     assert gate_record["refused"] and any(row["refuses"] for row in gate_record["comparison"].values())

@@ -267,3 +267,28 @@ def test_killed_build_leaves_the_published_version_serving(env, sig):
         with session_scope(factory) as s:
             assert "failed" in set(s.scalars(select(IndexVersion.status)))
     assert artifacts.stale_builds(settings.index_path) == []
+
+
+def test_verify_accepts_many_identical_vectors_and_still_catches_an_index_of_other_vectors(tmp_path):
+    """One placeholder picture on many items gives identical vectors: which copies fill a top 10
+    is arbitrary, and the build must not fail for it; an index of other vectors still fails."""
+    import faiss
+
+    from indexer.pipeline import SpaceVectors, verify_space
+    from service.vectors.vector_index import write_index
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors[:30] = vectors[0]  # 30 items share one picture
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sv = SpaceVectors("clip", {"name": "x", "revision": "r", "dim": 8}, np.arange(40, dtype=np.int64), vectors)
+    for stored, ok in ((vectors, True), (rng.normal(size=(40, 8)).astype(np.float32), False)):
+        index = faiss.IndexFlatIP(8)
+        index.add(np.ascontiguousarray(stored))
+        write_index(index, tmp_path / artifacts.INDEX_FILE)
+        np.save(tmp_path / artifacts.IDS_FILE, sv.ids)
+        if ok:
+            verify_space(tmp_path, sv)
+        else:
+            with pytest.raises(BuildError, match="finds only"):
+                verify_space(tmp_path, sv)

@@ -127,7 +127,7 @@ def test_finetune_cli_skips_without_behaviour_and_exits_4_when_its_gate_refuses(
     monkeypatch.setattr(finetune_stage, "gate", lambda new, old, tol: ("content_ndcg_at_10 0.1 < published 0.5", {}))
     res = run("finetune")
     assert res.exit_code == EXIT_GATE, res.output
-    assert "fine-tuned encoder" in res.output and "REFUSED" in res.output
+    assert "fine-tuned text encoder" in res.output and "REFUSED" in res.output
     status = json.loads(run("status", "--json").output)
     assert "encoder" not in status  # the published version still has the pretrained encoder
-    assert status["last_build"]["status"] == "ready" and "fine-tuned encoder" in status["last_build"]["message"]
+    assert status["last_build"]["status"] == "ready" and "fine-tuned text encoder" in status["last_build"]["message"]

@@ -359,6 +359,9 @@ def test_status_page(browser, server):
         # Which encoder turns queries into vectors here, and how its export was checked.
         assert pg.locator("#query-encoder b[data-serving=onnx]").count() == 1
         assert "min cosine 1.000000" in pg.inner_text("#query-encoder")
+        # The clip space is served, so its encoder panel shows: the pretrained weights, not fine-tuned.
+        assert pg.locator("#clip-encoder").is_visible()
+        assert "Pretrained recsys-tiny-clip" in pg.inner_text("#clip-encoder-summary")
     # Auto-refresh: the page asks again within about 5 s.
     with pg.expect_response(lambda r: r.url.endswith("/status"), timeout=8000):
         pass

@@ -88,7 +88,10 @@
     }
 
     renderModel(st.model);
-    renderEncoder(st.encoder, st.spaces && st.spaces.text);
+    renderEncoder("encoder", st.encoder, st.spaces && st.spaces.text);
+    // The CLIP panel shows only where a clip space is served.
+    $("clip-encoder").hidden = !(st.spaces && st.spaces.clip);
+    renderEncoder("clip-encoder", st.clip_encoder, st.spaces && st.spaces.clip);
     renderQueryEncoder(st.query_encoder);
 
     const lat = st.latency || {};
@@ -139,10 +142,11 @@
       h("td", { class: "num" }, fmt(m.recall)), h("td", { class: "num" }, fmt(m.coverage)))));
   }
 
-  function renderEncoder(encoder, text) {
-    const body = $("encoder-metrics").tBodies[0];
+  // One encoder panel: `id` is its element prefix ("encoder" for text, "clip-encoder"), `space` its space's row.
+  function renderEncoder(id, encoder, space) {
+    const body = $(`${id}-metrics`).tBodies[0];
     if (!encoder) {
-      $("encoder-summary").textContent = `Pretrained ${text ? text.encoder : "encoder"}, as shipped (run recsys-indexer finetune to adapt it to this catalog).`;
+      $(`${id}-summary`).textContent = `Pretrained ${space ? space.encoder : "encoder"}, as shipped (run recsys-indexer finetune to adapt it to this catalog).`;
       body.replaceChildren();
       return;
     }
@@ -150,7 +154,7 @@
     const verdict = gate.forced ? "gate overridden (--force)" : gate.refused ? `refused by the gate: ${gate.refused}` : "passed the quality gate";
     const fit = encoder.fit || {};
     const mark = encoder.watermark || {};
-    $("encoder-summary").replaceChildren(
+    $(`${id}-summary`).replaceChildren(
       h("b", null, encoder.name), ` @${encoder.revision} · from ${(encoder.base || {}).name} · `,
       `${fmtInt(fit.train_pairs)} training pairs, ${fit.epochs_run ?? "?"} epochs in ${Math.round(fit.seconds || 0)} s (${fit.device || "?"}, ${fit.precision || "?"}) · `,
       `behaviour up to event #${fmtInt(mark.max_event_id)} · ${verdict}`,
