@@ -7,7 +7,8 @@ gate it against the published one, and write it into the version being built.
 2. Each family of :mod:`service.recommend.collab` allowed by the settings and the memory budget
    is fitted per hyper-parameter setting, and per way of making its input (the service's
    weights and decay, or binary positives: :func:`input_variants`), on the validation world and
-   scored directly (the user's seeds in, the same exclusions); the best wins.
+   scored directly (the user's seeds in, the same exclusions), once per online seed weighting
+   (``collab.SEED_DECAYS``: recency of the seeds, no refit); the best wins.
 3. The blend of the model with the other sources (content profile, co-engagement, trending) is
    fitted on validation through the pieces of the endpoint's own ``recommend``: fixed weights
    from a grid, and a LambdaRank ranker over the candidates' features
@@ -119,10 +120,13 @@ def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.Co
             for params in (dict(p, **inputs) for p in collab.param_grid(family, data, budget)):
                 started = time.perf_counter()
                 model = fit(family, data, **params)
-                row = {"family": family, "params": params, **_direct_scores(model, asked),
-                       "fit_seconds": round(time.perf_counter() - started, 3), "bytes": int(model.nbytes)}
-                log.info("train: %s %s NDCG@%d %.4f", family, params, K, row["ndcg"])
-                table.append(row)
+                fit_seconds = round(time.perf_counter() - started, 3)
+                for decay in collab.SEED_DECAYS:  # how seeds are weighed online: the same fit
+                    model.params["seed_decay"] = decay
+                    row = {"family": family, "params": dict(params, seed_decay=decay), **_direct_scores(model, asked),
+                           "fit_seconds": fit_seconds, "bytes": int(model.nbytes)}
+                    log.info("train: %s %s NDCG@%d %.4f", family, row["params"], K, row["ndcg"])
+                    table.append(row)
     if not table:
         raise ValueError(f"no model family of {list(settings.train_families)} fits the memory budget "
                          f"({settings.train_memory_budget_mb:g} MB)")

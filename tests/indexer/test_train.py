@@ -72,6 +72,12 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     assert tried == set(collab.FAMILIES)  # every family fits this budget
     best = max(section["validation"]["candidates"], key=lambda r: r["ndcg"])
     assert (best["family"], best["params"]) == (section["family"], section["params"])
+    # Every fit is scored once per online seed weighting (no refit): same fit, each decay.
+    decays: dict[tuple, list[float]] = {}
+    for row in section["validation"]["candidates"]:
+        fitted = {k: v for k, v in row["params"].items() if k != "seed_decay"}
+        decays.setdefault((row["family"], tuple(sorted(fitted.items()))), []).append(row["params"]["seed_decay"])
+    assert all(d == list(collab.SEED_DECAYS) for d in decays.values())
     assert section["blend"].get("model") == 1.0  # the model helps here: validation blends it in
     # Within-taste held-out items are findable: far above the ~3/60 chance level.
     assert section["metrics"]["model"]["ndcg"] > 0.2
@@ -82,6 +88,7 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
         assert artifacts.file_entry(folder / name) == meta
     model = collab.load_model(folder, section["family"], section["params"])
     assert len(model.item_ids) == TASTES * PER_TASTE
+    assert model.params["seed_decay"] == section["params"]["seed_decay"] in collab.SEED_DECAYS
 
 
 def test_too_few_interactions_skip_training(taste_world, session_factory, tmp_path):

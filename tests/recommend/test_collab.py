@@ -1,4 +1,4 @@
-"""Collaborative models (EASE, item-kNN, PureSVD): known answers, the memory budget, the mmap round trip."""
+"""Collaborative models (EASE, item-kNN, RP3beta, PureSVD): known answers, the memory budget, the mmap round trip."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from service.recommend.collab import (FAMILIES, MODEL_DIR, Interactions, ease_it
 
 DAY = 86_400.0
 # Small enough that every family knows the answer, big enough that each has something to weigh.
-PARAMS = {"ease": {"l2": 1.0}, "item_knn": {"neighbours": 5, "user_damping": 0.5}, "factor": {"factors": 2}}
+PARAMS = {"ease": {"l2": 1.0}, "item_knn": {"neighbours": 5, "user_damping": 0.5},
+          "rp3beta": {"alpha": 0.5, "beta": 0.3, "neighbours": 5}, "factor": {"factors": 2}}
 BLOCK_A, BLOCK_B = [100, 101, 102, 103, 104], [105, 106, 107, 108, 109]
 
 
@@ -79,6 +80,13 @@ def test_seed_row_is_log1p_of_positive_weights():
     assert seed_row({1: 2.0, 2: -1.0, 3: 0.0, 4: 1e-3}) == pytest.approx({1: np.log1p(2.0), 4: np.log1p(1e-3)})
 
 
+def test_seed_row_decay_weighs_positive_seeds_by_their_order_newest_first():
+    # The k-th *positive* seed in the mapping's order weighs decay ** k (the disliked one has no rank).
+    assert seed_row({7: 3.0, 2: -1.0, 5: 1.0, 1: 9.0}, binary=True, decay=0.5) == pytest.approx({7: 1.0, 5: 0.5, 1: 0.25})
+    assert seed_row({7: 3.0, 5: 1.0}, decay=0.5) == pytest.approx({7: np.log1p(3.0), 5: 0.5 * np.log1p(1.0)})
+    assert seed_row({7: 3.0, 5: 1.0}, binary=True, decay=1.0) == {7: 1.0, 5: 1.0}
+
+
 # --- known answers ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_checkerboard_completes_the_missing_item_first(family):
@@ -125,6 +133,49 @@ def test_ease_keeps_the_most_active_items_and_aligns_other_columns():
     assert model.recommend({outside: 1.0}, n=5) == {}
 
 
+def test_rp3beta_matches_the_dense_definition():
+    data = random_data()
+    x = data.matrix.toarray().astype(np.float64)
+    p_ui = x / np.maximum(x.sum(axis=1, keepdims=True), 1e-300)
+    p_iu = x.T / np.maximum(x.T.sum(axis=1, keepdims=True), 1e-300)
+    popularity = (x > 0).sum(axis=0).astype(np.float64)
+    for alpha, beta in ((0.5, 0.6), (1.0, 0.0)):
+        w = (p_iu ** alpha) @ (p_ui ** alpha) * np.where(popularity > 0, popularity, 1.0) ** -beta
+        np.fill_diagonal(w, 0.0)
+        model = fit("rp3beta", data, alpha=alpha, beta=beta, neighbours=len(data.item_ids))
+        assert model.family == "rp3beta" and model.params["alpha"] == alpha and model.params["beta"] == beta
+        np.testing.assert_allclose(model.sim.toarray(), w, rtol=1e-4, atol=1e-7)
+        k = 6  # the largest k per row are kept, the rest dropped
+        top = fit("rp3beta", data, alpha=alpha, beta=beta, neighbours=k).sim.toarray()
+        assert ((top > 0).sum(axis=1) <= k).all()
+        for r in np.flatnonzero((w > 0).sum(axis=1) > k)[:10]:
+            kept = top[r] > 0
+            assert kept.sum() == k and w[r][kept].min() >= w[r][~kept].max() - 1e-7
+
+
+def test_rp3beta_popularity_penalty_demotes_the_popular_item():
+    # Of item 0's 4 users, 1 also likes item 1 and 3 like item 2, which 6 others like too. Without
+    # the penalty item 2 (more paths: 3/8 against 1/8) ranks first; with beta 1 (9 users against 1)
+    # item 1 does.
+    pairs = [(u, 0) for u in range(4)] + [(0, 1), (1, 2), (2, 2), (3, 2)] + [(u, 2) for u in range(4, 10)]
+    users, items = zip(*pairs)
+    data = interaction_matrix(users, items, np.ones(len(pairs)), np.zeros(len(pairs)), half_life_days=0)
+    plain = fit("rp3beta", data, alpha=1.0, beta=0.0, neighbours=5).recommend({0: 1.0}, n=2)
+    penalised = fit("rp3beta", data, alpha=1.0, beta=1.0, neighbours=5).recommend({0: 1.0}, n=2)
+    assert list(plain) == [2, 1] and list(penalised) == [1, 2]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_seed_decay_ranks_the_newest_seeds_neighbours_first(family):
+    # Two blocks, one seed in each: without decay the tie is broken by the item id; with it the
+    # newest seed's block comes first, whichever block that is. The fit keeps the param.
+    model = fit(family, checkerboard(), **PARAMS[family], seed_decay=0.5)
+    assert model.params["seed_decay"] == 0.5
+    for newest, older, block in ((103, 108, BLOCK_A), (108, 103, BLOCK_B)):
+        recs = model.recommend({newest: 1.0, older: 1.0}, n=2, exclude=[newest, older])
+        assert set(recs) <= set(block), (newest, recs)
+
+
 def test_item_knn_is_the_same_whatever_the_block_size():
     data = random_data()
     one = fit("item_knn", data, neighbours=7, user_damping=0.5, block=len(data.item_ids))
@@ -133,6 +184,9 @@ def test_item_knn_is_the_same_whatever_the_block_size():
     per_item = np.diff(one.arrays["indptr"])
     assert per_item.max() <= 7 and one.sim.diagonal().max() == 0  # an item is not its own neighbour
     assert one.arrays["indices"].dtype == np.int32 and one.sim.has_sorted_indices
+    one = fit("rp3beta", data, alpha=0.5, beta=0.6, neighbours=7, block=len(data.item_ids))
+    tiny = fit("rp3beta", data, alpha=0.5, beta=0.6, neighbours=7, block=3)
+    assert (one.sim != tiny.sim).nnz == 0 and np.diff(one.arrays["indptr"]).max() <= 7
 
 
 def test_factor_fits_are_reproducible():
@@ -163,7 +217,7 @@ def test_recommend_needs_a_known_positive_seed_and_honours_n_and_exclude(family)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_mmap_load_give_the_same_recommendations(family, tmp_path):
     data = random_data()
-    model = fit(family, data, **param_grid(family, data, 10 ** 8)[0])
+    model = fit(family, data, **param_grid(family, data, 10 ** 8)[0], seed_decay=0.8)
     folder = tmp_path / "v1" / MODEL_DIR
     names = model.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == sorted(names)
@@ -172,7 +226,7 @@ def test_save_and_mmap_load_give_the_same_recommendations(family, tmp_path):
     for name, arr in loaded.arrays.items():
         assert mapped(arr), name
         np.testing.assert_array_equal(arr, model.arrays[name])
-    if family == "item_knn":  # the CSR wraps the mapped arrays, no copies
+    if family in ("item_knn", "rp3beta"):  # the CSR wraps the mapped arrays, no copies
         assert mapped(loaded.sim.data) and mapped(loaded.sim.indices) and mapped(loaded.sim.indptr)
     rng = np.random.default_rng(1)
     for _ in range(5):
@@ -226,6 +280,13 @@ def test_param_grids_stay_within_the_budget():
     assert param_grid("item_knn", data, collab._knn_bytes(n, 50, 0)) == []
     small = param_grid("item_knn", data, collab._knn_bytes(n, n - 1, 10))
     assert fit("item_knn", data, **small[0]).params["block"] == small[0]["block"] < n
+    # RP3beta: the same product as item-kNN's, so the same budget; every alpha x beta.
+    k = min(collab.RP3_NEIGHBOURS, n - 1)
+    for budget in (collab._knn_bytes(n, k, 1), 2 * 10 ** 6, 10 ** 8):
+        grid = param_grid("rp3beta", data, budget)
+        assert len(grid) == len(collab.RP3_ALPHAS) * len(collab.RP3_BETAS)
+        assert all(1 <= g["block"] <= n and estimate_bytes("rp3beta", data, g) <= budget for g in grid)
+    assert param_grid("rp3beta", data, collab._knn_bytes(n, k, 0)) == []
     # Factors: capped by the data (half of its 121 items) and by the budget.
     assert n == 121 and [g["factors"] for g in param_grid("factor", data, 10 ** 9)] == [32, 60]
     assert param_grid("factor", data, 1000) == []
