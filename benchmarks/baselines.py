@@ -12,6 +12,17 @@ Baselines (CPU, on the binary user x item CSR matrix of positives, ratings >= 4)
   zero diagonal; dense numpy (1,682 items).
 * ``rp3beta``: RP3beta (Paudel et al., 2017): item -> user -> item transition probabilities
   raised to ``alpha``, divided by the target item's popularity^``beta``, top ``K`` per item.
+* ``item_cosine_recency``, ``ease_recency``, ``rp3beta_recency``, ``als_recency``: the same models
+  and grids, each user scored from their history row weighted by recency, as the service weighs
+  its seeds (``seed_decay``; :func:`recency_rows`): the k-th most recent fitting positive
+  (newest first by time, then by position in the ratings file, k = 0 for the newest) counts
+  ``seed_decay ** k``, ``seed_decay`` from ``SEED_DECAYS`` (the service's grid) tried for every
+  grid point on the same fit and chosen on validation jointly with the model's own
+  hyperparameters, as the training stage chooses the service's. The item-based models multiply
+  the weighted row into their item x item matrix; ALS recomputes the user's factors from the
+  weighted row against the fitted item factors (implicit's ``recalculate_user``, for every decay,
+  1.0 included). BPR is not given the knob: its user vectors are fitted and implicit offers no
+  recalculation for it.
 
 Protocol (see ``benchmarks.movielens.SPLIT_DESCRIPTION``): every grid point fits on train and is
 scored on validation; the best by NDCG@k (first in grid order on ties) is refitted on
@@ -71,8 +82,9 @@ Recs = dict[int, list[int]]
 
 
 # --------------------------------------------------------------------------------------------------
-# Models. ``fit(matrix, params) -> model``; ``score(model, matrix, users) -> scores`` (dense
-# float64, one row per user, one column per item) with ``matrix`` the fitting matrix. Ranking and
+# Models. ``fit(matrix, params) -> model``; ``score(model, rows, users) -> scores`` (dense
+# float64, one row per user, one column per item) with ``rows`` the users' input rows: the
+# (binary) fitting matrix, or its recency-weighted copy (:func:`recency_rows`). Ranking and
 # exclusion are shared (:func:`rank_top_k`): every baseline leaves out the same per-user set,
 # ``MovieLensData.excluded(phase)`` (every item rated in the fitting period), the set the
 # service's evaluator leaves out.
@@ -105,6 +117,7 @@ def fit_als(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
     alpha = float(p.pop("alpha", 1.0))
     model = AlternatingLeastSquares(**p, alpha=1.0, random_state=SEED, num_threads=0)
     model.fit((matrix * alpha).tocsr(), show_progress=False)
+    model.bench_alpha = alpha  # the confidence scaling, for rows recalculated later
     return model
 
 
@@ -126,6 +139,16 @@ def score_factors(model: Any, matrix: sp.csr_matrix, users: Sequence[int]) -> np
     return u @ np.asarray(model.item_factors, dtype=np.float64).T
 
 
+def score_als_recalculated(model: Any, rows: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+    """ALS with the user's factors recomputed from ``rows`` (e.g. recency-weighted), scaled by the
+    fit's ``alpha`` as the fitting matrix was, against the fitted item factors: implicit's
+    ``recommend(..., recalculate_user=True)``."""
+    users = np.asarray(users, dtype=np.int64)
+    x = (rows[users].astype(np.float32) * float(getattr(model, "bench_alpha", 1.0))).tocsr()
+    u = np.asarray(model.recalculate_user(users, x), dtype=np.float64)
+    return u @ np.asarray(model.item_factors, dtype=np.float64).T
+
+
 def fit_item_cosine(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
     from implicit.nearest_neighbours import CosineRecommender
 
@@ -134,10 +157,10 @@ def fit_item_cosine(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> Any:
     return model
 
 
-def score_item_cosine(model: Any, matrix: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+def score_item_cosine(model: Any, rows: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
     """What implicit's item-item scorer computes: the user's row times the K-NN similarity."""
-    rows = matrix[np.asarray(users, dtype=np.int64)].astype(np.float64)
-    return np.asarray((rows @ model.similarity.astype(np.float64)).todense())
+    x = rows[np.asarray(users, dtype=np.int64)].astype(np.float64)
+    return np.asarray((x @ model.similarity.astype(np.float64)).todense())
 
 
 def fit_ease(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> np.ndarray:
@@ -151,9 +174,60 @@ def fit_ease(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> np.ndarray:
     return b
 
 
-def score_item_matrix(w: np.ndarray, matrix: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
-    """``X_u W`` for an item x item weight matrix (EASE's B, RP3beta's W)."""
-    return np.asarray(_binary(matrix)[np.asarray(users, dtype=np.int64)] @ w)
+def score_item_matrix(w: np.ndarray, rows: sp.csr_matrix, users: Sequence[int]) -> np.ndarray:
+    """``X_u W`` for an item x item weight matrix (EASE's B, RP3beta's W); ``X_u`` the user's
+    input row (binary, or recency-weighted)."""
+    return np.asarray(rows[np.asarray(users, dtype=np.int64)].astype(np.float64) @ w)
+
+
+# --------------------------------------------------------------------------------------------------
+# Recency-weighted input rows: the service's ``seed_decay`` (service.recommend.collab.seed_row)
+
+# The service's grid (``service.recommend.collab.SEED_DECAYS``), tried in this order.
+SEED_DECAYS = (1.0, 0.9, 0.8)
+
+
+def recency_ranks(data: MovieLensData, phase: str) -> sp.csr_matrix:
+    """``data.fit_matrix(phase)`` with each entry replaced by its recency rank among the user's
+    fitting positives: 0 for the newest, ordered newest first by timestamp, then by position in
+    the ratings file (later line first): the order of the service's evaluator
+    (``Evaluator.history``: its rows sorted by (time, log row) descending, the log in file order),
+    which is the order ``seed_row`` counts positive seeds in."""
+    key = ("recency_ranks", phase)
+    if key in data._cache:
+        return data._cache[key]
+    fit = data.fit_matrix(phase).tocsr()
+    fit.sort_indices()
+    n_items = fit.shape[1]
+    pos_key = data.pos_user.astype(np.int64) * n_items + data.pos_item.astype(np.int64)
+    order = np.argsort(pos_key, kind="stable")
+    users = np.repeat(np.arange(fit.shape[0], dtype=np.int64), np.diff(fit.indptr))
+    fit_key = users * n_items + fit.indices.astype(np.int64)
+    at = np.searchsorted(pos_key[order], fit_key)
+    if not np.array_equal(pos_key[order][at], fit_key):
+        raise ValueError("a fitting entry is not a positive")
+    pos = order[at]  # index into the positives of each fitting entry, in CSR order
+    t, line = data.pos_time[pos].astype(np.float64), data.pos_rows[pos].astype(np.int64)
+    newest_first = np.lexsort((-line, -t, users))  # by user, then time desc, then line desc
+    start = np.repeat(fit.indptr[:-1], np.diff(fit.indptr))  # row start of each entry
+    ranks = np.empty(len(pos), dtype=np.float64)
+    ranks[newest_first] = np.arange(len(pos)) - start[newest_first]
+    out = sp.csr_matrix((ranks, fit.indices.copy(), fit.indptr.copy()), shape=fit.shape)
+    data._cache[key] = out
+    return out
+
+
+def recency_rows(data: MovieLensData, phase: str, decay: float) -> sp.csr_matrix:
+    """The users' input rows for ``phase``: ``decay ** rank`` per fitting positive
+    (:func:`recency_ranks`); with ``decay`` 1.0 the binary fitting matrix itself."""
+    if float(decay) == 1.0:
+        return data.fit_matrix(phase)
+    key = ("recency_rows", phase, float(decay))
+    if key not in data._cache:
+        ranks = recency_ranks(data, phase)
+        data._cache[key] = sp.csr_matrix((np.power(float(decay), ranks.data), ranks.indices, ranks.indptr),
+                                         shape=ranks.shape)
+    return data._cache[key]
 
 
 def fit_rp3beta(matrix: sp.csr_matrix, params: Mapping[str, Any]) -> np.ndarray:
@@ -212,11 +286,20 @@ class Baseline:
     grid: list[dict[str, Any]]
     default: dict[str, Any]
     positive_only: bool = False  # only items with a positive score are candidates
+    # Recency weightings of the users' input rows tried per grid point (:func:`recency_rows`);
+    # (1.0,): unweighted rows, as the model was published.
+    seed_decays: tuple[float, ...] = (1.0,)
+    default_seed_decay: float = 1.0  # without tuning
 
-    def recommend(self, model: Any, matrix: sp.csr_matrix, exclude: sp.csr_matrix, users: Sequence[int],
+    @property
+    def recency(self) -> bool:
+        return self.seed_decays != (1.0,)
+
+    def recommend(self, model: Any, rows: sp.csr_matrix, exclude: sp.csr_matrix, users: Sequence[int],
                   k: int) -> Recs:
-        """``{user: top-k items}``, leaving out each user's row of ``exclude``."""
-        return rank_top_k(self.score(model, matrix, users), users, exclude, k, positive_only=self.positive_only)
+        """``{user: top-k items}`` from the users' input ``rows``, leaving out each user's row of
+        ``exclude``."""
+        return rank_top_k(self.score(model, rows, users), users, exclude, k, positive_only=self.positive_only)
 
 
 BASELINES: dict[str, Baseline] = {
@@ -248,6 +331,17 @@ BASELINES: dict[str, Baseline] = {
         positive_only=True,
     ),
 }
+# The same models, grids and defaults, each user scored from a recency-weighted row, the decay
+# tuned with the hyperparameters (as the service's seed_decay); the unweighted rows stay above.
+BASELINES.update({
+    f"{name}_recency": Baseline(
+        f"{name}_recency", BASELINES[name].fit,
+        score_als_recalculated if name == "als" else BASELINES[name].score,
+        BASELINES[name].grid, BASELINES[name].default, BASELINES[name].positive_only,
+        seed_decays=SEED_DECAYS, default_seed_decay=0.9,
+    )
+    for name in ("als", "item_cosine", "ease", "rp3beta")
+})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,43 +381,50 @@ def run_baseline(baseline: Baseline, data: MovieLensData, k: int = 10, tune: boo
     """Tune ``baseline`` on validation (optional), refit on train+valid, score on test.
 
     ``keep_recs`` adds ``test_recs`` ({user row: test list}) for paired comparisons.
+    With ``baseline.seed_decays`` beyond (1.0,), every grid point is fitted once and scored once
+    per decay (the users' rows weighted by :func:`recency_rows`), the decay chosen with the
+    hyperparameters (grid point outer, decay inner: first in that order on ties), as the training
+    stage chooses the service's ``seed_decay``; ``params`` then includes ``seed_decay``.
     """
     users = data.split.users
     fit_valid, fit_test = data.fit_matrix("valid"), data.fit_matrix("test")
     ex_valid, ex_test = data.excluded("valid"), data.excluded("test")
     trials = []
     t_tune = time.perf_counter()
-    best = baseline.default
-    if tune and len(baseline.grid) > 1:
+    best, best_decay = baseline.default, baseline.default_seed_decay
+    if tune and len(baseline.grid) * len(baseline.seed_decays) > 1:
         best_ndcg = -1.0
         for params in baseline.grid:
             t0 = time.perf_counter()
             model = baseline.fit(fit_valid, params)
             fit_s = time.perf_counter() - t0
-            m = score_recommendations(data, baseline.recommend(model, fit_valid, ex_valid, users, k), "valid", k)
-            trials.append({"params": params, "valid_ndcg": m["ndcg"], "valid_recall": m["recall"],
-                           "fit_seconds": round(fit_s, 3)})
-            if m["ndcg"] > best_ndcg:
-                best, best_ndcg = params, m["ndcg"]
+            for decay in baseline.seed_decays:
+                rows = recency_rows(data, "valid", decay)
+                m = score_recommendations(data, baseline.recommend(model, rows, ex_valid, users, k), "valid", k)
+                trials.append({"params": dict(params, seed_decay=decay) if baseline.recency else params,
+                               "valid_ndcg": m["ndcg"], "valid_recall": m["recall"], "fit_seconds": round(fit_s, 3)})
+                if m["ndcg"] > best_ndcg:
+                    best, best_decay, best_ndcg = params, decay, m["ndcg"]
     elif baseline.grid == [{}]:
         best = {}
     tune_seconds = time.perf_counter() - t_tune
 
     # Validation score of the chosen point (also when not tuning), for the table.
     model = baseline.fit(fit_valid, best)
-    valid = score_recommendations(data, baseline.recommend(model, fit_valid, ex_valid, users, k), "valid", k)
+    valid = score_recommendations(
+        data, baseline.recommend(model, recency_rows(data, "valid", best_decay), ex_valid, users, k), "valid", k)
 
     t0 = time.perf_counter()
     model = baseline.fit(fit_test, best)
     fit_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    recs = baseline.recommend(model, fit_test, ex_test, users, k)
+    recs = baseline.recommend(model, recency_rows(data, "test", best_decay), ex_test, users, k)
     recommend_seconds = time.perf_counter() - t0
     result: dict[str, Any] = score_recommendations(data, recs, "test", k)
     result.update({
         "valid_recall": valid["recall"],
         "valid_ndcg": valid["ndcg"],
-        "params": dict(best),
+        "params": dict(best, seed_decay=best_decay) if baseline.recency else dict(best),
         "fit_seconds": round(fit_seconds, 3),
         "recommend_seconds": round(recommend_seconds, 3),
         "tune_seconds": round(tune_seconds, 3),
@@ -421,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tuned": not args.no_tune,
             "selection": f"best validation NDCG@{args.k} over each grid (first in grid order on ties)",
             "grids": {name: BASELINES[name].grid for name in results},
+            "seed_decays": {name: list(BASELINES[name].seed_decays) for name in results},
             "seed": SEED,
             "results": results,
             "total_seconds": round(total, 1),
