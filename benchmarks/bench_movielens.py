@@ -204,7 +204,11 @@ TRAINED = "service + trained model"
 
 
 def _short(params: dict) -> str:
-    """The hyper-parameters that choose a model (not its size, block or seed)."""
+    """The hyper-parameters that choose a model (not its size, block or seed); an ensemble's
+    parts each with theirs, and their weights."""
+    if "parts" in params:
+        return " + ".join(f"{w:g} x {p['family']} ({_short(p['params'])})"
+                          for p, w in zip(params["parts"], params["weights"]))
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items()
                      if k not in ("items", "max_items", "block", "seed", "half_life_days"))
 
@@ -268,14 +272,17 @@ def plot(rows: dict, k: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import textwrap
+
     names = list(rows)
     ndcg = [rows[n]["ndcg"] for n in names]
     recall = [rows[n]["recall"] for n in names]
     y = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.2))
+    labels = ["\n".join(textwrap.wrap(n, 60)) for n in names]  # an ensemble's recipe is long
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(names) + 0.25 * sum(label.count("\n") for label in labels) + 1.2))
     ax.barh(y - 0.2, ndcg, 0.4, label=f"NDCG@{k}", color=[("#cf222e" if n.startswith(TRAINED) else "#1f6feb") if n.startswith("service") else "#8c959f" for n in names])
     ax.barh(y + 0.2, recall, 0.4, label=f"Recall@{k}", color=[("#ff8182" if n.startswith(TRAINED) else "#79c0ff") if n.startswith("service") else "#d0d7de" for n in names])
-    ax.set_yticks(y, names)
+    ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("test set, higher is better")
     ax.set_title("MovieLens-100K, last 2 positives per user held out")

@@ -8,7 +8,9 @@ gate it against the published one, and write it into the version being built.
    is fitted per hyper-parameter setting, and per way of making its input (the service's
    weights and decay, or binary positives: :func:`input_variants`), on the validation world and
    scored directly (the user's seeds in, the same exclusions), once per online seed weighting
-   (``collab.SEED_DECAYS``: recency of the seeds, no refit); the best wins.
+   (``collab.SEED_DECAYS``: recency of the seeds, no refit). Then the best fits of the two best
+   families (on the input of the best row) are tried together as an ensemble
+   (``collab.ENSEMBLE``, second part weighted ``collab.ENSEMBLE_WEIGHTS``); the best row wins.
 3. The blend of the model with the other sources (content profile, co-engagement, trending) is
    fitted on validation through the pieces of the endpoint's own ``recommend``: fixed weights
    from a grid, and a LambdaRank ranker over the candidates' features
@@ -130,7 +132,40 @@ def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.Co
     if not table:
         raise ValueError(f"no model family of {list(settings.train_families)} fits the memory budget "
                          f"({settings.train_memory_budget_mb:g} MB)")
+    table += ensemble_rows(ev, settings, fit, table, asked, budget)
     return table, max(table, key=lambda r: r["ndcg"])
+
+
+def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel], table: list[dict],
+                  asked: list[Asked], budget: int) -> list[dict]:
+    """The best fit (seed weighting included) of each of the two best families, on the input of
+    the best row, refit and scored together once per ``collab.ENSEMBLE_WEIGHTS`` (the second
+    part's weight); [] with fewer than two families or when both do not fit the budget together."""
+    best = max(table, key=lambda r: r["ndcg"])
+    inputs = {k: best["params"][k] for k in collab.INPUT_PARAMS if k in best["params"]}
+    per_family: dict[str, dict] = {}
+    for row in table:
+        same_input = all(row["params"].get(k) == v for k, v in inputs.items())
+        if same_input and row["ndcg"] > per_family.get(row["family"], {"ndcg": -1.0})["ndcg"]:
+            per_family[row["family"]] = row
+    if len(per_family) < 2:
+        return []
+    rows = sorted(per_family.values(), key=lambda r: -r["ndcg"])[:2]
+    data = _interactions(ev.world_arrays("valid"), settings, inputs)
+    spec = {"parts": [{"family": r["family"], "params": r["params"]} for r in rows], "weights": [1.0, 1.0]}
+    if collab.estimate_bytes(collab.ENSEMBLE, data, spec) > budget:
+        return []
+    started = time.perf_counter()
+    parts = [fit(r["family"], data, **r["params"]) for r in rows]
+    fit_seconds = round(time.perf_counter() - started, 3)
+    out = []
+    for weight in collab.ENSEMBLE_WEIGHTS:
+        model = collab.ensemble(parts, [1.0, weight])
+        row = {"family": collab.ENSEMBLE, "params": model.params, **_direct_scores(model, asked),
+               "fit_seconds": fit_seconds, "bytes": int(model.nbytes)}
+        log.info("train: %s %s NDCG@%d %.4f", collab.ENSEMBLE, row["params"], K, row["ndcg"])
+        out.append(row)
+    return out
 
 
 def choose_blend(ev: Evaluator, model: collab.CollabModel, settings: Settings) -> tuple[dict[str, float], float]:
@@ -316,7 +351,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
         old = {"family": published["family"], "params": published["params"], "blend": published["blend"]}
         # Always the real fitter: the reference is what the published recipe gives on this data.
         old_model = (collab.fit(old["family"], _interactions(ev.world_arrays("test"), settings, old["params"]),
-                                **old["params"]) if old["family"] in collab.FAMILIES else None)
+                                **old["params"]) if old["family"] in collab.FAMILIES + (collab.ENSEMBLE,) else None)
         reference, reference_per_user = _test_metrics(ev, old_model, old["blend"], settings)
         metrics["published_recipe"] = reference
         diff = paired_difference(per_user["model"], reference_per_user)

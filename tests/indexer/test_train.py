@@ -66,15 +66,25 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     result = train_model(taste_world, session_factory, tmp_path, space=None, published=None)
     section = result.section
     assert result.refused is None and section["status"] == "trained"
-    assert section["family"] in collab.FAMILIES
+    assert section["family"] in collab.FAMILIES + (collab.ENSEMBLE,)
     assert section["interactions"] == USERS * PER_USER and section["watermark_event_id"] > 0
     tried = {row["family"] for row in section["validation"]["candidates"]}
-    assert tried == set(collab.FAMILIES)  # every family fits this budget
+    assert tried == set(collab.FAMILIES) | {collab.ENSEMBLE}  # every family fits this budget
     best = max(section["validation"]["candidates"], key=lambda r: r["ndcg"])
     assert (best["family"], best["params"]) == (section["family"], section["params"])
+    # The ensemble: the best fit of each of the two best single families, each weight tried.
+    singles = [r for r in section["validation"]["candidates"] if r["family"] != collab.ENSEMBLE]
+    ensembles = [r for r in section["validation"]["candidates"] if r["family"] == collab.ENSEMBLE]
+    assert [r["params"]["weights"] for r in ensembles] == [[1.0, w] for w in collab.ENSEMBLE_WEIGHTS]
+    per_family = {}
+    for row in singles:
+        if row["params"]["binary"] == ensembles[0]["params"]["binary"]:
+            per_family[row["family"]] = max(per_family.get(row["family"], -1.0), row["ndcg"])
+    top2 = sorted(per_family, key=lambda f: -per_family[f])[:2]
+    assert [p["family"] for p in ensembles[0]["params"]["parts"]] == top2
     # Every fit is scored once per online seed weighting (no refit): same fit, each decay.
     decays: dict[tuple, list[float]] = {}
-    for row in section["validation"]["candidates"]:
+    for row in singles:
         fitted = {k: v for k, v in row["params"].items() if k != "seed_decay"}
         decays.setdefault((row["family"], tuple(sorted(fitted.items()))), []).append(row["params"]["seed_decay"])
     assert all(d == list(collab.SEED_DECAYS) for d in decays.values())
@@ -88,7 +98,8 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
         assert artifacts.file_entry(folder / name) == meta
     model = collab.load_model(folder, section["family"], section["params"])
     assert len(model.item_ids) == TASTES * PER_TASTE
-    assert model.params["seed_decay"] == section["params"]["seed_decay"] in collab.SEED_DECAYS
+    for part in getattr(model, "parts", [model]):
+        assert part.params["seed_decay"] in collab.SEED_DECAYS
 
 
 def test_too_few_interactions_skip_training(taste_world, session_factory, tmp_path):

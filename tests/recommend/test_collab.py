@@ -237,6 +237,58 @@ def test_save_and_mmap_load_give_the_same_recommendations(family, tmp_path):
     assert not any(mapped(a) for a in eager.arrays.values())
 
 
+# --- ensemble ---------------------------------------------------------------------------------------
+def test_ensemble_adds_each_parts_scores_scaled_to_its_best_candidate():
+    data = random_data()
+    ease = fit("ease", data, l2=5.0, binary=False, seed_decay=0.9)
+    rp3 = fit("rp3beta", data, alpha=0.5, beta=0.3, neighbours=20, seed_decay=0.8)
+    model = collab.ensemble([ease, rp3], [1.0, 2.0])
+    assert model.family == collab.ENSEMBLE and model.params["weights"] == [1.0, 2.0]
+    assert [p["family"] for p in model.params["parts"]] == ["ease", "rp3beta"]
+    assert model.params["parts"][1]["params"]["seed_decay"] == 0.8 and model.params["binary"] is False
+    seeds = {int(data.item_ids[3]): 2.0, int(data.item_ids[10]): 1.0, int(data.item_ids[0]): 1.5}
+    exclude = [int(data.item_ids[5])]
+    # The known answer, by hand: each part's own seed row (its own decay) times its matrix,
+    # exclusions out, divided by its best score, weighted.
+    want = {}
+    for part, weight in ((ease, 1.0), (rp3, 2.0)):
+        x = part.seed_vector(seeds)
+        dense = x @ part.B if part.family == "ease" else (part.sim.T @ x)
+        dense = np.asarray(dense, dtype=np.float64).ravel()
+        dense[part.rows_of(exclude + list(seeds)) [part.rows_of(exclude + list(seeds)) >= 0]] = 0.0
+        for i, v in zip(part.item_ids.tolist(), (weight * dense / dense.max()).tolist()):
+            want[i] = want.get(i, 0.0) + v
+    best = sorted((i for i in want if want[i] > 0), key=lambda i: -want[i])[:10]
+    got = model.recommend(seeds, n=10, exclude=exclude + list(seeds))
+    assert list(got) == best
+    assert list(got.values()) == pytest.approx([want[i] for i in best], rel=1e-5)
+    # A part that knows no seed adds nothing; none known: empty, as for a single model.
+    assert model.recommend({999: 1.0}, n=5) == {}
+    assert model.nbytes == ease.nbytes + rp3.nbytes
+
+
+def test_ensemble_fits_saves_and_loads_memory_mapped(tmp_path):
+    data = random_data()
+    parts = [fit("ease", data, l2=5.0, seed_decay=0.9), fit("item_knn", data, neighbours=10, user_damping=0.5)]
+    model = collab.ensemble(parts, [1.0, 0.5])
+    refit = fit(collab.ENSEMBLE, data, **model.params)  # what the rebuild does with the recipe
+    seeds = {int(data.item_ids[1]): 1.0, int(data.item_ids[7]): 3.0}
+    assert refit.recommend(seeds, n=10) == model.recommend(seeds, n=10)
+    folder = tmp_path / MODEL_DIR
+    names = model.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names) and len(names) == 2 + 4
+    loaded = load_model(folder, collab.ENSEMBLE, model.params)
+    assert all(mapped(a) for part in loaded.parts for a in part.arrays.values())
+    assert loaded.recommend(seeds, n=10, exclude=[int(data.item_ids[2])]) == \
+        model.recommend(seeds, n=10, exclude=[int(data.item_ids[2])])
+    assert estimate_bytes(collab.ENSEMBLE, data, model.params) == \
+        estimate_bytes("ease", data, parts[0].params) + estimate_bytes("item_knn", data, parts[1].params)
+    with pytest.raises(ValueError):  # two parts of one family would write the same files
+        collab.ensemble([parts[0], fit("ease", data, l2=1.0)], [1.0, 1.0])
+    with pytest.raises(ValueError):
+        param_grid(collab.ENSEMBLE, data, 10 ** 9)
+
+
 def test_unknown_family_is_refused(tmp_path):
     with pytest.raises(ValueError):
         fit("als", checkerboard())
@@ -281,12 +333,21 @@ def test_param_grids_stay_within_the_budget():
     small = param_grid("item_knn", data, collab._knn_bytes(n, n - 1, 10))
     assert fit("item_knn", data, **small[0]).params["block"] == small[0]["block"] < n
     # RP3beta: the same product as item-kNN's, so the same budget; every alpha x beta.
-    k = min(collab.RP3_NEIGHBOURS, n - 1)
+    k = min(min(collab.RP3_NEIGHBOUR_GRID), n - 1)
     for budget in (collab._knn_bytes(n, k, 1), 2 * 10 ** 6, 10 ** 8):
         grid = param_grid("rp3beta", data, budget)
         assert len(grid) == len(collab.RP3_ALPHAS) * len(collab.RP3_BETAS)
         assert all(1 <= g["block"] <= n and estimate_bytes("rp3beta", data, g) <= budget for g in grid)
     assert param_grid("rp3beta", data, collab._knn_bytes(n, k, 0)) == []
+    # More items: each neighbour count of the grid, the larger ones only where the budget has room.
+    rng = np.random.default_rng(2)
+    users, items = rng.integers(0, 400, 6000), rng.integers(0, 700, 6000)
+    wide = interaction_matrix(users, items, np.ones(6000), np.zeros(6000), half_life_days=0)
+    assert wide.matrix.shape[1] > 600
+    grid = param_grid("rp3beta", wide, 10 ** 9)
+    assert sorted({g["neighbours"] for g in grid}) == sorted(collab.RP3_NEIGHBOUR_GRID)
+    tight = collab._knn_bytes(wide.matrix.shape[1], 200, 1)
+    assert {g["neighbours"] for g in param_grid("rp3beta", wide, tight)} == {200}
     # Factors: capped by the data (half of its 121 items) and by the budget.
     assert n == 121 and [g["factors"] for g in param_grid("factor", data, 10 ** 9)] == [32, 60]
     assert param_grid("factor", data, 1000) == []
