@@ -142,6 +142,9 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=3e-5)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--vectors", type=Path, default=None,
+                    help="an .npz of the fine-tuned catalog vectors: written after the fit, or, when it exists and "
+                         "was made with the same pairs and options, read instead of fitting again")
     args = ap.parse_args()
     k = args.k
     started = time.perf_counter()
@@ -178,22 +181,36 @@ def main() -> None:
           f"{len(pairs.item_pairs)} distinct item pairs, {len(every)} used ({len(train)} train, {len(valid)} "
           f"held out)", file=sys.stderr)
 
-    # --- fine-tune ----------------------------------------------------------------------------
+    # --- fine-tune (or its saved vectors) -------------------------------------------------------
     base = load_text_encoder(settings)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     options = FitOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=SEED)
-    tuned = load_text_encoder(settings, training=True)
-    with tempfile.TemporaryDirectory() as work:
-        report = fit_text_encoder(tuned.model, train, valid, work_dir=Path(work), options=options,
-                                  device=tuned.device, progress=sys.stderr.isatty())
-    print(f"fine-tuned in {report.seconds:.0f} s ({report.pairs_per_second:.1f} pairs/s), held-out loss "
-          f"{report.valid_loss}, peak RSS {report.peak_rss_mb:.0f} MB (before: {rss_before:.0f} MB)", file=sys.stderr)
+    ids = pretrained_space.ids
+    made_with = json.dumps({"pairs": len(every), "train": train.anchors[:50], "options": vars(options)},
+                           sort_keys=True, default=str)
+    saved = np.load(args.vectors) if args.vectors and args.vectors.exists() else None
+    if saved is not None and str(saved["made_with"]) == made_with and np.array_equal(saved["ids"], ids):
+        tuned_vectors, fit_info = saved["vectors"], json.loads(str(saved["fit"]))
+        embed_s = float(saved["embed_seconds"])
+        print(f"fine-tuned vectors read from {args.vectors} (fit: {fit_info['seconds']:.0f} s)", file=sys.stderr)
+    else:
+        tuned = load_text_encoder(settings, training=True)
+        with tempfile.TemporaryDirectory() as work:
+            report = fit_text_encoder(tuned.model, train, valid, work_dir=Path(work), options=options,
+                                      device=tuned.device, progress=sys.stderr.isatty())
+        fit_info = report.as_dict()
+        print(f"fine-tuned in {report.seconds:.0f} s ({report.pairs_per_second:.1f} pairs/s), held-out loss "
+              f"{report.valid_loss}, peak RSS {report.peak_rss_mb:.0f} MB (before: {rss_before:.0f} MB)",
+              file=sys.stderr)
+        t0 = time.perf_counter()
+        tuned_vectors = tuned.encode([texts[int(i)] for i in ids], batch_size=128)
+        embed_s = time.perf_counter() - t0
+        if args.vectors:
+            args.vectors.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(args.vectors, ids=ids, vectors=tuned_vectors, made_with=made_with,
+                     fit=json.dumps(fit_info, default=float), embed_seconds=embed_s)
 
     # --- both encoders through the service's code ---------------------------------------------
-    ids = pretrained_space.ids
-    t0 = time.perf_counter()
-    tuned_vectors = tuned.encode([texts[int(i)] for i in ids], batch_size=128)
-    embed_s = time.perf_counter() - t0
     spaces = {"pretrained": pretrained_space,
               "fine-tuned": memory_space(ids, tuned_vectors, {"name": "minilm+finetuned", "revision": "bench"})}
     assert np.allclose(base.encode(texts[int(ids[0])]), pretrained_space.vectors[0], atol=1e-4)
@@ -229,7 +246,7 @@ def main() -> None:
         "pairs": {"distinct_item_pairs": len(pairs.item_pairs), "used": len(every), "train": len(train),
                   "valid": len(valid), "window_days": settings.finetune_window_days,
                   "max_per_user": settings.finetune_max_pairs_per_user},
-        "fit": report.as_dict(), "embed_catalog_seconds": round(embed_s, 1), "rss_before_fit_mb": round(rss_before),
+        "fit": fit_info, "embed_catalog_seconds": round(embed_s, 1), "rss_before_fit_mb": round(rss_before),
         "figures": figures, "summary": summary, "paired_fine_tuned_minus_pretrained": comparisons, "targets": targets,
         "seconds": round(time.perf_counter() - started, 1),
     }

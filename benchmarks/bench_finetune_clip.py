@@ -8,7 +8,7 @@ No package ships CLIP weights, so the model is built with seeded random weights
 (``clip_pretrained=random-init-for-tests``): the same layers, sizes and arithmetic as the
 laion2b weights, so time and memory are the same; the loss is not meaningful and is not reported
 as a result. The pairs are ``--pairs`` distinct 256x256 JPEG thumbnails (seeded gradients and
-noise, ~15-25 KB each, decoded and resized by the encoder's worker threads exactly as the
+noise, ~15 KB each, decoded and resized by the encoder's worker threads exactly as the
 rebuild's pictures are) with short titles. The fit is the one ``recsys-indexer finetune`` runs
 (:func:`indexer.finetune_clip.finetune_clip`: open_clip's contrastive loss, AdamW, a held-out
 tenth scored before and after each epoch). On CUDA it trains under bf16 autocast. Writes
