@@ -51,6 +51,9 @@ from service.vectors.encoders import _is_cuda
 
 log = logging.getLogger("recsys.indexer")
 
+# Fewest (image, text) pairs worth a contrastive fit (finetune_clip needs 2 to train, 2 held out).
+MIN_CLIP_PAIRS = 16
+
 
 def item_images(session_factory: sessionmaker[Session], image_store: ImageStore) -> dict[int, tuple[Path, str]]:
     """``{item: (image file, title)}`` for every live item whose image is in the store."""
@@ -123,6 +126,9 @@ def finetune_clip_space(settings: Settings, session_factory: sessionmaker[Sessio
         "base": {"setting": {"model": settings.clip_model, "pretrained": settings.clip_pretrained}},
     }
     skipped = too_few_pairs(pairs, settings, "CLIP encoder")
+    if not skipped and len(training) < MIN_CLIP_PAIRS:
+        skipped = (f"CLIP fine-tuning skipped: {len(training)} (image, text) pairs, fewer than {MIN_CLIP_PAIRS} "
+                   "(items with pictures in the image store); the CLIP encoder stays as it is")
     if skipped:
         log.info(skipped)
         return FinetuneResult("skipped", None, None, {**section, "status": "skipped"}, message=skipped)
@@ -133,9 +139,19 @@ def finetune_clip_space(settings: Settings, session_factory: sessionmaker[Sessio
     if final.exists():
         shutil.rmtree(final)
     weights = final / artifacts.CLIP_WEIGHTS
-    report = fit(base, training, out_path=weights, epochs=settings.finetune_epochs,
-                 batch_size=settings.finetune_batch_size, learning_rate=settings.finetune_clip_learning_rate,
-                 patience=1, seed=seed, checkpoint_dir=Path(work_dir) / "checkpoint", progress=progress)
+    checkpoint = Path(work_dir) / "checkpoint"
+    options = {"out_path": weights, "epochs": settings.finetune_epochs, "batch_size": settings.finetune_batch_size,
+               "learning_rate": settings.finetune_clip_learning_rate, "patience": 1, "seed": seed,
+               "checkpoint_dir": checkpoint, "progress": progress}
+    try:
+        report = fit(base, training, **options)
+    except ValueError as exc:
+        if not checkpoint.exists() or "holds a fine-tuning run" not in str(exc):
+            raise
+        # A killed run's checkpoint resumes only the same pairs; new behaviour since: start over.
+        log.info("CLIP fine-tune: the checkpoint in %s is of other pairs; starting over", checkpoint)
+        shutil.rmtree(checkpoint)
+        report = fit(base, training, **options)
     # finetune_clip trains fp32 weights, under bf16 autocast on CUDA.
     section["fit"] = {**report_dict(report), "device": str(base.device),
                       "precision": "bf16 autocast" if _is_cuda(base.device) else "fp32"}

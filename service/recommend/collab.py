@@ -455,18 +455,25 @@ def _fit_knn(data: Interactions, neighbours: int = 200, user_damping: float = 0.
         x.data *= np.repeat(per_user ** -float(user_damping), np.diff(x.indptr)).astype(np.float32)
     norms = np.sqrt(np.bincount(x.indices, weights=np.square(x.data, dtype=np.float64), minlength=n))
     x.data *= np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)[x.indices].astype(np.float32)
-    xt = x.T.tocsr()
+    arrays, block = _top_k_product(x.T.tocsr(), x, data.item_ids, neighbours, block, blocks)
+    return ItemKnnModel(arrays, {"neighbours": int(neighbours), "user_damping": float(user_damping),
+                                 "block": block, "items": n})
+
+
+def _top_k_product(left: sp.csr_matrix, right: sp.csr_matrix, item_ids: np.ndarray, neighbours: int,
+                   block: int | None, blocks: Callable[..., list[tuple]]) -> tuple[dict[str, np.ndarray], int]:
+    """(CSR arrays of ``left @ right`` keeping each row's ``neighbours`` largest, the block size):
+    item-kNN's and RP3beta's product, computed in row blocks by ``blocks``."""
+    n = right.shape[1]
     k = max(0, min(int(neighbours), n - 1))
     block = max(1, int(block) if block else 2 ** 28 // (KNN_PAIR_BYTES * max(n, 1)))
-    found = blocks(xt, x, [(r0, min(r0 + block, n)) for r0 in range(0, n if k else 0, block)], k)
+    found = blocks(left, right, [(r0, min(r0 + block, n)) for r0 in range(0, n if k else 0, block)], k)
     rows, cols, vals = ([part[j] for part in found] for j in range(3))
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
     s = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))), shape=(n, n))
     idx = np.int32 if s.nnz < 2 ** 31 else np.int64
-    arrays = {"item_ids": data.item_ids.astype(np.int64), "data": s.data.astype(np.float32),
-              "indices": s.indices.astype(idx), "indptr": s.indptr.astype(idx)}
-    return ItemKnnModel(arrays, {"neighbours": int(neighbours), "user_damping": float(user_damping),
-                                 "block": block, "items": n})
+    return ({"item_ids": item_ids.astype(np.int64), "data": s.data.astype(np.float32),
+             "indices": s.indices.astype(idx), "indptr": s.indptr.astype(idx)}, block)
 
 
 def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -494,16 +501,8 @@ def _fit_rp3beta(data: Interactions, alpha: float = 0.5, beta: float = 0.6, neig
     p_iu.data **= float(alpha)
     p_ui.data *= np.power(popularity, -float(beta), out=np.zeros_like(popularity),
                           where=popularity > 0)[p_ui.indices]
-    p_ui, p_iu = p_ui.astype(np.float32), p_iu.astype(np.float32)
-    k = max(0, min(int(neighbours), n - 1))
-    block = max(1, int(block) if block else 2 ** 28 // (KNN_PAIR_BYTES * max(n, 1)))
-    found = blocks(p_iu, p_ui, [(r0, min(r0 + block, n)) for r0 in range(0, n if k else 0, block)], k)
-    rows, cols, vals = ([part[j] for part in found] for j in range(3))
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
-    s = sp.csr_matrix((cat(vals, np.float32), (cat(rows, np.int64), cat(cols, np.int64))), shape=(n, n))
-    idx = np.int32 if s.nnz < 2 ** 31 else np.int64
-    arrays = {"item_ids": data.item_ids.astype(np.int64), "data": s.data.astype(np.float32),
-              "indices": s.indices.astype(idx), "indptr": s.indptr.astype(idx)}
+    arrays, block = _top_k_product(p_iu.astype(np.float32), p_ui.astype(np.float32), data.item_ids, neighbours,
+                                   block, blocks)
     return Rp3BetaModel(arrays, {"alpha": float(alpha), "beta": float(beta), "neighbours": int(neighbours),
                                  "block": block, "items": n})
 

@@ -25,6 +25,7 @@ from indexer.finetune_stage import FinetuneResult
 from indexer.pipeline import Pipeline, publish_version
 from service.settings import load_settings
 from service.store.events import record_events
+from service.store.images import ImageStore
 from service.store.importing import import_items
 from service.store.records import EventRecord
 from service.vectors import artifacts
@@ -232,3 +233,34 @@ def test_a_version_whose_clip_weights_do_not_load_is_refused_and_the_old_one_kee
     with app.test_client() as client:
         got = client.get("/search", query_string={"q": NAMES[1], "space": "clip", "k": 3})
         assert got.status_code == 200 and got.get_json()["index_version"] == first.version
+
+
+def test_too_few_pictures_skip_the_clip_fine_tune_without_failing_the_command(world):
+    settings, pipeline = world
+    first = pipeline().run()
+    store = ImageStore.from_settings(settings)
+    for blob in store.root.rglob("*"):  # every picture gone from the store after the build
+        if blob.is_file():
+            blob.unlink()
+    report = pipeline().finetune()
+    assert report.status == "up-to-date" and report.version == first.version
+    assert "(image, text) pairs, fewer than" in report.message
+
+
+def test_a_checkpoint_of_other_pairs_is_dropped_and_the_clip_fine_tune_starts_over(world):
+    settings, pipeline = world
+    pipeline().run()
+    stale = settings.index_path / "finetune" / "clip" / "checkpoint"
+    stale.mkdir(parents=True)
+    (stale / "state.pt").write_bytes(b"a killed run of other pairs")
+    calls = []
+
+    def fit(base, pairs, **kwargs):
+        calls.append(kwargs["checkpoint_dir"].exists())
+        if kwargs["checkpoint_dir"].exists():
+            raise ValueError(f"checkpoint_dir {kwargs['checkpoint_dir']} holds a fine-tuning run of other pairs")
+        return finetune_clip(base, pairs, **kwargs)
+
+    report = pipeline(clip_finetuner=functools.partial(finetune_clip_space, fit=fit)).finetune()
+    assert calls == [True, False]
+    assert report.manifest["clip_encoder"]["status"] in ("fine-tuned", "refused")
