@@ -51,21 +51,28 @@ RESULTS = REPO / "benchmarks" / "results" / "finetune_movielens.json"
 PLOT = REPO / "docs" / "img" / "finetune_movielens.png"
 
 
+def seed_rows(ev, user, phase: str, settings, row_of: dict[int, int]) -> tuple[list[int], np.ndarray, frozenset[int]]:
+    """A user's seeds as the service weighs them (``user_seeds``): their rows in the space, their
+    weights, and the items the user consumed."""
+    from service.recommend.recommender import user_seeds
+
+    history, consumed = ev.history(user, phase)
+    seeds = user_seeds(history, settings, now=ev.world(phase).now)
+    known = [i for i in seeds.items if i in row_of]
+    return [row_of[i] for i in known], np.array([seeds.items[i] for i in known]), consumed
+
+
 def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int) -> dict[Any, float]:
     """Per cold user: Recall@k of their cold items when the service's profile vector ranks only the cold items."""
     from service.recommend.cold_eval import COLD
     from service.recommend.ranking import profile_vector
-    from service.recommend.recommender import user_seeds
 
     row_of = {int(i): r for r, i in enumerate(space.ids.tolist())}
     cold_rows = np.array([row_of[int(i)] for i in cold_items])
     cold_vecs = space.vectors[cold_rows]
-    now, out = ev.world(COLD).now, {}
+    out = {}
     for user, truth in ev.truth(COLD).items():
-        history, _consumed = ev.history(user, COLD)
-        seeds = user_seeds(history, settings, now=now)
-        rows = [row_of[i] for i in seeds.items if i in row_of]
-        weights = np.array([seeds.items[i] for i in seeds.items if i in row_of])
+        rows, weights, _consumed = seed_rows(ev, user, COLD, settings, row_of)
         profile = profile_vector(space.vectors[rows], weights) if rows else None
         if profile is None:
             out[user] = 0.0

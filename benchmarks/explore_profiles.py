@@ -25,6 +25,7 @@ import service  # noqa: E402,F401  (installs the torchvision hook first)
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_cold_items import FRACTION, MIN_POSITIVES, SEED  # noqa: E402
+from benchmarks.bench_finetune import seed_rows  # noqa: E402
 from benchmarks.bench_movielens import DATA_ROOT, prepare_service  # noqa: E402
 from benchmarks.movielens import load_split  # noqa: E402
 
@@ -59,7 +60,6 @@ def main() -> None:
 
     from service.recommend.cold_eval import COLD, ColdEvaluator, cold_split
     from service.recommend.offline_eval import load_event_log, split_log
-    from service.recommend.recommender import user_seeds
     from service.vectors.index_store import load_version
 
     settings, factory, version = prepare_service(load_split(n_test=2, n_valid=2), DATA_ROOT)
@@ -79,12 +79,9 @@ def main() -> None:
     for name, vectors in (("pretrained", space.vectors), ("fine-tuned", saved["vectors"])):
         sims_all = vectors @ vectors.T
         for metric, phase in (("warm NDCG@10", "test"), ("cold Recall@10", COLD), ("cold-only Recall@10", COLD)):
-            now, per = ev.world(phase).now, {}
+            per: dict[str, list[float]] = {}
             for user, truth in ev.truth(phase).items():
-                history, consumed = ev.history(user, phase)
-                seeds = user_seeds(history, settings, now=now)
-                rows = [row_of[i] for i in seeds.items if i in row_of]
-                w = np.array([seeds.items[i] for i in seeds.items if i in row_of])
+                rows, w, consumed = seed_rows(ev, user, phase, settings, row_of)
                 if not rows or not (w > 0).any():
                     per.setdefault("mean", []).append(0.0)  # as the service: no profile, nothing found
                     continue

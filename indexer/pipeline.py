@@ -58,8 +58,7 @@ LOCK_FILE = ".build.lock"
 FINETUNE_DIR = "finetune"  # fine-tuning checkpoints (a killed fine-tune resumes from them)
 FINETUNE_ATTEMPT = "finetune-last.json"  # the last fine-tune's watermark and outcome (schedules read it)
 LEGACY_IMAGE = "legacy image location (not in the image store): run `recsys images migrate`"
-# The manifest section (and version folder) of each space's fine-tuned encoder.
-ENCODER_SECTIONS = {"text": artifacts.ENCODER_DIR, "clip": artifacts.CLIP_ENCODER_DIR}
+ENCODER_SECTIONS = artifacts.ENCODER_SECTIONS  # the manifest section (and folder) of each space's fine-tune
 
 
 class BuildError(RuntimeError):

@@ -48,6 +48,8 @@ QUERY_ENCODER_DIR = "query_encoder"
 CLIP_ENCODER_DIR = "clip_encoder"
 CLIP_WEIGHTS = "weights.pt"  # the fine-tuned CLIP state dict inside CLIP_ENCODER_DIR
 FILE_SECTIONS = ("behaviour", ENCODER_DIR, QUERY_ENCODER_DIR, CLIP_ENCODER_DIR)
+# The section (and folder) of each space's fine-tuned encoder.
+ENCODER_SECTIONS = {"text": ENCODER_DIR, "clip": CLIP_ENCODER_DIR}
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 
 

@@ -8,6 +8,7 @@ from flask import Response
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from service.vectors import artifacts
 from service.web.security import require_admin, require_read
 from service.web.schemas import HealthOut, ReloadOut, StatusOut
 from service.web.runtime import db_session, runtime
@@ -104,8 +105,8 @@ def status_payload() -> dict:
             out["model"]["served"] = model is not None
             out["model"]["ranker_served"] = ranker is not None
         out["query_encoder"] = query_encoder_status(rt, version)
-        for key in ("encoder", "clip_encoder"):  # the fine-tuned text and CLIP encoders
-            if manifest.get(key):
+        for key in artifacts.ENCODER_SECTIONS.values():  # the fine-tuned text and CLIP encoders
+            if isinstance(manifest.get(key), dict):
                 out[key] = {k: v for k, v in manifest[key].items() if k != "files"}
         if rt.clip_error:
             out["clip_error"] = rt.clip_error

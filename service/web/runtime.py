@@ -144,14 +144,26 @@ class Runtime:
         """The encoder ``version``'s text space was built with (default: the served version's):
         its fine-tuned encoder when it carries one, else the configured ``text_model``."""
         version = version or self.store.current
-        return self._text_encoder_of(version.manifest if version is not None else None)
+        return self._encoder_of(version.manifest if version is not None else None, "text")
 
-    def _text_encoder_of(self, manifest: Mapping[str, Any] | None):
-        section = (manifest or {}).get("encoder")
+    def _encoder_of(self, manifest: Mapping[str, Any] | None, kind: str):
+        """The encoder a version's ``kind`` ("text" or "clip") space was built with: the fine-tune
+        its manifest carries, else the configured pretrained model.
+
+        Raises:
+            EncoderUnavailable: the fine-tune cannot be loaded, or its manifest section is malformed
+                (a manifest may come from an object store another host wrote).
+        """
+        from service.vectors.encoders import EncoderUnavailable
+
+        key = artifacts.ENCODER_SECTIONS[kind]
+        section = (manifest or {}).get(key)
         if not section:
-            return _shared_encoder("text", self.settings)
-        folder = artifacts.version_dir(self.settings.index_path, str(manifest.get("version"))) / artifacts.ENCODER_DIR
-        return _finetuned_encoder(self.settings, str(folder), section)
+            return _shared_encoder(kind, self.settings)
+        if not isinstance(section, Mapping) or not isinstance(section.get("revision"), str):
+            raise EncoderUnavailable(f"the manifest's {key} section is malformed")
+        folder = artifacts.version_dir(self.settings.index_path, str(manifest.get("version"))) / key
+        return _finetuned_encoder(self.settings, str(folder), section, kind=kind)
 
     def clip_encoder(self, version: LoadedVersion | None = None):
         """The CLIP encoder ``version``'s clip space was built with (default: the served version's):
@@ -161,16 +173,9 @@ class Runtime:
 
         version = version or self.store.current
         try:
-            return self._clip_encoder_of(version.manifest if version is not None else None)
+            return self._encoder_of(version.manifest if version is not None else None, "clip")
         except EncoderUnavailable as exc:
             raise APIError(503, f"CLIP encoder unavailable: {exc}") from exc
-
-    def _clip_encoder_of(self, manifest: Mapping[str, Any] | None):
-        section = (manifest or {}).get(artifacts.CLIP_ENCODER_DIR)
-        if not section:
-            return _shared_encoder("clip", self.settings)
-        folder = artifacts.version_dir(self.settings.index_path, str(manifest.get("version"))) / artifacts.CLIP_ENCODER_DIR
-        return _finetuned_encoder(self.settings, str(folder), section, kind="clip")
 
     def onnx_query_encoder(self, version: LoadedVersion | None = None):
         """The text query encoder ``version`` (default: the served one) carries for ONNX Runtime, when
@@ -237,7 +242,7 @@ class Runtime:
             return "no text space"
         if manifest.get(artifacts.CLIP_ENCODER_DIR) and self.settings.clip_enabled:
             try:  # a CLIP space whose own weights fail to load is refused, as a text one is
-                self._clip_encoder_of(manifest)
+                self._encoder_of(manifest, "clip")
             except EncoderUnavailable as exc:
                 return f"its fine-tuned CLIP encoder cannot be loaded: {exc}"
         onnx = self._onnx_of(manifest)
@@ -247,7 +252,7 @@ class Runtime:
             # item writes check their encoder, service.web.items.embed_fresh).
             return None
         try:
-            encoder = self._text_encoder_of(manifest)
+            encoder = self._encoder_of(manifest, "text")
         except EncoderUnavailable as exc:  # the previous version keeps serving
             return f"its fine-tuned text encoder cannot be loaded: {exc}"
         if text["encoder"]["revision"] != encoder.revision or int(text["dim"]) != encoder.dim:
@@ -266,7 +271,7 @@ class Runtime:
             from service.vectors.encoders import EncoderUnavailable
 
             try:
-                clip = self._clip_encoder_of(version.manifest)
+                clip = self._encoder_of(version.manifest, "clip")
                 if clip.revision != version.spaces["clip"].encoder["revision"]:
                     self.clip_error = "the CLIP space was built with other weights than this service loads"
             except EncoderUnavailable as exc:

@@ -233,6 +233,17 @@ def test_a_version_whose_clip_weights_do_not_load_is_refused_and_the_old_one_kee
     with app.test_client() as client:
         got = client.get("/search", query_string={"q": NAMES[1], "space": "clip", "k": 3})
         assert got.status_code == 200 and got.get_json()["index_version"] == first.version
+    # A hostile manifest (another host's, through an object store) with a malformed section: refused
+    # the same way, never an error per request.
+    for section in ("weights.pt", ["x"], {"revision": 7, "name": "x"}):
+        manifest["clip_encoder"] = section
+        artifacts.write_json_atomic(folder / artifacts.MANIFEST, manifest)
+        rt.store.refresh()
+        assert rt.store.current.name == first.version, section
+        with app.test_client() as client:
+            assert client.get("/status").status_code == 200
+            got = client.get("/search", query_string={"q": NAMES[1], "space": "clip", "k": 3})
+            assert got.status_code == 200 and got.get_json()["index_version"] == first.version
 
 
 def test_too_few_pictures_skip_the_clip_fine_tune_without_failing_the_command(world):
