@@ -191,7 +191,9 @@ def install(app: Flask, limiter: Limiter | None, settings: Settings) -> None:
         current = limiter.current_limit
         if current is not None:
             try:
-                retry_after = max(1, math.ceil(current.reset_at - time.time()))
+                # flask-limiter's reset_at is int(reset + 1), up to a second past the window: cap it there.
+                window_s = int(current.limit.get_expiry())
+                retry_after = min(window_s, max(1, math.ceil(current.reset_at - time.time())))
             except Exception:  # storage trouble while reading the window: the full window is safe
                 log.warning("could not read the rate-limit window; answering Retry-After: 60")
         return error_response(429, "rate_limited", f"rate limit exceeded ({exc.description})",

@@ -180,6 +180,23 @@ def test_rotating_keys_do_not_bypass_the_limit(make_app):
         "/metrics", headers=hdr("w-key")).get_data(as_text=True)
 
 
+def test_retry_after_never_exceeds_the_window(make_app, monkeypatch):
+    """flask-limiter rounds reset_at up by a second: half a second into a minute, the window's
+    reset read 61 s away for a one-minute window (seen once in CI). Retry-After stays within it."""
+    import limits.storage.memory
+    import limits.strategies
+    from service.web import security as sec
+
+    frozen = _FrozenTime(60 * (int(time.time()) // 60) + 60.5)  # the worst case for that rounding
+    for module in (limits.storage.memory, limits.strategies, sec):
+        monkeypatch.setattr(module, "time", frozen)
+    client = make_app(rate_limit_per_minute=1, **KEYS).test_client()
+    assert client.get("/trending", headers=hdr("r-key")).status_code == 200
+    resp = client.get("/trending", headers=hdr("r-key"))
+    assert_error(resp, 429)
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+
+
 class _FrozenTime:
     """The ``time`` module with ``time()`` stopped: a rate window that never slides mid-test."""
 
