@@ -16,9 +16,11 @@ the 2 before validation).
 3. Both encoders embed the whole catalog; every figure comes from the service's code with
    each space (``for_user`` through :class:`~service.recommend.cold_eval.ColdEvaluator`):
    content-only NDCG@10 for warm users (test), cold-item Recall@10 over the whole catalog
-   (content only), cold-only Recall@10 (the service's profile vector ranking only the cold
-   items), and the served blend: the recipe ``indexer.train.choose_recipe`` picks on
-   validation with that space (model, blend weights, ranker), scored on test.
+   (content only), cold-only Recall@10 (the service's content scoring ranking only the cold
+   items), each with content scored the way the training stage chooses on validation for that
+   space (``indexer.train.choose_profile``: mean profile or soft maximum) and, for comparison,
+   by the mean profile; and the served blend: the recipe ``indexer.train.choose_recipe`` picks
+   on validation with that space (content scoring, model, blend weights, ranker), scored on test.
 4. Paired per-user differences (mean ± standard error), the targets, a JSON file and a plot.
 
     .venv/bin/python -m benchmarks.bench_finetune [--max-pairs 20000] [--epochs 2]
@@ -62,10 +64,13 @@ def seed_rows(ev, user, phase: str, settings, row_of: dict[int, int]) -> tuple[l
     return [row_of[i] for i in known], np.array([seeds.items[i] for i in known]), consumed
 
 
-def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int) -> dict[Any, float]:
-    """Per cold user: Recall@k of their cold items when the service's profile vector ranks only the cold items."""
+def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int, power: int = 0) -> dict[Any, float]:
+    """Per cold user: Recall@k of their cold items when the service's content scoring (the mean
+    profile vector, or with ``power`` the soft maximum over the heaviest liked items, as
+    ``recommender._soft_max`` does) ranks only the cold items."""
     from service.recommend.cold_eval import COLD
-    from service.recommend.ranking import profile_vector
+    from service.recommend.ranking import profile_vector, soft_max_terms
+    from service.recommend.recommender import SOFT_MAX_SEEDS
 
     row_of = {int(i): r for r, i in enumerate(space.ids.tolist())}
     cold_rows = np.array([row_of[int(i)] for i in cold_items])
@@ -73,18 +78,27 @@ def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int) -> dic
     out = {}
     for user, truth in ev.truth(COLD).items():
         rows, weights, _consumed = seed_rows(ev, user, COLD, settings, row_of)
-        profile = profile_vector(space.vectors[rows], weights) if rows else None
-        if profile is None:
-            out[user] = 0.0
-            continue
-        top = cold_items[np.argsort(-(cold_vecs @ profile), kind="stable")[:k]]
+        rows, weights = np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float64)
+        if power and (weights > 0).any():
+            pos = np.flatnonzero(weights > 0)
+            pos = pos[np.argsort(-weights[pos], kind="stable")[:SOFT_MAX_SEEDS]]
+            scores = soft_max_terms(space.vectors[rows[pos]] @ cold_vecs.T, weights[pos, None], power).sum(0)
+        else:
+            profile = profile_vector(space.vectors[rows], weights) if len(rows) and not power else None
+            if profile is None:
+                out[user] = 0.0
+                continue
+            scores = cold_vecs @ profile
+        top = cold_items[np.argsort(-scores, kind="stable")[:k]]
         out[user] = len(set(top.tolist()) & truth) / min(k, len(truth))
     return out
 
 
 def score_space(ev, space, settings, cold_items, k: int) -> tuple[dict, dict]:
-    """(figures, per-user values) of one encoder's space through the service's code."""
-    from indexer.train import choose_recipe, _interactions
+    """(figures, per-user values) of one encoder's space through the service's code: content
+    scored the way the training stage chooses for it on validation (``choose_profile``), and,
+    for comparison with earlier runs, by the mean profile."""
+    from indexer.train import choose_profile, choose_recipe, _interactions
     from service.recommend import collab
     from service.recommend.cold_eval import COLD
     from service.recommend.offline_eval import Blend
@@ -92,22 +106,30 @@ def score_space(ev, space, settings, cold_items, k: int) -> tuple[dict, dict]:
     ev.space = space
     hl = settings.event_half_life_days
     content = Blend({"profile": 1.0}, 0.0, hl, fallbacks=False)
-    lists: dict[str, dict] = {"warm": {}, "cold": {}, "served": {}}
+    lists: dict[str, dict] = {"warm": {}, "cold": {}, "served": {}, "warm_mean": {}, "cold_mean": {}}
     figures: dict[str, Any] = {}
     t0 = time.perf_counter()
+    way, way_scores = choose_profile(ev, settings)
+    power = ev.profile_power
+    figures["profile"] = {"way": way, "validation_ndcg": way_scores}
     figures["content_warm"] = ev.run(content, phase="test", lists=lists["warm"])
     figures["content_cold"] = ev.run(content, phase=COLD, lists=lists["cold"])
     per_user = {"content_warm_ndcg": dict(zip(ev.truth("test"), ev.per_user_ndcg(lists["warm"], "test"))),
                 "content_cold_recall": per_user_recall(lists["cold"], ev.truth(COLD), k),
-                "cold_only_recall": cold_only_recall(ev, space, cold_items, settings, k)}
+                "cold_only_recall": cold_only_recall(ev, space, cold_items, settings, k, power)}
     figures["cold_only_recall"] = float(np.mean(list(per_user["cold_only_recall"].values())))
-    recipe = choose_recipe(ev, settings, collab.fit)
+    ev.profile_power = 0
+    figures["mean_profile"] = {"content_warm": ev.run(content, phase="test")["ndcg"],
+                               "content_cold": ev.run(content, phase=COLD)["recall"],
+                               "cold_only_recall": float(np.mean(list(
+                                   cold_only_recall(ev, space, cold_items, settings, k).values())))}
+    recipe = choose_recipe(ev, settings, collab.fit)  # chooses the same way again and keeps it on ev
     params, family = recipe.best["params"], recipe.best["family"]
     model = collab.fit(family, _interactions(ev.world_arrays("test"), settings, params), **params)
     served = Blend(dict(recipe.weights), settings.co_engagement_popularity_damping, hl, served=True)
     figures["served"] = ev.run(served, phase="test", model=model, ranker=recipe.ranker, lists=lists["served"])
     figures["recipe"] = {"family": family, "params": params, "blend": dict(recipe.weights),
-                         "ranker": recipe.ranker is not None}
+                         "ranker": recipe.ranker is not None, "profile": recipe.profile}
     per_user["served_ndcg"] = dict(zip(ev.truth("test"), ev.per_user_ndcg(lists["served"], "test")))
     figures["seconds"] = round(time.perf_counter() - t0, 1)
     return figures, per_user
@@ -225,9 +247,12 @@ def main() -> None:
     for name, space in spaces.items():
         figures[name], per_user[name] = score_space(ev, space, settings, cold.cold_items, k)
         f = figures[name]
-        print(f"  {name}: content NDCG@{k} {f['content_warm']['ndcg']:.4f}, cold Recall@{k} "
-              f"{f['content_cold']['recall']:.4f}, cold-only {f['cold_only_recall']:.4f}, served NDCG@{k} "
-              f"{f['served']['ndcg']:.4f} ({f['recipe']['family']}, {f['seconds']:.0f} s)", file=sys.stderr)
+        m = f["mean_profile"]
+        print(f"  {name}: content by {f['profile']['way']} (validation {f['profile']['validation_ndcg']}): "
+              f"NDCG@{k} {f['content_warm']['ndcg']:.4f}, cold Recall@{k} {f['content_cold']['recall']:.4f}, "
+              f"cold-only {f['cold_only_recall']:.4f} (mean profile: {m['content_warm']:.4f}, "
+              f"{m['content_cold']:.4f}, {m['cold_only_recall']:.4f}); served NDCG@{k} {f['served']['ndcg']:.4f} "
+              f"({f['recipe']['family']}, {f['seconds']:.0f} s)", file=sys.stderr)
 
     comparisons = {key: paired_nan(per_user["fine-tuned"][key], per_user["pretrained"][key])
                    if key.endswith("ndcg") else paired(per_user["fine-tuned"][key], per_user["pretrained"][key])
@@ -245,6 +270,10 @@ def main() -> None:
     }
     for t in targets.values():
         t["met"] = bool(t["ratio"] >= t["target"])
+    # The same content ratios with the mean profile in both spaces (what earlier runs reported).
+    by_mean = {name: f["mean_profile"] for name, f in figures.items()}
+    mean_ratios = {key: by_mean["fine-tuned"][key] / max(by_mean["pretrained"][key], 1e-12)
+                   for key in ("content_warm", "content_cold", "cold_only_recall")}
     result = {
         "benchmark": "bench_finetune", "command": " ".join(["python -m benchmarks.bench_finetune", *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
@@ -255,6 +284,7 @@ def main() -> None:
                   "max_per_user": settings.finetune_max_pairs_per_user},
         "fit": fit_info, "embed_catalog_seconds": round(embed_s, 1), "rss_before_fit_mb": round(rss_before),
         "figures": figures, "summary": summary, "paired_fine_tuned_minus_pretrained": comparisons, "targets": targets,
+        "mean_profile_ratios": mean_ratios,
         "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,6 +298,9 @@ def main() -> None:
         c, t = comparisons[key], targets[target_of[key]]
         print(f"{label:28} {pre[key]:11.4f} {ft[key]:11.4f} {c['mean_diff']:+9.4f} ± {c['se']:.4f} "
               f"  x{t['ratio']:.2f} {'met' if t['met'] else 'NOT met'}")
+    print("content ways: " + ", ".join(f"{name} {f['profile']['way']}" for name, f in figures.items())
+          + "; fine-tuned / pretrained with the mean profile in both: "
+          + ", ".join(f"{key} x{r:.2f}" for key, r in mean_ratios.items()))
     if not args.no_plot:
         plot(summary, PLOT)
     print(f"wrote {args.out}", file=sys.stderr)

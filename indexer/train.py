@@ -11,7 +11,10 @@ gate it against the published one, and write it into the version being built.
    (``collab.SEED_DECAYS``: recency of the seeds, no refit). Then the best fits of the two best
    families (on the input of the best row) are tried together as an ensemble
    (``collab.ENSEMBLE``, second part weighted ``collab.ENSEMBLE_WEIGHTS``); the best row wins.
-3. The blend of the model with the other sources (content profile, co-engagement, trending) is
+3. The way content is scored from a person's liked items (``ranking.PROFILE_WAYS``: one mean
+   profile vector, or a soft maximum over the liked items) is chosen on validation by the
+   content source's own NDCG@10 (alone, through ``for_user``), and the rest is chosen with it.
+   The blend of the model with the other sources (content profile, co-engagement, trending) is
    fitted on validation through the pieces of the endpoint's own ``recommend``: fixed weights
    from a grid, and a LambdaRank ranker over the candidates' features
    (:mod:`service.recommend.learned_rank`); the ranker is kept only when it beats the weights
@@ -30,9 +33,10 @@ gate it against the published one, and write it into the version being built.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -44,7 +48,7 @@ from service.recommend import collab
 from service.recommend.evaluation import ndcg_at_k, ndcg_per_user, paired_difference, recall_at_k
 from service.recommend import learned_rank
 from service.recommend.offline_eval import Blend, Evaluator, EventLog, load_event_log, sample_split, split_log
-from service.recommend.ranking import blend as weighted_blend
+from service.recommend.ranking import PROFILE_WAYS, blend as weighted_blend, profile_power_of
 from service.recommend.recommender import gather, make_ask, user_seeds
 from service.settings import Settings
 from service.store.models import Event
@@ -54,6 +58,8 @@ from service.vectors.index_store import LoadedSpace
 log = logging.getLogger("recsys.train")
 
 K = 10
+# The space whose content scoring the stage chooses (the one it is given: the text space).
+PROFILE_SPACE = "text"
 # Blend weights tried with the model (its own weight fixed at 1: only ratios matter). Every
 # source is scaled to [0, 1] by its best item, so small weights reorder close model scores.
 BLEND_GRID = {
@@ -168,6 +174,35 @@ def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
     return out
 
 
+@contextlib.contextmanager
+def _scoring_content(ev: Evaluator, power: int):
+    """``ev`` scores content with ``power`` (``Engine.profile_power``) inside the block only."""
+    before, ev.profile_power = ev.profile_power, power
+    try:
+        yield
+    finally:
+        ev.profile_power = before
+
+
+def choose_profile(ev: Evaluator, settings: Settings) -> tuple[str, dict[str, float]]:
+    """The way of scoring content (``PROFILE_WAYS``) with the best validation NDCG@K of the
+    content source alone (ties: the first listed, the mean), set on ``ev`` for what follows;
+    returns (way, each way's NDCG). Without a text space: the mean, nothing scored."""
+    if ev.space is None:
+        ev.profile_power = 0
+        return "mean", {}
+    content = Blend({"profile": 1.0}, 0.0, settings.event_half_life_days, fallbacks=False)
+    scores = {}
+    for way, power in PROFILE_WAYS.items():
+        ev.profile_power = power
+        scores[way] = float(ev.run(content, phase="valid")["ndcg"])
+    best = max(scores, key=scores.__getitem__)
+    ev.profile_power = PROFILE_WAYS[best]
+    log.info("train: content scored by %s (validation NDCG@%d %s)", best, K,
+             ", ".join(f"{w} {v:.4f}" for w, v in scores.items()))
+    return best, scores
+
+
 def choose_blend(ev: Evaluator, model: collab.CollabModel, settings: Settings) -> tuple[dict[str, float], float]:
     """The blend weights with the best validation NDCG (ties: the setting listed first).
 
@@ -276,11 +311,15 @@ class Recipe:
     valid_ndcg: float
     ranker: learned_rank.Ranker | None
     ranker_record: dict
+    profile: str = "mean"  # how content is scored (``PROFILE_WAYS``), with each way's validation NDCG:
+    profile_scores: dict[str, float] = field(default_factory=dict)
 
 
 def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel] = collab.fit) -> Recipe:
-    """Steps 2 and 3 of the module docstring, on ``ev``'s validation phase."""
+    """Steps 2 and 3 of the module docstring, on ``ev``'s validation phase (``ev`` keeps the
+    chosen way of scoring content)."""
     table, best = choose_model(ev, settings, fit)
+    profile, profile_scores = choose_profile(ev, settings)
     # Refit rather than keep every candidate alive: one fit of the winner costs less than the grid.
     valid_model = fit(best["family"], _interactions(ev.world_arrays("valid"), settings, best["params"]), **best["params"])
     weights, valid_ndcg = choose_blend(ev, valid_model, settings)
@@ -288,7 +327,7 @@ def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
              valid_ndcg)
     ranker, ranker_record = choose_ranker(candidate_groups(ev, valid_model, settings), weights)
     log.info("train: learned ranker %s (%s)", "kept" if ranker else "not used", ranker_record)
-    return Recipe(table, best, weights, valid_ndcg, ranker, ranker_record)
+    return Recipe(table, best, weights, valid_ndcg, ranker, ranker_record, profile, profile_scores)
 
 
 def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings,
@@ -299,7 +338,8 @@ def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings,
     test_model = fit(recipe.best["family"], _interactions(ev.world_arrays("test"), settings, params), **params)
     metrics, per_user = {}, {}
     metrics["model"], per_user["model"] = _test_metrics(ev, test_model, recipe.weights, settings, recipe.ranker)
-    metrics["without_model"], per_user["without_model"] = _test_metrics(ev, None, settings.blend_weights, settings)
+    with _scoring_content(ev, 0):  # what serves without a trained model: the mean profile
+        metrics["without_model"], per_user["without_model"] = _test_metrics(ev, None, settings.blend_weights, settings)
     if recipe.ranker is not None:
         metrics["model_fixed_weights"], per_user["model_fixed_weights"] = _test_metrics(
             ev, test_model, recipe.weights, settings)
@@ -352,7 +392,8 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
         # Always the real fitter: the reference is what the published recipe gives on this data.
         old_model = (collab.fit(old["family"], _interactions(ev.world_arrays("test"), settings, old["params"]),
                                 **old["params"]) if old["family"] in collab.FAMILIES + (collab.ENSEMBLE,) else None)
-        reference, reference_per_user = _test_metrics(ev, old_model, old["blend"], settings)
+        with _scoring_content(ev, profile_power_of(published, PROFILE_SPACE)):
+            reference, reference_per_user = _test_metrics(ev, old_model, old["blend"], settings)
         metrics["published_recipe"] = reference
         diff = paired_difference(per_user["model"], reference_per_user)
         comparisons["model_vs_published_recipe"] = diff
@@ -378,6 +419,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
         "model_items": int(len(final.item_ids)), "bytes": int(final.nbytes),
         "clock": float(event_log.times.max()) if len(event_log) else 0.0,
         "split": {"users": int(len(split.users)), "n_test": 1, "n_valid": 1, "k": K},
+        "profile": {"space": PROFILE_SPACE, "way": chosen.profile, "validation_ndcg": chosen.profile_scores},
         "validation": {"candidates": table, "blend_ndcg": valid_ndcg},
         "metrics": metrics, "comparisons": comparisons, "gate": gate,
         "seconds": round(time.perf_counter() - started, 3),

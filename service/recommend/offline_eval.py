@@ -159,6 +159,8 @@ class Evaluator:
                  session_factory: Callable[[], Session], *, k: int = 10):
         self.log, self.split, self.space, self.settings, self.k = log, split, space, settings, k
         self.session_factory = session_factory
+        # How the engine scores content (``Engine.profile_power``): the training stage sets the way it chose.
+        self.profile_power = 0
         self._snapshots: dict[tuple, Snapshot] = {}
         self._worlds: dict[str, World] = {}
         with session_factory() as session:
@@ -234,7 +236,7 @@ class Evaluator:
         s = self.settings
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
                       trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source,
-                      model=model, blend=blend, ranker=ranker)
+                      model=model, blend=blend, ranker=ranker, profile_power=self.profile_power)
 
     def world_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(users, items, weights, times) of every event in ``phase``'s world: what a model is fitted on."""

@@ -32,14 +32,14 @@ from sqlalchemy.orm import Session
 from service.recommend.behaviour import Snapshot
 from service.recommend.collab import CollabModel
 from service.recommend.learned_rank import SOURCES as RANKER_SOURCES, Ranker
-from service.recommend.ranking import blend, event_weights, history_decay, mmr, profile_vector
+from service.recommend.ranking import blend, event_weights, history_decay, mmr, profile_vector, soft_max_terms
 from service.settings import Settings
 from service.store.events import History, consumed_items, user_history
 from service.store.items import Filters, load_items
 from service.store.models import Item, to_seconds
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
-from service.vectors.nearest import vector_candidates, vectors_of
+from service.vectors.nearest import vector_candidates, vector_candidates_many, vectors_of
 
 # Past tense of event types, for explanations ("because you viewed X").
 VERBS = {"view": "viewed", "click": "clicked", "cart": "added to cart", "purchase": "bought", "rating": "rated",
@@ -50,6 +50,8 @@ SESSION_DECAY = 0.85
 POOL_FACTOR = 5
 # "All time" for popularity: a window and half-life longer than any catalog's history.
 ALL_TIME_DAYS = 100 * 365.0
+# Liked items a soft-maximum profile searches from (the heaviest): one query each, in one batch.
+SOFT_MAX_SEEDS = 32
 # What fills a page that a person's likes left short, in order (see :func:`personal_answer`):
 # co-engagement with whatever they liked, trending in the window, all-time popularity, newest.
 FALLBACKS = ("co_engagement", "trending", "popular", "newest")
@@ -140,6 +142,9 @@ class Engine:
     model: CollabModel | None = None
     blend: Mapping[str, float] | None = None
     ranker: Ranker | None = None
+    # How content is scored from liked items: 0 one mean profile vector, P > 0 the soft maximum
+    # with power P (``ranking.PROFILE_WAYS``; the training stage chooses it on validation).
+    profile_power: int = 0
 
     def served_blend(self, weights: Mapping[str, float] | None) -> tuple[Mapping[str, float] | None, Ranker | None]:
         """What a request without its own ``weights`` is blended with: the ranker (gathering from
@@ -212,12 +217,42 @@ def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dic
     blocked = set(ask.exclude)
     if ask.strategy == "best_score" and len(all_w):
         return _best_score(engine, matrix, all_w, blocked, n)
+    if engine.profile_power > 0 and len(all_w):
+        found, exhausted = _soft_max(engine, matrix, all_w, blocked, n)
+        return _push_away(engine, seeds, found), exhausted
     profile = profile_vector(matrix, all_w) if len(all_w) else None
     if profile is None:
         return {}, True
     cands, exhausted = vector_candidates(engine.space, engine.delta, profile, n + len(blocked))
     out = {i: s for i, s, _ in cands if i not in blocked}
     return dict(list(out.items())[:n]), exhausted
+
+
+def _soft_max(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: set[int], n: int):
+    """Content candidates scored by the soft maximum (``ranking.PROFILE_WAYS``): each of the
+    heaviest liked items finds its nearest items (one batched search), and an item sums what
+    each liked item that found it adds. Dislikes push look-alikes down afterwards (the mean
+    profile subtracts them instead)."""
+    pos = np.flatnonzero(weights > 0)
+    if not len(pos):
+        return {}, True
+    pos = pos[np.argsort(-weights[pos], kind="stable")[:SOFT_MAX_SEEDS]]
+    lists, exhausted = vector_candidates_many(engine.space, engine.delta, matrix[pos], n + len(blocked))
+    ids = np.array([c[0] for found in lists for c in found], dtype=np.int64)
+    if not len(ids):
+        return {}, exhausted
+    sims = np.array([c[1] for found in lists for c in found])
+    w = np.repeat(weights[pos], [len(found) for found in lists])
+    items, where = np.unique(ids, return_inverse=True)
+    score = np.bincount(where, soft_max_terms(sims, w, engine.profile_power), minlength=len(items))
+    out: dict[int, float] = {}
+    for j in np.lexsort((items, -score)):
+        item = int(items[j])
+        if item not in blocked and score[j] > 0:
+            out[item] = float(score[j])
+            if len(out) == n:
+                break
+    return out, exhausted
 
 
 def _best_score(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: set[int], n: int):

@@ -68,6 +68,7 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     assert result.refused is None and section["status"] == "trained"
     assert section["family"] in collab.FAMILIES + (collab.ENSEMBLE,)
     assert section["interactions"] == USERS * PER_USER and section["watermark_event_id"] > 0
+    assert section["profile"] == {"space": "text", "way": "mean", "validation_ndcg": {}}  # no space: no choice
     tried = {row["family"] for row in section["validation"]["candidates"]}
     assert tried == set(collab.FAMILIES) | {collab.ENSEMBLE}  # every family fits this budget
     best = max(section["validation"]["candidates"], key=lambda r: r["ndcg"])

@@ -14,6 +14,7 @@ import indexer.train as train
 from indexer.cli import EXIT_GATE, cli
 from service.cli import cli as recsys
 from service.recommend import collab
+from service.recommend.ranking import PROFILE_WAYS
 from service.settings import load_settings
 from service.vectors import artifacts
 from service.web.app import create_app
@@ -69,6 +70,12 @@ def test_build_trains_then_the_gate_refuses_a_worse_model_until_forced(run, monk
     assert section["status"] == "trained" and section["interactions"] == USERS * PER_USER
     status = json.loads(run("status", "--json").output)
     assert status["model"]["family"] == section["family"] and "files" not in status["model"]
+    # How content is scored was chosen on validation, every way scored, the best kept (ties: the first).
+    profile = section["profile"]
+    assert profile["space"] == "text" and set(profile["validation_ndcg"]) == set(PROFILE_WAYS)
+    scores = profile["validation_ndcg"]
+    assert profile["way"] == max(PROFILE_WAYS, key=scores.__getitem__)
+    assert status["model"]["profile"] == profile and f"content scored by {profile['way']}" in built.output
 
     # The same data, a deliberately bad model: refused, kept unpublished, exit code 4.
     real_train = train.train_model

@@ -21,6 +21,7 @@ from service.demo import EVENTS_FILE, ITEMS_FILE
 from service.recommend import collab
 from service.recommend.learned_rank import FEATURES, Ranker, fit_ranker
 from service.recommend.offline_eval import Blend, Evaluator, load_event_log, split_log
+from service.recommend.ranking import PROFILE_WAYS
 from service.settings import load_settings
 from service.store.db import make_engine, make_session_factory, upgrade
 from service.store.importing import import_events, import_items
@@ -94,9 +95,17 @@ def test_evaluator_lists_equal_the_endpoint_lists_for_the_same_world_and_clock(d
         groups = [(np.random.default_rng(u).random((30, len(FEATURES))).astype(np.float32),
                    (np.arange(30) == u % 30).astype(np.int32)) for u in range(60)]
         cases.append((served, fit_ranker(groups)))
+    # Content scored both ways the training stage may choose (the endpoint reads the choice from
+    # the served manifest): the published choice with every case, the other one with the first.
+    chosen = section.get("profile", {}).get("way", "mean")
+    other = "pow8" if chosen == "mean" else "mean"
+    cases = [(blend, r, chosen) for blend, r in cases] + [(served, ranker, other)]
     signals: set[str] = set()
-    for blend, case_ranker in cases:
+    assert client.get("/status").status_code == 200 and runtime.store.current.name == demo["version"]
+    manifest_profile = runtime.store.current.manifest["behaviour"].setdefault("profile", {"space": "text"})
+    for blend, case_ranker, way in cases:
         runtime._learned = (demo["version"], model, dict(blend.weights), case_ranker)
+        manifest_profile["way"], ev.profile_power = way, PROFILE_WAYS[way]
         engine = ev.engine("test", blend.damping, model, blend.weights, case_ranker)
         with factory() as session:
             for user in users:

@@ -114,3 +114,32 @@ def test_disliked_events_stay_out_of_co_engagement_and_trending():
     snap = Snapshot(np.array([1, 1, 2]), np.array([5, 6, 5]), np.array([1.0, -2.0, 1.0]), np.zeros(3))
     assert 6 not in snap.co_engaged({5: 1.0}, n=5)
     assert list(snap.trending(now=0, window_days=1, half_life_days=1, n=5)) == [5]
+
+
+def test_soft_max_terms_let_the_closest_liked_item_count_most():
+    from service.recommend.ranking import soft_max_terms
+
+    # Two liked items far apart; "middle" is 0.707 from both, "near" 0.97 from one and 0 from the other.
+    sims = np.array([[0.707, 0.97], [0.707, 0.0]])
+    weights = np.array([[1.0], [1.0]])
+    mean_like = soft_max_terms(sims, weights, 1).sum(0)
+    soft = soft_max_terms(sims, weights, 8).sum(0)
+    assert mean_like[0] > mean_like[1] and soft[1] > soft[0]
+    # Negative similarity adds nothing (it is not a reason to like an item).
+    assert soft_max_terms(np.array([-0.9]), np.array([2.0]), 3)[0] == 0.0
+
+
+@pytest.mark.parametrize("section, space, power", [
+    ({"profile": {"space": "text", "way": "pow8"}}, "text", 8),
+    ({"profile": {"space": "text", "way": "pow3"}}, "clip", 0),  # another space's choice
+    ({"profile": {"space": "text", "way": "pow999"}}, "text", 0),  # unknown way
+    ({"profile": {"space": "text", "way": ["pow8"]}}, "text", 0),
+    ({"profile": "pow8"}, "text", 0),
+    ({"status": "trained"}, "text", 0),  # from before the choice existed
+    ([1, 2], "text", 0),
+    (None, "text", 0),
+])
+def test_profile_power_of_reads_a_manifest_section_as_untrusted(section, space, power):
+    from service.recommend.ranking import profile_power_of
+
+    assert profile_power_of(section, space) == power

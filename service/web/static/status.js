@@ -131,6 +131,7 @@
       gate.forced ? "gate overridden (--force)" : gate.passed ? "passed the quality gate" : "refused by the quality gate";
     $("model-summary").replaceChildren(
       h("b", null, model.family), ` ${JSON.stringify(model.params)} · blend ${JSON.stringify(model.blend)} · `,
+      model.profile && model.profile.way ? `content scored by ${model.profile.way} · ` : "",
       `${fmtInt(model.interactions)} interactions up to event #${fmtInt(model.watermark_event_id)} · ${verdict}`,
       model.served ? "" : h("span", { class: "warn-box" }, " not served by this worker"));
     const names = { model: "with the model (served)", without_model: "without a model (co-engagement blend)",
