@@ -318,8 +318,9 @@ class StatusOut(Schema):
     refused = fields.Dict(keys=fields.String(), values=fields.String(),
                           metadata={"description": "versions that could not be served, with the reason"})
     model = fields.Dict(allow_none=True, metadata={
-        "description": "the version's collaborative model: status, family, params, fitted blend, test metrics "
-                       "(model, without_model, published_recipe), quality gate, training watermark, served"})
+        "description": "the version's collaborative model: status, family, params, fitted blend, content scoring "
+                       "(profile), test metrics (model, without_model, published_recipe), quality gate, training "
+                       "watermark, served"})
     encoder = fields.Dict(allow_none=True, metadata={
         "description": "the fine-tuned text encoder the version's text space was built with (absent: the "
                        "pretrained text_model): name, revision, base model, held-out metrics against the encoder "
