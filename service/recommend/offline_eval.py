@@ -36,7 +36,7 @@ from service.recommend.learned_rank import Ranker
 from service.recommend.evaluation import (
     Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, ndcg_per_user, popularity_bias, recall_at_k,
 )
-from service.recommend.ranking import event_weights
+from service.recommend.ranking import PROFILE_WAYS, event_weights, profile_power_of
 from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
 from service.settings import Settings
 from service.store.events import History
@@ -377,8 +377,12 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
          f"(last {n_test} held out, {n_valid} before them for validation); "
          f"content from index {version or 'none (no index published: content source off)'}")
     ev = Evaluator(log, split, space, settings, session_factory, k=k)
+    # Content scored as the published version serves it (the training stage's choice, else the mean).
+    ev.profile_power = profile_power_of(loaded.manifest.get("behaviour") if loaded else None, "text")
+    scoring = next(way for way, power in PROFILE_WAYS.items() if power == ev.profile_power)
     report: dict[str, Any] = {"split": {"n_test": n_test, "n_valid": n_valid, "users": len(split.users),
-                                        "events": len(log), "interactions": len(log.positive)}, "index_version": version, "k": k, "results": {}}
+                                        "events": len(log), "interactions": len(log.positive)}, "index_version": version, "k": k,
+                              "content_scoring": scoring, "results": {}}
     configured = Blend.configured(settings)
     blends: list[tuple[str, Blend]] = [(f"configured ({configured.describe()})", configured)]
     blends += [(name, Blend(w, 0.0, settings.event_half_life_days, fallbacks=False)) for name, w in NAMED_BLENDS.items()]

@@ -73,6 +73,10 @@ def test_recsys_eval_scores_the_real_path_tunes_and_writes_settings(tmp_path, se
     refit = [v for k, v in json.loads((tmp_path / "r2.json").read_text())["results"].items()
              if k.startswith("published model, refit")]
     assert len(refit) == 1 and refit[0]["blend_weights"]["model"] == 1.0 and refit[0]["ndcg"] > 0.5
+    # Content is scored the way the published version serves it (the training stage's choice).
+    from service.vectors import artifacts
+    published = artifacts.read_manifest(artifacts.version_dir(s.index_path, artifacts.current_version(s.index_path)))
+    assert json.loads((tmp_path / "r2.json").read_text())["content_scoring"] == published["behaviour"]["profile"]["way"]
     written = json.loads((settings.data_dir / "settings.json").read_text())
     assert written["blend_weights"]["co_engagement"] == 1.0 and "event_half_life_days" in written
     assert load_settings({"data_dir": settings.data_dir}, environ={}).blend_weights == written["blend_weights"]
