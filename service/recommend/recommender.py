@@ -39,7 +39,7 @@ from service.store.items import Filters, load_items
 from service.store.models import Item, to_seconds
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
-from service.vectors.nearest import vector_candidates, vector_candidates_many, vectors_of
+from service.vectors.nearest import nearest_many, vector_candidates, vectors_of
 
 # Past tense of event types, for explanations ("because you viewed X").
 VERBS = {"view": "viewed", "click": "clicked", "cart": "added to cart", "purchase": "bought", "rating": "rated",
@@ -237,22 +237,17 @@ def _soft_max(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: 
     if not len(pos):
         return {}, True
     pos = pos[np.argsort(-weights[pos], kind="stable")[:SOFT_MAX_SEEDS]]
-    lists, exhausted = vector_candidates_many(engine.space, engine.delta, matrix[pos], n + len(blocked))
-    ids = np.array([c[0] for found in lists for c in found], dtype=np.int64)
-    if not len(ids):
-        return {}, exhausted
-    sims = np.array([c[1] for found in lists for c in found])
-    w = np.repeat(weights[pos], [len(found) for found in lists])
-    items, where = np.unique(ids, return_inverse=True)
-    score = np.bincount(where, soft_max_terms(sims, w, engine.profile_power), minlength=len(items))
-    out: dict[int, float] = {}
-    for j in np.lexsort((items, -score)):
-        item = int(items[j])
-        if item not in blocked and score[j] > 0:
-            out[item] = float(score[j])
-            if len(out) == n:
-                break
-    return out, exhausted
+    # Each liked item's share of the excluded items on top of n: together they find enough (a
+    # short page makes ``recommend`` ask again for more, as with the mean profile).
+    ids, sims, exhausted = nearest_many(engine.space, engine.delta, matrix[pos], n + -(-len(blocked) // len(pos)))
+    found = ids >= 0
+    items, where = np.unique(ids[found], return_inverse=True)
+    terms = soft_max_terms(sims, weights[pos, None], engine.profile_power)[found]
+    score = np.bincount(where, terms, minlength=len(items))
+    keep = (score > 0) & ~np.isin(items, np.fromiter(blocked, np.int64, len(blocked)))
+    items, score = items[keep], score[keep]
+    top = np.lexsort((items, -score))[:n]
+    return dict(zip(items[top].tolist(), score[top].tolist())), exhausted
 
 
 def _best_score(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: set[int], n: int):

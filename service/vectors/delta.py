@@ -114,15 +114,20 @@ class Delta:
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner-product search over the fresh vectors: (scores, item ids), best first."""
+        scores, ids = self.search_many(np.asarray(query).reshape(1, -1), k)
+        return scores[0], ids[0]
+
+    def search_many(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for each row of ``queries``: (scores, item ids), each (rows, <= k)."""
         if not self.vectors:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         if self._matrix is None:
             ids = np.fromiter(self.vectors.keys(), dtype=np.int64, count=len(self.vectors))
             self._matrix = np.stack([self.vectors[i] for i in ids])
             self._matrix_ids = ids
-        scores = self._matrix @ query.reshape(-1)
-        top = np.argsort(-scores)[:k]
-        return scores[top], self._matrix_ids[top]
+        scores = np.asarray(queries, dtype=np.float32) @ self._matrix.T
+        top = np.argsort(-scores, axis=1)[:, :k]
+        return np.take_along_axis(scores, top, axis=1), self._matrix_ids[top]
 
 
 class DeltaSet:

@@ -23,34 +23,40 @@ def vector_candidates(space: LoadedSpace, delta: Delta | None, query: np.ndarray
     Items replaced or deleted since the build are taken from the delta (or dropped), never from
     the stale main index. Returns (candidates, exhausted).
     """
-    lists, exhausted = vector_candidates_many(space, delta, np.asarray(query).reshape(1, -1), n)
-    return lists[0], exhausted
+    ids, scores, exhausted = nearest_many(space, delta, np.asarray(query).reshape(1, -1), n)
+    fresh = delta.vectors if delta is not None else {}
+    return [(item, score, ("semantic", "fresh") if item in fresh else ("semantic",))
+            for item, score in zip(ids[0].tolist(), scores[0].tolist()) if item >= 0], exhausted
 
 
-def vector_candidates_many(space: LoadedSpace, delta: Delta | None, queries: np.ndarray,
-                           n: int) -> tuple[list[list[Candidate]], bool]:
-    """:func:`vector_candidates` for each row of ``queries``, with one search of the main index
-    (a batch costs FAISS far less than one call per query)."""
+def nearest_many(space: LoadedSpace, delta: Delta | None, queries: np.ndarray,
+                 n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """:func:`vector_candidates` for each row of ``queries`` as arrays, from one batched search
+    (FAISS answers a batch for far less than a call per query): (item ids, scores), each
+    (rows, <= n), best first, -1 and -inf where a row has fewer; and exhausted."""
     from service.vectors.vector_index import search
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     shadowed = delta.shadowed if delta is not None else set()
-    out: list[list[Candidate]] = [[] for _ in range(len(queries))]
+    id_parts, score_parts = [np.zeros((len(queries), 0), np.int64)], [np.zeros((len(queries), 0), np.float32)]
     main_n = min(n + len(shadowed), space.count)
     if main_n > 0 and len(queries):
-        all_scores, all_rows = search(space.index, queries, main_n, space.params)
-        for found, rows, scores in zip(out, all_rows, all_scores):
-            keep = rows >= 0
-            ids = space.ids[rows[keep]]
-            found.extend((item_id, float(score), ("semantic",))
-                         for item_id, score in zip(ids.tolist(), scores[keep].tolist()) if item_id not in shadowed)
+        scores, rows = search(space.index, queries, main_n, space.params)
+        ids = np.where(rows >= 0, space.ids[np.maximum(rows, 0)], -1)
+        if shadowed:
+            ids = np.where(np.isin(ids, np.fromiter(shadowed, np.int64, len(shadowed))), -1, ids)
+        id_parts.append(ids)
+        score_parts.append(np.where(ids >= 0, scores, -np.inf).astype(np.float32))
     if delta is not None:
-        for found, query in zip(out, queries):
-            d_scores, d_ids = delta.search(query, n)
-            found.extend((int(i), float(s), ("semantic", "fresh")) for i, s in zip(d_ids, d_scores))
-            found.sort(key=lambda c: -c[1])
+        d_scores, d_ids = delta.search_many(queries, n)
+        id_parts.append(d_ids)
+        score_parts.append(d_scores.astype(np.float32))
+    ids, scores = np.concatenate(id_parts, axis=1), np.concatenate(score_parts, axis=1)
+    if delta is not None:  # the fresh vectors merged in, the shadowed rows (-inf) to the end
+        order = np.argsort(-scores, axis=1, kind="stable")
+        ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
     available = space.count + (len(delta.vectors) if delta is not None else 0)
-    return [found[:n] for found in out], n >= available
+    return ids[:, :n], scores[:, :n], n >= available
 
 
 def vectors_of(space: LoadedSpace, delta: Delta | None, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

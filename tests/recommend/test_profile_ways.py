@@ -21,7 +21,7 @@ from service.store.models import EPOCH, Item
 from service.store.records import ItemRecord
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
-from service.vectors.nearest import vector_candidates, vector_candidates_many
+from service.vectors.nearest import nearest_many, vector_candidates
 
 DIM = 6
 NOW = time.time()
@@ -99,10 +99,16 @@ def test_a_fresh_item_in_the_delta_is_found_by_the_soft_maximum(world):
 
 def test_the_batched_search_equals_one_search_per_query(world):
     delta = Delta("text", DIM, "r1")
-    delta.vectors[world["pks"]["middle"]] = unit(0, 0, 1)  # replaced since the build: shadows the index's row
+    delta.vectors[world["pks"]["middle"]] = unit(0, 0, 0, 0, 0, 1)  # replaced since the build: shadows its row
     queries = np.stack([VECTORS["a"], VECTORS["b"], unit(1, 1, 1)])
     for d in (None, delta):
-        many, exhausted = vector_candidates_many(world["space"], d, queries, 4)
-        for q, got in zip(queries, many):
+        ids, scores, exhausted = nearest_many(world["space"], d, queries, 4)
+        for q, row_ids, row_scores in zip(queries, ids, scores):
             one, one_exhausted = vector_candidates(world["space"], d, q, 4)
-            assert got == one and exhausted == one_exhausted
+            assert [(i, s) for i, s, _signals in one] == list(zip(row_ids.tolist(), row_scores.tolist()))
+            assert exhausted == one_exhausted
+    # "middle"'s stale vector (0.82 like the third query) never comes back; its fresh one leads on axis 5.
+    ids, scores, _exhausted = nearest_many(world["space"], delta, queries, 4)
+    assert dict(zip(ids[2].tolist(), scores[2].tolist())).get(world["pks"]["middle"], 0.0) < 1e-6
+    one, _ = vector_candidates(world["space"], delta, unit(0, 0, 0, 0, 0, 1), 1)
+    assert one[0][0] == world["pks"]["middle"] and one[0][2] == ("semantic", "fresh")
