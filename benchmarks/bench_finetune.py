@@ -67,10 +67,9 @@ def seed_rows(ev, user, phase: str, settings, row_of: dict[int, int]) -> tuple[l
 def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int, power: int = 0) -> dict[Any, float]:
     """Per cold user: Recall@k of their cold items when the service's content scoring (the mean
     profile vector, or with ``power`` the soft maximum over the heaviest liked items, as
-    ``recommender._soft_max`` does) ranks only the cold items."""
+    ``recommender._soft_max`` does, ``profile_max_seeds``) ranks only the cold items."""
     from service.recommend.cold_eval import COLD
     from service.recommend.ranking import profile_vector, soft_max_terms
-    from service.recommend.recommender import SOFT_MAX_SEEDS
 
     row_of = {int(i): r for r, i in enumerate(space.ids.tolist())}
     cold_rows = np.array([row_of[int(i)] for i in cold_items])
@@ -81,7 +80,7 @@ def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int, power:
         rows, weights = np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float64)
         if power and (weights > 0).any():
             pos = np.flatnonzero(weights > 0)
-            pos = pos[np.argsort(-weights[pos], kind="stable")[:SOFT_MAX_SEEDS]]
+            pos = pos[np.argsort(-weights[pos], kind="stable")[:settings.profile_max_seeds]]
             scores = soft_max_terms(space.vectors[rows[pos]] @ cold_vecs.T, weights[pos, None], power).sum(0)
         else:
             profile = profile_vector(space.vectors[rows], weights) if len(rows) and not power else None

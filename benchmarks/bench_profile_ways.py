@@ -1,8 +1,8 @@
 """What the soft-maximum content scoring costs per recommendation, against the mean profile.
 
 ``ranking.PROFILE_WAYS``: the mean profile searches the index once per request; a soft maximum
-(``pow3``, ``pow8``) searches once per liked item, for the heaviest ``SOFT_MAX_SEEDS`` of them,
-in one batch. This times the content source exactly as ``gather`` calls it
+(``pow3``, ``pow8``: the same searches, another power) searches once per liked item, for the
+heaviest ``profile_max_seeds`` of them (the setting; ``--max-seeds`` tries several), in one batch. This times the content source exactly as ``gather`` calls it
 (``recommender._profile_scores``) for users with ``--history`` liked items (all excluded, as
 consumed), over the index the rebuild would choose and tune for ``--n`` vectors (``choose_index``
 with the default budget, ``tune_search_params`` to the 0.95 floor), FAISS on one thread (the
@@ -10,7 +10,8 @@ service's ``faiss_threads`` default), the ways interleaved user by user. Vectors
 ``bench_index.structured_vectors`` (clustered, 384-d): the cost depends on the index and the
 count, not on what the vectors mean.
 
-    .venv/bin/python -m benchmarks.bench_profile_ways [--n 20000,100000] [--users 200] [--history 500]
+    .venv/bin/python -m benchmarks.bench_profile_ways [--n 20000,100000] [--users 200] [--history 500] \
+        [--max-seeds 8,16,32]
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--history", type=int, default=500, help="liked items per user (all excluded as consumed)")
+    ap.add_argument("--max-seeds", default="8,16,32", help="profile_max_seeds values to time pow8 with")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
     from service.recommend.behaviour import Snapshot
     from service.recommend.ranking import PROFILE_WAYS
-    from service.recommend.recommender import SOFT_MAX_SEEDS, Engine, Seeds, _profile_scores, make_ask
+    from service.recommend.recommender import Engine, Seeds, _profile_scores, make_ask
     from service.settings import load_settings
 
     settings = load_settings({"data_dir": "/tmp/bench-profile-ways"}, environ={})
@@ -75,13 +77,15 @@ def main() -> None:
     result = {"benchmark": "bench_profile_ways", "command": " ".join(["python -m benchmarks.bench_profile_ways",
                                                                        *sys.argv[1:]]),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
-              "soft_max_seeds": SOFT_MAX_SEEDS, "history": args.history, "users": args.users, "sizes": {}}
+              "history": args.history, "users": args.users, "sizes": {}}
     for n in [int(x) for x in args.n.split(",")]:
         t0 = time.perf_counter()
         space, key, params = loaded_space(n, args.dim, args.seed)
         print(f"n={n}: {key} {params} built and tuned in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        engines = {way: Engine(space, None, empty, candidates_per_source=settings.candidates_per_source,
-                               profile_power=power) for way, power in PROFILE_WAYS.items()}
+        engines = {"mean": Engine(space, None, empty, candidates_per_source=settings.candidates_per_source)}
+        for seeds_cap in [int(x) for x in args.max_seeds.split(",")]:
+            engines[f"pow8/{seeds_cap}"] = Engine(space, None, empty, candidates_per_source=settings.candidates_per_source,
+                                                  profile_power=PROFILE_WAYS["pow8"], profile_max_seeds=seeds_cap)
         times: dict[str, list[float]] = {way: [] for way in engines}
         for u in range(args.users + 5):  # the first 5 users warm up
             liked = rng.choice(n, size=args.history, replace=False) + 1

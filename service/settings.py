@@ -89,6 +89,10 @@ class Settings:
     cold_item_slots: int = 1
     # Candidates drawn from each source before blending.
     candidates_per_source: int = 200
+    # Liked items (the heaviest) a soft-maximum content scoring searches from, one query each
+    # (1-1024): where the training stage chose pow3/pow8, the content source's cost per request
+    # grows with this (docs/benchmarks.md, bench_profile_ways).
+    profile_max_seeds: int = 32
     # Event types whose items are left out of a user's recommendations (exclude_seen=true).
     exclude_seen_types: tuple[str, ...] = ("view", "click", "purchase", "rating")
     # Popularity exponent in co-engagement: neighbours' scores are divided by popularity**this
@@ -375,6 +379,9 @@ def write_settings_file(s: Settings, updates: Mapping[str, Any]) -> Path:
     return path
 
 
+MAX_PROFILE_SEEDS = 1024
+
+
 def _validate(s: Settings) -> None:
     if not 0.0 < s.recall_floor <= 1.0:
         raise SettingsError(f"setting recall_floor: must be in (0, 1], got {s.recall_floor}")
@@ -382,6 +389,8 @@ def _validate(s: Settings) -> None:
                  "history_limit", "candidates_per_source", "behaviour_max_events"):
         if getattr(s, name) < 1:
             raise SettingsError(f"setting {name}: must be >= 1, got {getattr(s, name)}")
+    if not 1 <= s.profile_max_seeds <= MAX_PROFILE_SEEDS:  # each one is a query of every request's batch
+        raise SettingsError(f"setting profile_max_seeds: must be in [1, {MAX_PROFILE_SEEDS}], got {s.profile_max_seeds}")
     for name, value in s.blend_weights.items():
         if name not in BLEND_SOURCES or value < 0:
             raise SettingsError(f"setting blend_weights: {name!r} must be one of {BLEND_SOURCES} with a weight >= 0")

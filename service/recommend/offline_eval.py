@@ -236,7 +236,8 @@ class Evaluator:
         s = self.settings
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
                       trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source,
-                      model=model, blend=blend, ranker=ranker, profile_power=self.profile_power)
+                      model=model, blend=blend, ranker=ranker, profile_power=self.profile_power,
+                      profile_max_seeds=s.profile_max_seeds)
 
     def world_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(users, items, weights, times) of every event in ``phase``'s world: what a model is fitted on."""

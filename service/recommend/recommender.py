@@ -50,8 +50,6 @@ SESSION_DECAY = 0.85
 POOL_FACTOR = 5
 # "All time" for popularity: a window and half-life longer than any catalog's history.
 ALL_TIME_DAYS = 100 * 365.0
-# Liked items a soft-maximum profile searches from (the heaviest): one query each, in one batch.
-SOFT_MAX_SEEDS = 32
 # What fills a page that a person's likes left short, in order (see :func:`personal_answer`):
 # co-engagement with whatever they liked, trending in the window, all-time popularity, newest.
 FALLBACKS = ("co_engagement", "trending", "popular", "newest")
@@ -143,8 +141,10 @@ class Engine:
     blend: Mapping[str, float] | None = None
     ranker: Ranker | None = None
     # How content is scored from liked items: 0 one mean profile vector, P > 0 the soft maximum
-    # with power P (``ranking.PROFILE_WAYS``; the training stage chooses it on validation).
+    # with power P (``ranking.PROFILE_WAYS``; the training stage chooses it on validation) over
+    # the heaviest ``profile_max_seeds`` liked items.
     profile_power: int = 0
+    profile_max_seeds: int = 32
 
     def served_blend(self, weights: Mapping[str, float] | None) -> tuple[Mapping[str, float] | None, Ranker | None]:
         """What a request without its own ``weights`` is blended with: the ranker (gathering from
@@ -236,7 +236,7 @@ def _soft_max(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: 
     pos = np.flatnonzero(weights > 0)
     if not len(pos):
         return {}, True
-    pos = pos[np.argsort(-weights[pos], kind="stable")[:SOFT_MAX_SEEDS]]
+    pos = pos[np.argsort(-weights[pos], kind="stable")[:engine.profile_max_seeds]]
     # Each liked item's share of the excluded items on top of n: together they find enough (a
     # short page makes ``recommend`` ask again for more, as with the mean profile).
     ids, sims, exhausted = nearest_many(engine.space, engine.delta, matrix[pos], n + -(-len(blocked) // len(pos)))

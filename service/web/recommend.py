@@ -49,7 +49,7 @@ def _engine(rt: Runtime, space_name: str = "text") -> tuple[Engine, LoadedVersio
     engine = Engine(space, rt.deltas.get(space_name) if space is not None else None, rt.behaviour_snapshot(),
                     trending_window_days=s.trending_window_days, trending_half_life_days=s.trending_half_life_days,
                     candidates_per_source=s.candidates_per_source, model=model, blend=blend,
-                    ranker=ranker, profile_power=power)
+                    ranker=ranker, profile_power=power, profile_max_seeds=s.profile_max_seeds)
     return engine, version
 
 

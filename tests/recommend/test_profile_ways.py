@@ -62,8 +62,10 @@ def world(session_factory, tmp_path):
                "settings": settings, "session": session}
 
 
-def page(world, power: int, liked=("a", "b"), disliked=(), delta: Delta | None = None) -> list[str]:
-    engine = Engine(world["space"], delta, world["snapshot"], candidates_per_source=20, profile_power=power)
+def page(world, power: int, liked=("a", "b"), disliked=(), delta: Delta | None = None, max_seeds: int = 32) -> list[str]:
+    """A content-only page for someone who liked ``liked`` (newest first) and rated ``disliked`` low."""
+    engine = Engine(world["space"], delta, world["snapshot"], candidates_per_source=20, profile_power=power,
+                    profile_max_seeds=max_seeds)
     names = [*liked, *disliked]
     history = History(user_id=None, item_ids=[world["pks"][n] for n in names],
                       types=["purchase"] * len(liked) + ["rating"] * len(disliked),
@@ -78,6 +80,12 @@ def page(world, power: int, liked=("a", "b"), disliked=(), delta: Delta | None =
 def test_the_mean_finds_the_middle_and_the_soft_maximum_finds_what_is_close_to_one_liked_item(world):
     assert page(world, 0)[0] == "middle"
     assert page(world, 8) == ["near-a", "also-near-a", "middle"]  # middle still scores, lower
+
+
+def test_only_the_heaviest_liked_items_are_searched_from(world):
+    assert page(world, 8, liked=("b", "a"))[0] == "near-a"
+    # One seed: "b", the newest, so the heaviest; nothing is close to it but "middle".
+    assert page(world, 8, liked=("b", "a"), max_seeds=1) == ["middle"]
 
 
 def test_a_disliked_item_pushes_its_look_alikes_down_under_the_soft_maximum(world):
