@@ -246,7 +246,7 @@ def main() -> None:
     family, params, weights = recipe.best["family"], recipe.best["params"], dict(recipe.weights)
     served = "ranker" if recipe.ranker is not None else "weights"
     recipe_text = (f"{family} {_short(params)}; blend " + ", ".join(f"{n} {v:g}" for n, v in weights.items())
-                   + f"; served by the {served}")
+                   + f"; content by {recipe.profile}; served by the {served}")
     print(f"recipe chosen on the training world's validation: {recipe_text} (blend NDCG@{k} "
           f"{recipe.valid_ndcg:.4f}; ranker: {recipe.ranker_record.get('reason', 'kept')}; {choose_s:.0f} s)",
           file=sys.stderr)
@@ -276,7 +276,10 @@ def main() -> None:
     models = {COLD: all_model, "test": test_model}
     rows: dict[str, dict] = {}
     lists: dict[str, dict[str, dict]] = {}
+    chosen_power = ev.profile_power  # choose_recipe left its content scoring on ev
     for key, (blend, model, ranker) in runs.items():
+        # Without a trained model a version scores content by the mean (the choice lives with the model).
+        ev.profile_power = 0 if key == "e" else chosen_power
         rows[key] = {"name": SETTINGS[key], **blend.settings(), "fallbacks": blend.fallbacks,
                      "served": blend.served, "model": model is not None, "ranker": ranker is not None}
         lists[key] = {}
@@ -289,6 +292,8 @@ def main() -> None:
             lists[key][label] = out
         print(f"  ({key}) {SETTINGS[key]}: cold Recall@{k} {rows[key]['cold']['recall']:.4f}, "
               f"warm NDCG@{k} {rows[key]['warm']['ndcg']:.4f}", file=sys.stderr)
+
+    ev.profile_power = chosen_power
 
     # --- where cold candidates land (diagnostic: the pieces of ``recommend``, before SQL) -------
     t0 = time.perf_counter()
@@ -358,6 +363,7 @@ def main() -> None:
     report = {
         "benchmark": "movielens-100k cold items", "k": k, "index_version": version, "cold_split": info,
         "recipe": {"family": family, "params": params, "blend": weights, "served": served, "text": recipe_text,
+                   "profile": {"way": recipe.profile, "validation_ndcg": recipe.profile_scores},
                    "valid_ndcg": recipe.valid_ndcg, "model_valid_ndcg": recipe.best["ndcg"],
                    "ranker": recipe.ranker_record, "candidates": recipe.table,
                    "forced_ranker": {"how": forced_how, **forced.info},
