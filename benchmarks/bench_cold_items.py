@@ -189,6 +189,7 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=FRACTION)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--content-scoring", default=None, help="the content_scoring setting (default: the service's, auto)")
     ap.add_argument("--cold-slots", type=int, default=None,
                     help="cold_item_slots for every setting (default: the service's setting)")
     args = ap.parse_args()
@@ -204,6 +205,8 @@ def main() -> None:
     settings, factory, version = prepare_service(data, DATA_ROOT)
     if args.cold_slots is not None:
         settings = dataclasses.replace(settings, cold_item_slots=args.cold_slots)
+    if args.content_scoring is not None:
+        settings = dataclasses.replace(settings, content_scoring=args.content_scoring)
     print(f"cold_item_slots {settings.cold_item_slots}", file=sys.stderr)
     space = load_version(settings.index_path, version).spaces["text"]
     with factory() as session:

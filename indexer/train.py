@@ -186,11 +186,13 @@ def _scoring_content(ev: Evaluator, power: int):
 
 def choose_profile(ev: Evaluator, settings: Settings) -> tuple[str, dict[str, float]]:
     """The way of scoring content (``PROFILE_WAYS``) with the best validation NDCG@K of the
-    content source alone (ties: the first listed, the mean), set on ``ev`` for what follows;
-    returns (way, each way's NDCG). Without a text space: the mean, nothing scored."""
-    if ev.space is None:
-        ev.profile_power = 0
-        return "mean", {}
+    content source alone (ties: the first listed, the mean), or the one ``content_scoring``
+    forces, set on ``ev`` for what follows; returns (way, each way's NDCG: none scored when
+    forced or without a text space, which means the mean)."""
+    if ev.space is None or settings.content_scoring != "auto":
+        way = "mean" if ev.space is None else settings.content_scoring
+        ev.profile_power = PROFILE_WAYS[way]
+        return way, {}
     content = Blend({"profile": 1.0}, 0.0, settings.event_half_life_days, fallbacks=False)
     scores = {}
     for way, power in PROFILE_WAYS.items():

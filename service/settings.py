@@ -24,6 +24,9 @@ BLEND_SOURCES = ("profile", "co_engagement", "trending", "model")
 MODEL_FAMILIES = ("ease", "item_knn", "rp3beta", "factor")
 # Query encoders /search can use (see the query_backend setting).
 QUERY_BACKENDS = ("torch", "onnx", "onnx-int8")
+# How content is scored from liked items (the content_scoring setting; the ways are
+# service.recommend.ranking.PROFILE_WAYS).
+CONTENT_SCORINGS = ("auto", "mean", "pow3", "pow8")
 
 
 class SettingsError(ValueError):
@@ -89,6 +92,11 @@ class Settings:
     cold_item_slots: int = 1
     # Candidates drawn from each source before blending.
     candidates_per_source: int = 200
+    # How the training stage scores content from a person's liked items: "auto" chooses on
+    # validation by the content source's NDCG@10; "mean" (one profile vector), "pow3" or "pow8"
+    # (a soft maximum over the liked items) force a way, e.g. "mean" where cold items matter more
+    # than warm accuracy (on MovieLens pow8 found warm items better and cold ones worse).
+    content_scoring: str = "auto"
     # Liked items (the heaviest) a soft-maximum content scoring searches from, one query each
     # (1-1024): where the training stage chose pow3/pow8, the content source's cost per request
     # grows with this (docs/benchmarks.md, bench_profile_ways).
@@ -437,6 +445,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"setting ray_workers: must be >= 0, got {s.ray_workers}")
     if s.query_log_size > 1_000_000:  # far past any recall_sample, and inside every database's LIMIT
         raise SettingsError(f"setting query_log_size: at most 1000000, got {s.query_log_size}")
+    if s.content_scoring not in CONTENT_SCORINGS:
+        raise SettingsError(f"setting content_scoring: must be one of {CONTENT_SCORINGS}, got {s.content_scoring!r}")
     if s.query_backend not in QUERY_BACKENDS:
         raise SettingsError(f"setting query_backend: must be one of {QUERY_BACKENDS}, got {s.query_backend!r}")
     for name in ("artifact_url", "image_url"):

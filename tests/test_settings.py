@@ -49,6 +49,7 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"behaviour_max_events": 0}, "behaviour_max_events"),
         ({"cold_item_slots": -1}, "cold_item_slots"),
         ({"profile_max_seeds": 0}, "profile_max_seeds"),
+        ({"content_scoring": "pow5"}, "content_scoring"),
         ({"profile_max_seeds": 100_000}, "profile_max_seeds"),
         ({"profile_max_seeds": "many"}, "profile_max_seeds"),
         ({"learned_blend": "sometimes"}, "learned_blend"),

@@ -128,3 +128,33 @@ def test_the_gate_refuses_a_worse_model_and_passes_an_equal_one(taste_world, ses
     assert bad.refused is not None and "below the published" in bad.refused
     assert gate["passed"] is False and gate["reference"]["recipe"]["family"] == "ease"
     assert bad.section["metrics"]["model"]["ndcg"] < gate["floor"] <= bad.section["metrics"]["published_recipe"]["ndcg"]
+
+
+class _ContentOnlyEvaluator:
+    """Scores the content source alone with a validation NDCG per power (what choose_profile reads)."""
+
+    def __init__(self, by_power: dict[int, float], space=object()):
+        self.space, self.by_power, self.profile_power, self.runs = space, by_power, 0, []
+
+    def run(self, blend, *, phase):
+        assert blend.weights == {"profile": 1.0} and not blend.fallbacks and phase == "valid"
+        self.runs.append(self.profile_power)
+        return {"ndcg": self.by_power[self.profile_power]}
+
+
+@pytest.mark.parametrize("forced, by_power, way", [
+    ("auto", {0: 0.10, 3: 0.13, 8: 0.12}, "pow3"),
+    ("auto", {0: 0.10, 3: 0.10, 8: 0.10}, "mean"),  # ties go to the mean
+    ("mean", {0: 0.10, 3: 0.13, 8: 0.12}, "mean"),  # the setting forces a way: nothing is scored
+    ("pow8", {0: 0.10, 3: 0.13, 8: 0.12}, "pow8"),
+])
+def test_choose_profile_takes_the_best_way_on_validation_unless_the_setting_forces_one(forced, by_power, way, settings):
+    from service.recommend.ranking import PROFILE_WAYS
+
+    ev = _ContentOnlyEvaluator(by_power)
+    chosen, scores = train.choose_profile(ev, load_settings({"data_dir": settings.data_dir, "content_scoring": forced},
+                                                            environ={}))
+    assert chosen == way and ev.profile_power == PROFILE_WAYS[way]  # left on the evaluator for the blend
+    assert (scores == {} and ev.runs == []) if forced != "auto" else set(scores) == set(PROFILE_WAYS)
+    no_space = _ContentOnlyEvaluator(by_power, space=None)
+    assert train.choose_profile(no_space, settings) == ("mean", {}) and no_space.runs == []

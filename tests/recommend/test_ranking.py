@@ -143,3 +143,10 @@ def test_profile_power_of_reads_a_manifest_section_as_untrusted(section, space, 
     from service.recommend.ranking import profile_power_of
 
     assert profile_power_of(section, space) == power
+
+
+def test_the_content_scoring_setting_names_every_way_and_only_those():
+    from service.recommend.ranking import PROFILE_WAYS
+    from service.settings import CONTENT_SCORINGS
+
+    assert set(CONTENT_SCORINGS) == {"auto", *PROFILE_WAYS}
