@@ -96,7 +96,15 @@ def profile_vector(vectors: np.ndarray, weights: np.ndarray, negative_weight: fl
 def soft_max_terms(sims: np.ndarray, weights: np.ndarray, power: int) -> np.ndarray:
     """What each liked item adds to an item's soft-maximum score (see ``PROFILE_WAYS``):
     weight * max(0, sim) ** power, elementwise (broadcasting); an item's score is their sum."""
-    return np.asarray(weights, dtype=np.float64) * np.clip(np.asarray(sims, dtype=np.float64), 0.0, None) ** power
+    base = np.clip(np.asarray(sims, dtype=np.float32), 0.0, None)
+    out = np.ones_like(base)
+    while power:  # by squaring: numpy's float ** int is a general pow, several times slower
+        if power & 1:
+            out *= base
+        power >>= 1
+        if power:
+            base = base * base
+    return np.asarray(weights, dtype=np.float32) * out
 
 
 def profile_power_of(behaviour: Mapping | None, space: str) -> int:

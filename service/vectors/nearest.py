@@ -59,6 +59,23 @@ def nearest_many(space: LoadedSpace, delta: Delta | None, queries: np.ndarray,
     return ids[:, :n], scores[:, :n], n >= available
 
 
+def similarities_to_all(space: LoadedSpace, delta: Delta | None, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every usable item's similarity to each query: (item ids, sims shaped (queries, items)),
+    from the space's exact vectors (rows replaced or deleted since the build left out) and the
+    delta's fresh ones. One matrix product: what an exhaustive index would scan anyway."""
+    queries = np.asarray(queries, dtype=np.float32)
+    ids, sims = space.ids, queries @ np.asarray(space.vectors).T
+    if delta is not None and (delta.vectors or delta.tombstones):
+        shadowed = delta.shadowed
+        keep = ~np.isin(ids, np.fromiter(shadowed, np.int64, len(shadowed)))
+        ids, sims = ids[keep], sims[:, keep]
+        if delta.vectors:
+            fresh = np.fromiter(delta.vectors, np.int64, len(delta.vectors))
+            matrix = np.stack([delta.vectors[i] for i in fresh.tolist()])
+            ids, sims = np.concatenate([ids, fresh]), np.concatenate([sims, queries @ matrix.T], axis=1)
+    return ids, sims
+
+
 def vectors_of(space: LoadedSpace, delta: Delta | None, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of items in a space, fresh ones first: (matrix with zero rows where missing, found mask).
 

@@ -142,6 +142,13 @@ def read_index(path: str | os.PathLike, mmap: bool = True) -> Any:
         return faiss.read_index(str(target))
 
 
+def is_exhaustive(index: Any) -> bool:
+    """True for a plain flat index: every search scans every vector (exact answers)."""
+    import faiss
+
+    return isinstance(faiss.downcast_index(index) if type(index) is faiss.Index else index, faiss.IndexFlat)
+
+
 def find_layer(index: Any, kind: type) -> Any:
     """Return the first layer of ``index`` that is a ``kind`` (e.g. ``faiss.IndexHNSW``), or None.
 

@@ -21,7 +21,8 @@ from service.store.models import EPOCH, Item
 from service.store.records import ItemRecord
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
-from service.vectors.nearest import nearest_many, vector_candidates
+from service.vectors.nearest import nearest_many, similarities_to_all, vector_candidates
+from service.vectors.vector_index import is_exhaustive
 
 DIM = 6
 NOW = time.time()
@@ -43,8 +44,10 @@ VECTORS = {
 }
 
 
-@pytest.fixture
-def world(session_factory, tmp_path):
+@pytest.fixture(params=["flat", "hnsw"])
+def world(request, session_factory, tmp_path):
+    """The catalog in an exhaustive index (every item scored by one product) or a graph index
+    (one search per liked item), the two paths of ``recommender._soft_max``."""
     with session_factory() as session:
         upsert_items(session=session, records=[ItemRecord(external_id=e, kind="product", title=e) for e in VECTORS])
         session.commit()
@@ -52,8 +55,9 @@ def world(session_factory, tmp_path):
     rows = sorted((pks[e], v) for e, v in VECTORS.items())
     ids = np.array([pk for pk, _ in rows], dtype=np.int64)
     vectors = np.stack([v for _, v in rows])
-    index = faiss.IndexFlatIP(DIM)
+    index = faiss.IndexFlatIP(DIM) if request.param == "flat" else faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT)
     index.add(vectors)
+    assert is_exhaustive(index) == (request.param == "flat")
     space = LoadedSpace("text", index, ids, vectors, {}, {"name": "axes", "revision": "r1", "dim": DIM})
     empty = Snapshot(np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]), np.array([]))
     settings = load_settings({"data_dir": tmp_path}, environ={})
@@ -120,3 +124,13 @@ def test_the_batched_search_equals_one_search_per_query(world):
     assert dict(zip(ids[2].tolist(), scores[2].tolist())).get(world["pks"]["middle"], 0.0) < 1e-6
     one, _ = vector_candidates(world["space"], delta, unit(0, 0, 0, 0, 0, 1), 1)
     assert one[0][0] == world["pks"]["middle"] and one[0][2] == ("semantic", "fresh")
+
+
+def test_similarities_to_all_leave_stale_rows_out_and_take_fresh_ones(world):
+    delta = Delta("text", DIM, "r1")
+    delta.vectors[world["pks"]["middle"]] = unit(0, 0, 0, 0, 0, 1)  # replaced
+    delta.tombstones.add(world["pks"]["far"])  # deleted
+    ids, sims = similarities_to_all(world["space"], delta, np.stack([VECTORS["a"], unit(0, 0, 0, 0, 0, 1)]))
+    assert sorted(ids.tolist()) == sorted(pk for name, pk in world["pks"].items() if name != "far")
+    middle = ids.tolist().index(world["pks"]["middle"])
+    assert sims[0, middle] == pytest.approx(0.0, abs=1e-6) and sims[1, middle] == pytest.approx(1.0)
