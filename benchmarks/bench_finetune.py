@@ -70,6 +70,7 @@ def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int, power:
     ``recommender._soft_max`` does, ``profile_max_seeds``) ranks only the cold items."""
     from service.recommend.cold_eval import COLD
     from service.recommend.ranking import profile_vector, soft_max_terms
+    from service.recommend.recommender import soft_max_seeds
 
     row_of = {int(i): r for r, i in enumerate(space.ids.tolist())}
     cold_rows = np.array([row_of[int(i)] for i in cold_items])
@@ -79,8 +80,7 @@ def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int, power:
         rows, weights, _consumed = seed_rows(ev, user, COLD, settings, row_of)
         rows, weights = np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float64)
         if power and (weights > 0).any():
-            pos = np.flatnonzero(weights > 0)
-            pos = pos[np.argsort(-weights[pos], kind="stable")[:settings.profile_max_seeds]]
+            pos = soft_max_seeds(weights, settings.profile_max_seeds)
             scores = soft_max_terms(space.vectors[rows[pos]] @ cold_vecs.T, weights[pos, None], power).sum(0)
         else:
             profile = profile_vector(space.vectors[rows], weights) if len(rows) and not power else None
@@ -95,9 +95,9 @@ def cold_only_recall(ev, space, cold_items: np.ndarray, settings, k: int, power:
 
 def score_space(ev, space, settings, cold_items, k: int) -> tuple[dict, dict]:
     """(figures, per-user values) of one encoder's space through the service's code: content
-    scored the way the training stage chooses for it on validation (``choose_profile``), and,
+    scored the way the training stage chooses for it on validation (``choose_recipe``), and,
     for comparison with earlier runs, by the mean profile."""
-    from indexer.train import choose_profile, choose_recipe, _interactions
+    from indexer.train import choose_recipe, _interactions
     from service.recommend import collab
     from service.recommend.cold_eval import COLD
     from service.recommend.offline_eval import Blend
@@ -108,9 +108,9 @@ def score_space(ev, space, settings, cold_items, k: int) -> tuple[dict, dict]:
     lists: dict[str, dict] = {"warm": {}, "cold": {}, "served": {}, "warm_mean": {}, "cold_mean": {}}
     figures: dict[str, Any] = {}
     t0 = time.perf_counter()
-    way, way_scores = choose_profile(ev, settings)
+    recipe = choose_recipe(ev, settings, collab.fit)  # chooses the content scoring first, left on ev
     power = ev.profile_power
-    figures["profile"] = {"way": way, "validation_ndcg": way_scores}
+    figures["profile"] = {"way": recipe.profile, "validation_ndcg": recipe.profile_scores}
     figures["content_warm"] = ev.run(content, phase="test", lists=lists["warm"])
     figures["content_cold"] = ev.run(content, phase=COLD, lists=lists["cold"])
     per_user = {"content_warm_ndcg": dict(zip(ev.truth("test"), ev.per_user_ndcg(lists["warm"], "test"))),
@@ -122,7 +122,7 @@ def score_space(ev, space, settings, cold_items, k: int) -> tuple[dict, dict]:
                                "content_cold": ev.run(content, phase=COLD)["recall"],
                                "cold_only_recall": float(np.mean(list(
                                    cold_only_recall(ev, space, cold_items, settings, k).values())))}
-    recipe = choose_recipe(ev, settings, collab.fit)  # chooses the same way again and keeps it on ev
+    ev.profile_power = power
     params, family = recipe.best["params"], recipe.best["family"]
     model = collab.fit(family, _interactions(ev.world_arrays("test"), settings, params), **params)
     served = Blend(dict(recipe.weights), settings.co_engagement_popularity_damping, hl, served=True)

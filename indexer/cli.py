@@ -191,8 +191,8 @@ def _model_line(section: dict) -> str:
     parts = [f"{section['family']} {json.dumps(section['params'])}, served by {served}"]
     if not ranked and "model" not in section["blend"]:
         parts.append("not blended in (validation preferred the blend without it)")
-    profile = section.get("profile") or {}
-    if profile.get("way"):
+    profile = section.get("profile")
+    if isinstance(profile, dict) and isinstance(profile.get("way"), str):
         parts.append(f"content scored by {profile['way']} in the {profile.get('space')} space")
     labels = {"model": "as served", "without_model": "without model", "published_recipe": "published recipe"}
     for name, label in labels.items():

@@ -229,16 +229,22 @@ def _profile_scores(engine: Engine, seeds: Seeds, ask: Ask, n: int) -> tuple[dic
     return dict(list(out.items())[:n]), exhausted
 
 
+def soft_max_seeds(weights: np.ndarray, cap: int) -> np.ndarray:
+    """Positions of the liked items a soft maximum scores from: the ``cap`` heaviest positive
+    weights, heaviest first (ties: the order given)."""
+    pos = np.flatnonzero(np.asarray(weights) > 0)
+    return pos[np.argsort(-np.asarray(weights)[pos], kind="stable")[:cap]]
+
+
 def _soft_max(engine: Engine, matrix: np.ndarray, weights: np.ndarray, blocked: set[int], n: int):
     """Content candidates scored by the soft maximum (``ranking.PROFILE_WAYS``): each of the
     heaviest liked items finds its nearest items (one batched search), and an item sums what
     each liked item that found it adds; over an exhaustive index every item is scored by one
     matrix product instead (exact, and about twice as fast as the searches: docs/benchmarks.md).
     Dislikes push look-alikes down afterwards (the mean profile subtracts them instead)."""
-    pos = np.flatnonzero(weights > 0)
+    pos = soft_max_seeds(weights, engine.profile_max_seeds)
     if not len(pos):
         return {}, True
-    pos = pos[np.argsort(-weights[pos], kind="stable")[:engine.profile_max_seeds]]
     if is_exhaustive(engine.space.index):
         items, sims = similarities_to_all(engine.space, engine.delta, matrix[pos])
         score, exhausted = soft_max_terms(sims, weights[pos, None], engine.profile_power).sum(axis=0), True

@@ -158,3 +158,13 @@ def test_choose_profile_takes_the_best_way_on_validation_unless_the_setting_forc
     assert (scores == {} and ev.runs == []) if forced != "auto" else set(scores) == set(PROFILE_WAYS)
     no_space = _ContentOnlyEvaluator(by_power, space=None)
     assert train.choose_profile(no_space, settings) == ("mean", {}) and no_space.runs == []
+
+
+@pytest.mark.parametrize("profile", ["pow8", ["pow8"], {"way": 3}, {"space": "text"}, None])
+def test_the_status_line_shrugs_off_a_malformed_profile_section(profile):
+    from indexer.cli import _model_line
+
+    section = {"status": "trained", "family": "ease", "params": {}, "blend": {"model": 1.0}, "metrics": {}}
+    assert "content scored" not in _model_line({**section, "profile": profile})
+    good = _model_line({**section, "profile": {"space": "text", "way": "pow8"}})
+    assert "content scored by pow8 in the text space" in good
