@@ -8,9 +8,10 @@ gate it against the published one, and write it into the version being built.
    is fitted per hyper-parameter setting, and per way of making its input (the service's
    weights and decay, or binary positives: :func:`input_variants`), on the validation world and
    scored directly (the user's seeds in, the same exclusions), once per online seed weighting
-   (``collab.SEED_DECAYS``: recency of the seeds, no refit). Then the best fits of the two best
-   families (on the input of the best row) are tried together as an ensemble
-   (``collab.ENSEMBLE``, second part weighted ``collab.ENSEMBLE_WEIGHTS``); the best row wins.
+   (``collab.SEED_DECAYS``: recency of the seeds, no refit). Then the families' best fits (on
+   the input of the best row) are tried together as ensembles (``collab.ENSEMBLE``): every
+   pair, then the best pair with a third part, the last part weighted
+   ``collab.ENSEMBLE_WEIGHTS``; the best row wins.
 3. The way content is scored from a person's liked items (``ranking.PROFILE_WAYS``: one mean
    profile vector, or a soft maximum over the liked items) is chosen on validation by the
    content source's own NDCG@10 (alone, through ``for_user``), and the rest is chosen with it.
@@ -34,6 +35,7 @@ gate it against the published one, and write it into the version being built.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -144,9 +146,12 @@ def choose_model(ev: Evaluator, settings: Settings, fit: Callable[..., collab.Co
 
 def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel], table: list[dict],
                   asked: list[Asked], budget: int) -> list[dict]:
-    """The best fit (seed weighting included) of each of the two best families, on the input of
-    the best row, refit and scored together once per ``collab.ENSEMBLE_WEIGHTS`` (the second
-    part's weight); [] with fewer than two families or when both do not fit the budget together."""
+    """Ensembles of the families' best fits (seed weighting included), on the input of the best
+    row, each family fitted once: every pair (the stronger alone first), then the best pair with
+    each other family as a third part; each scored once per ``collab.ENSEMBLE_WEIGHTS`` (the
+    last part's weight). Every pair, not only the two best alone: a family weak alone may add
+    most (on MovieLens-100K the sequence model came fourth alone and added most). [] with fewer
+    than two families; a combination over the budget is skipped."""
     best = max(table, key=lambda r: r["ndcg"])
     inputs = {k: best["params"][k] for k in collab.INPUT_PARAMS if k in best["params"]}
     per_family: dict[str, dict] = {}
@@ -156,21 +161,39 @@ def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
             per_family[row["family"]] = row
     if len(per_family) < 2:
         return []
-    rows = sorted(per_family.values(), key=lambda r: -r["ndcg"])[:2]
+    ranked = sorted(per_family.values(), key=lambda r: -r["ndcg"])
     data = _interactions(ev.world_arrays("valid"), settings, inputs)
-    spec = {"parts": [{"family": r["family"], "params": r["params"]} for r in rows], "weights": [1.0, 1.0]}
-    if collab.estimate_bytes(collab.ENSEMBLE, data, spec) > budget:
-        return []
-    started = time.perf_counter()
-    parts = [fit(r["family"], data, **r["params"]) for r in rows]
-    fit_seconds = round(time.perf_counter() - started, 3)
-    out = []
-    for weight in collab.ENSEMBLE_WEIGHTS:
-        model = collab.ensemble(parts, [1.0, weight])
-        row = {"family": collab.ENSEMBLE, "params": model.params, **_direct_scores(model, asked),
-               "fit_seconds": fit_seconds, "bytes": int(model.nbytes)}
-        log.info("train: %s %s NDCG@%d %.4f", collab.ENSEMBLE, row["params"], K, row["ndcg"])
-        out.append(row)
+    fitted: dict[str, tuple[collab.CollabModel, float]] = {}
+
+    def part(row: dict) -> tuple[collab.CollabModel, float]:
+        if row["family"] not in fitted:
+            started = time.perf_counter()
+            model = fit(row["family"], data, **row["params"])
+            fitted[row["family"]] = model, time.perf_counter() - started
+        return fitted[row["family"]]
+
+    def rows_of(members: list[dict], weights: list[float]) -> list[dict]:
+        spec = {"parts": [{"family": r["family"], "params": r["params"]} for r in members],
+                "weights": [1.0] * len(members)}
+        if collab.estimate_bytes(collab.ENSEMBLE, data, spec) > budget:
+            return []
+        parts = [part(r) for r in members]
+        out = []
+        for weight in collab.ENSEMBLE_WEIGHTS:
+            model = collab.ensemble([m for m, _ in parts], [*weights, weight])
+            row = {"family": collab.ENSEMBLE, "params": model.params, **_direct_scores(model, asked),
+                   "fit_seconds": round(sum(s for _, s in parts), 3), "bytes": int(model.nbytes)}
+            log.info("train: %s %s NDCG@%d %.4f", collab.ENSEMBLE, row["params"], K, row["ndcg"])
+            out.append(row)
+        return out
+
+    out = [row for a, b in itertools.combinations(ranked, 2) for row in rows_of([a, b], [1.0])]
+    if not out or len(ranked) < 3:
+        return out
+    pair = max(out, key=lambda r: r["ndcg"])
+    members = [per_family[p["family"]] for p in pair["params"]["parts"]]
+    for third in (r for r in ranked if r not in members):
+        out += rows_of([*members, third], pair["params"]["weights"])
     return out
 
 

@@ -21,7 +21,7 @@ BUILTIN_EVENT_TYPES = ("view", "click", "cart", "purchase", "rating")
 # Candidate sources of recommendations, blended by ``blend_weights``.
 BLEND_SOURCES = ("profile", "co_engagement", "trending", "model")
 # Collaborative model families the training stage may fit (service.recommend.collab).
-MODEL_FAMILIES = ("ease", "item_knn", "rp3beta", "factor")
+MODEL_FAMILIES = ("ease", "item_knn", "rp3beta", "factor", "sequence")
 # Query encoders /search can use (see the query_backend setting).
 QUERY_BACKENDS = ("torch", "onnx", "onnx-int8")
 # How content is scored from liked items (the content_scoring setting; the ways are

@@ -73,16 +73,24 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     assert tried == set(collab.FAMILIES) | {collab.ENSEMBLE}  # every family fits this budget
     best = max(section["validation"]["candidates"], key=lambda r: r["ndcg"])
     assert (best["family"], best["params"]) == (section["family"], section["params"])
-    # The ensemble: the best fit of each of the two best single families, each weight tried.
+    # The ensembles: every pair of the families' best fits (the stronger alone first), then the
+    # best pair with each other family as a third part, each weight tried for the last part.
     singles = [r for r in section["validation"]["candidates"] if r["family"] != collab.ENSEMBLE]
     ensembles = [r for r in section["validation"]["candidates"] if r["family"] == collab.ENSEMBLE]
-    assert [r["params"]["weights"] for r in ensembles] == [[1.0, w] for w in collab.ENSEMBLE_WEIGHTS]
     per_family = {}
     for row in singles:
         if row["params"]["binary"] == ensembles[0]["params"]["binary"]:
             per_family[row["family"]] = max(per_family.get(row["family"], -1.0), row["ndcg"])
-    top2 = sorted(per_family, key=lambda f: -per_family[f])[:2]
-    assert [p["family"] for p in ensembles[0]["params"]["parts"]] == top2
+    ranked = sorted(per_family, key=lambda f: -per_family[f])
+    parts = [[p["family"] for p in r["params"]["parts"]] for r in ensembles]
+    pairs = [[a, b] for i, a in enumerate(ranked) for b in ranked[i + 1:]]
+    n_pairs = len(pairs) * len(collab.ENSEMBLE_WEIGHTS)
+    assert parts[:n_pairs] == [p for p in pairs for _ in collab.ENSEMBLE_WEIGHTS]
+    assert [r["params"]["weights"] for r in ensembles[:n_pairs]] == [[1.0, w] for w in collab.ENSEMBLE_WEIGHTS] * len(pairs)
+    best_pair = max(ensembles[:n_pairs], key=lambda r: r["ndcg"])
+    pair = [p["family"] for p in best_pair["params"]["parts"]]
+    assert parts[n_pairs:] == [pair + [f] for f in ranked if f not in pair for _ in collab.ENSEMBLE_WEIGHTS]
+    assert all(r["params"]["weights"][:2] == best_pair["params"]["weights"] for r in ensembles[n_pairs:])
     # Every fit is scored once per online seed weighting (no refit): same fit, each decay.
     decays: dict[tuple, list[float]] = {}
     for row in singles:

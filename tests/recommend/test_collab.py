@@ -13,7 +13,8 @@ from service.recommend.collab import (FAMILIES, MODEL_DIR, Interactions, ease_it
 DAY = 86_400.0
 # Small enough that every family knows the answer, big enough that each has something to weigh.
 PARAMS = {"ease": {"l2": 1.0}, "item_knn": {"neighbours": 5, "user_damping": 0.5},
-          "rp3beta": {"alpha": 0.5, "beta": 0.3, "neighbours": 5}, "factor": {"factors": 2}}
+          "rp3beta": {"alpha": 0.5, "beta": 0.3, "neighbours": 5}, "factor": {"factors": 2},
+          "sequence": {"window": 5, "alpha": 0.5, "beta": 0.3, "neighbours": 5}}
 BLOCK_A, BLOCK_B = [100, 101, 102, 103, 104], [105, 106, 107, 108, 109]
 
 
@@ -153,6 +154,48 @@ def test_rp3beta_matches_the_dense_definition():
             assert kept.sum() == k and w[r][kept].min() >= w[r][~kept].max() - 1e-7
 
 
+def test_order_is_each_users_items_by_their_last_positive_event():
+    # a: 7 at t=5, 8 at t=1, 9 at t=5 (after 7 in the log: a tie keeps log order), 8 again at
+    # t=9 (its last event counts), 6 disliked (no entry); b: one item.
+    data = interaction_matrix(["a", "a", "a", "a", "a", "b"], [7, 8, 9, 8, 6, 7], [1, 1, 1, 1, -1, 1],
+                              [5, 1, 5, 9, 0, 3], half_life_days=0)
+    assert data.item_ids.tolist() == [7, 8, 9]
+    assert data.order.toarray().tolist() == [[1, 3, 2], [1, 0, 0]]
+    assert (data.order != 0).toarray().tolist() == (data.matrix != 0).toarray().tolist()
+
+
+def test_sequence_counts_what_followed_within_the_window_one_way():
+    # Ten users engage with 1, 2, 3, 4 in that order; one user engages with 4 then 1.
+    users = [u for u in range(10) for _ in range(4)] + [10, 10]
+    items = [1, 2, 3, 4] * 10 + [4, 1]
+    data = interaction_matrix(users, items, np.ones(len(users)), np.arange(len(users), dtype=float),
+                              half_life_days=0)
+    dense = fit("sequence", data, window=3, alpha=0.0, beta=0.0, neighbours=3).sim.toarray()
+    assert dense.tolist() == [[0, 10, 10, 10], [0, 0, 10, 10], [0, 0, 0, 10], [1, 0, 0, 0]]
+    # A window of one: only the next item counts.
+    near = fit("sequence", data, window=1, alpha=0.0, beta=0.0, neighbours=3).sim.toarray()
+    assert near.tolist() == [[0, 10, 0, 0], [0, 0, 10, 0], [0, 0, 0, 10], [1, 0, 0, 0]]
+    # alpha and beta divide by the source's outgoing and the target's incoming counts.
+    scaled = fit("sequence", data, window=3, alpha=1.0, beta=0.5, neighbours=3).sim.toarray()
+    out, into = dense.sum(axis=1), dense.sum(axis=0)
+    np.testing.assert_allclose(scaled, dense / out[:, None] / np.sqrt(into)[None, :], rtol=1e-6)
+    # What comes after the newest seed ranks first; the item before it only through the stray user.
+    model = fit("sequence", data, window=3, alpha=0.5, beta=0.3, neighbours=3, seed_decay=0.5)
+    assert list(model.recommend({2: 1.0}, n=3)) == [3, 4]
+    assert list(model.recommend({3: 1.0, 1: 1.0}, n=3, exclude=[1, 3])) == [4, 2]
+    # The fewest neighbours are the strongest ones.
+    top1 = fit("sequence", data, window=3, alpha=0.0, beta=0.5, neighbours=1).sim.toarray()
+    assert ((top1 > 0).sum(axis=1) <= 1).all() and top1[0].argmax() == 1
+
+
+def test_sequence_needs_the_order():
+    data = checkerboard()
+    no_order = Interactions(data.matrix, data.item_ids, data.user_keys)
+    assert param_grid("sequence", no_order, 10 ** 9) == []
+    with pytest.raises(ValueError, match="order"):
+        fit("sequence", no_order, window=3)
+
+
 def test_rp3beta_popularity_penalty_demotes_the_popular_item():
     # Of item 0's 4 users, 1 also likes item 1 and 3 like item 2, which 6 others like too. Without
     # the penalty item 2 (more paths: 3/8 against 1/8) ranks first; with beta 1 (9 users against 1)
@@ -168,10 +211,12 @@ def test_rp3beta_popularity_penalty_demotes_the_popular_item():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_seed_decay_ranks_the_newest_seeds_neighbours_first(family):
     # Two blocks, one seed in each: without decay the tie is broken by the item id; with it the
-    # newest seed's block comes first, whichever block that is. The fit keeps the param.
+    # newest seed's block comes first, whichever block that is. The fit keeps the param. (The
+    # sequence model finds what came after a seed: its seeds are the first of their blocks.)
     model = fit(family, checkerboard(), **PARAMS[family], seed_decay=0.5)
     assert model.params["seed_decay"] == 0.5
-    for newest, older, block in ((103, 108, BLOCK_A), (108, 103, BLOCK_B)):
+    a, b = (100, 105) if family == "sequence" else (103, 108)
+    for newest, older, block in ((a, b, BLOCK_A), (b, a, BLOCK_B)):
         recs = model.recommend({newest: 1.0, older: 1.0}, n=2, exclude=[newest, older])
         assert set(recs) <= set(block), (newest, recs)
 
@@ -226,7 +271,7 @@ def test_save_and_mmap_load_give_the_same_recommendations(family, tmp_path):
     for name, arr in loaded.arrays.items():
         assert mapped(arr), name
         np.testing.assert_array_equal(arr, model.arrays[name])
-    if family in ("item_knn", "rp3beta"):  # the CSR wraps the mapped arrays, no copies
+    if family in ("item_knn", "rp3beta", "sequence"):  # the CSR wraps the mapped arrays, no copies
         assert mapped(loaded.sim.data) and mapped(loaded.sim.indices) and mapped(loaded.sim.indptr)
     rng = np.random.default_rng(1)
     for _ in range(5):
@@ -283,6 +328,14 @@ def test_ensemble_fits_saves_and_loads_memory_mapped(tmp_path):
         model.recommend(seeds, n=10, exclude=[int(data.item_ids[2])])
     assert estimate_bytes(collab.ENSEMBLE, data, model.params) == \
         estimate_bytes("ease", data, parts[0].params) + estimate_bytes("item_knn", data, parts[1].params)
+    # Three parts (the training stage adds a third to the best pair): the same round trip.
+    three = collab.ensemble(parts + [fit("sequence", data, window=5, seed_decay=0.8)], [1.0, 0.5, 2.0])
+    refit = fit(collab.ENSEMBLE, data, **three.params)
+    assert refit.recommend(seeds, n=10) == three.recommend(seeds, n=10) != model.recommend(seeds, n=10)
+    three.save(tmp_path / "three")
+    loaded = load_model(tmp_path / "three", collab.ENSEMBLE, three.params)
+    assert [p.family for p in loaded.parts] == ["ease", "item_knn", "sequence"]
+    assert loaded.recommend(seeds, n=10) == three.recommend(seeds, n=10)
     with pytest.raises(ValueError):  # two parts of one family would write the same files
         collab.ensemble([parts[0], fit("ease", data, l2=1.0)], [1.0, 1.0])
     with pytest.raises(ValueError):
@@ -348,6 +401,14 @@ def test_param_grids_stay_within_the_budget():
     assert sorted({g["neighbours"] for g in grid}) == sorted(collab.RP3_NEIGHBOUR_GRID)
     tight = collab._knn_bytes(wide.matrix.shape[1], 200, 1)
     assert {g["neighbours"] for g in param_grid("rp3beta", wide, tight)} == {200}
+    # Sequences: every window x beta within the budget; the distinct pairs bound the counts.
+    grid = param_grid("sequence", data, 10 ** 9)
+    assert len(grid) == len(collab.SEQUENCE_WINDOWS) * len(collab.SEQUENCE_BETAS)
+    assert all(g["neighbours"] == min(collab.SEQUENCE_NEIGHBOURS, n - 1) for g in grid)
+    small = max(collab.SEQUENCE_WINDOWS)
+    tight = estimate_bytes("sequence", data, {"window": small, "neighbours": grid[0]["neighbours"]}) - 1
+    assert {g["window"] for g in param_grid("sequence", data, tight)} == set(collab.SEQUENCE_WINDOWS) - {small}
+    assert all(estimate_bytes("sequence", data, g) <= tight for g in param_grid("sequence", data, tight))
     # Factors: capped by the data (half of its 121 items) and by the budget.
     assert n == 121 and [g["factors"] for g in param_grid("factor", data, 10 ** 9)] == [32, 60]
     assert param_grid("factor", data, 1000) == []
