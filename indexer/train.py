@@ -165,8 +165,15 @@ def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
     data = _interactions(ev.world_arrays("valid"), settings, inputs)
     fitted: dict[str, tuple[collab.CollabModel, float]] = {}
 
-    def part(row: dict) -> tuple[collab.CollabModel, float]:
+    def part(row: dict, keep: set[str]) -> tuple[collab.CollabModel, float]:
         if row["family"] not in fitted:
+            # Fits are kept for the next combination, but never more than the budget: those of
+            # families outside ``keep`` go first (and are fitted again if needed later).
+            need = collab.estimate_bytes(row["family"], data, row["params"])
+            for family in [f for f in fitted if f not in keep]:
+                if sum(m.nbytes for m, _ in fitted.values()) + need <= budget:
+                    break
+                del fitted[family]
             started = time.perf_counter()
             model = fit(row["family"], data, **row["params"])
             fitted[row["family"]] = model, time.perf_counter() - started
@@ -177,7 +184,7 @@ def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
                 "weights": [1.0] * len(members)}
         if collab.estimate_bytes(collab.ENSEMBLE, data, spec) > budget:
             return []
-        parts = [part(r) for r in members]
+        parts = [part(r, {m["family"] for m in members}) for r in members]
         out = []
         for weight in collab.ENSEMBLE_WEIGHTS:
             model = collab.ensemble([m for m, _ in parts], [*weights, weight])

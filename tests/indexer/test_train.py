@@ -176,3 +176,48 @@ def test_the_status_line_shrugs_off_a_malformed_profile_section(profile):
     assert "content scored" not in _model_line({**section, "profile": profile})
     good = _model_line({**section, "profile": {"space": "text", "way": "pow8"}})
     assert "content scored by pow8 in the text space" in good
+
+
+def test_ensembles_never_hold_more_fits_than_the_budget():
+    """Every pair, then the best pair plus a third: fits are reused across combinations, but
+    when the budget cannot hold them all, those of families outside the next combination go."""
+    import gc
+    import itertools
+    import weakref
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    users, items = rng.integers(0, 300, n), rng.integers(0, 80, n)
+    arrays = (users, items, np.ones(n), np.arange(n, dtype=float))
+    ev = SimpleNamespace(world_arrays=lambda phase: arrays)
+    settings = SimpleNamespace(event_half_life_days=0.0)
+    inputs = {"half_life_days": 0.0, "binary": True}
+    params = {"ease": {"l2": 10.0}, "item_knn": {"neighbours": 20, "user_damping": 0.0},
+              "rp3beta": {"alpha": 0.5, "beta": 0.3, "neighbours": 20}, "sequence": {"window": 5}}
+    table = [{"family": f, "params": dict(p, **inputs, seed_decay=1.0), "ndcg": 0.5 - 0.1 * k}
+             for k, (f, p) in enumerate(params.items())]
+    asked = [train.Asked({int(i): 1.0 for i in items[u * 5:u * 5 + 5]}, frozenset(), {int(items[-1 - u])})
+             for u in range(20)]
+    data = collab.interaction_matrix(*arrays, half_life_days=0.0, binary=True)
+    spec = lambda fs: {"parts": [{"family": f, "params": dict(params[f], **inputs)} for f in fs]}  # noqa: E731
+    # Every pair passes the budget by its estimate; each fitted model is made a third of the
+    # budget (padding, as EASE's matrix is at scale), so three fits cannot be held at once.
+    budget = max(collab.estimate_bytes(collab.ENSEMBLE, data, spec(pair))
+                 for pair in itertools.combinations(params, 2))
+    live: weakref.WeakSet = weakref.WeakSet()
+    calls: list[str] = []
+
+    def counting_fit(family, data, **p):
+        gc.collect()
+        assert sum(m.nbytes for m in live) + collab.estimate_bytes(family, data, p) <= budget, (family, calls)
+        model = collab.fit(family, data, **p)
+        model.arrays["padding"] = np.zeros(budget // 3 - model.nbytes, dtype=np.uint8)
+        live.add(model)
+        calls.append(family)
+        return model
+
+    rows = train.ensemble_rows(ev, settings, counting_fit, table, asked, budget)
+    pairs = [[p["family"] for p in r["params"]["parts"]] for r in rows if len(r["params"]["parts"]) == 2]
+    assert len(pairs) == 6 * len(collab.ENSEMBLE_WEIGHTS)  # every pair of four families
+    assert len(calls) > len(params)  # some fits were dropped and fitted again
