@@ -77,7 +77,10 @@ SEED_DECAYS = (1.0, 0.9, 0.8)
 SEQUENCE_WINDOWS = (10, 20)
 SEQUENCE_ALPHA = 0.5  # the source item's outgoing count, to this power, divides its row
 SEQUENCE_BETAS = (0.3, 0.6)  # the target item's incoming count, to this power, divides its column
-SEQUENCE_NEIGHBOURS = 500
+SEQUENCE_NEIGHBOURS = 500  # the default
+# Neighbours tried per item, as RP3beta's: 500 kept neighbours over 100k items (1.4 GB while
+# fitting) leave no room in the default budget, 200 do.
+SEQUENCE_NEIGHBOUR_GRID = (200, 500)
 ENSEMBLE = "ensemble"
 # The last part's weight (the first's is 1) tried for an ensemble; each part is scaled to its
 # best candidate per request first, so only the ratios matter.
@@ -691,9 +694,9 @@ def param_grid(family: str, data: Interactions, memory_budget_bytes: int) -> lis
     if family == "sequence":
         if data.order is None or not data.order.nnz or n < 2:
             return []
-        k = min(SEQUENCE_NEIGHBOURS, n - 1)
         return [{"window": w, "alpha": SEQUENCE_ALPHA, "beta": b, "neighbours": k}
-                for w in SEQUENCE_WINDOWS for b in SEQUENCE_BETAS if _sequence_bytes(data, w, k) <= memory_budget_bytes]
+                for k in sorted({min(v, n - 1) for v in SEQUENCE_NEIGHBOUR_GRID}) for w in SEQUENCE_WINDOWS
+                for b in SEQUENCE_BETAS if _sequence_bytes(data, w, k) <= memory_budget_bytes]
     _model_class(family)
     # Capped at half the smaller side: with k near the item count Q Q' is close to the identity
     # and gives the seeds back (svds itself needs k < min(X.shape)).

@@ -401,14 +401,20 @@ def test_param_grids_stay_within_the_budget():
     assert sorted({g["neighbours"] for g in grid}) == sorted(collab.RP3_NEIGHBOUR_GRID)
     tight = collab._knn_bytes(wide.matrix.shape[1], 200, 1)
     assert {g["neighbours"] for g in param_grid("rp3beta", wide, tight)} == {200}
-    # Sequences: every window x beta within the budget; the distinct pairs bound the counts.
+    # Sequences: every window x beta within the budget (here every neighbour count is capped by
+    # the 121 items); the distinct pairs bound the counts.
     grid = param_grid("sequence", data, 10 ** 9)
     assert len(grid) == len(collab.SEQUENCE_WINDOWS) * len(collab.SEQUENCE_BETAS)
-    assert all(g["neighbours"] == min(collab.SEQUENCE_NEIGHBOURS, n - 1) for g in grid)
+    assert all(g["neighbours"] == n - 1 for g in grid)
     small = max(collab.SEQUENCE_WINDOWS)
     tight = estimate_bytes("sequence", data, {"window": small, "neighbours": grid[0]["neighbours"]}) - 1
     assert {g["window"] for g in param_grid("sequence", data, tight)} == set(collab.SEQUENCE_WINDOWS) - {small}
     assert all(estimate_bytes("sequence", data, g) <= tight for g in param_grid("sequence", data, tight))
+    # More items: each neighbour count, the larger only where the budget has room.
+    grid = param_grid("sequence", wide, 10 ** 9)
+    assert sorted({g["neighbours"] for g in grid}) == sorted(collab.SEQUENCE_NEIGHBOUR_GRID)
+    tight = estimate_bytes("sequence", wide, {"window": small, "neighbours": 200})
+    assert {g["neighbours"] for g in param_grid("sequence", wide, tight)} == {200}
     # Factors: capped by the data (half of its 121 items) and by the budget.
     assert n == 121 and [g["factors"] for g in param_grid("factor", data, 10 ** 9)] == [32, 60]
     assert param_grid("factor", data, 1000) == []
