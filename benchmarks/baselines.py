@@ -366,7 +366,7 @@ BASELINES["transitions_recency"] = Baseline(
     "transitions_recency", fit_transitions, score_item_matrix,
     _grid(window=[5, 10, 20, 50], alpha=[0.5, 1.0], beta=[0.0, 0.3, 0.6], K=[200, 500]),
     {"window": 20, "alpha": 0.5, "beta": 0.6, "K": 500}, positive_only=True,
-    seed_decays=(1.0, 0.9, 0.8), default_seed_decay=0.9, fit_on_ranks=True,
+    seed_decays=SEED_DECAYS, default_seed_decay=0.9, fit_on_ranks=True,
 )
 # The same models, grids and defaults, each user scored from a recency-weighted row, the decay
 # tuned with the hyperparameters (as the service's seed_decay); the unweighted rows stay above.
