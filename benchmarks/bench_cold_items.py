@@ -29,7 +29,9 @@ One run:
    model (no ranker), (c) the served recipe (the ranker when ``choose_ranker`` kept it, else (b)),
    (d) the learned ranker forced on (fitted by ``learned_rank.fit_ranker`` on
    ``indexer.train.candidate_groups`` even where ``choose_ranker`` declined it), (e) the shipped
-   default blend without a model;
+   default blend without a model, (f) the served recipe without the cold place (the warm
+   reference: what the place costs); ``--cold-ranks`` adds the served recipe with other bars for
+   the cold place (``cold_item_rank``);
 6. **warm evaluation**: the usual test metric of ``bench_movielens``'s trained row on the
    training-world split (model refit on its test world, ``Evaluator.run`` with fallbacks on) for
    the same settings;
@@ -78,6 +80,7 @@ SETTINGS = {
     "c": "served recipe",
     "d": "learned ranker forced on",
     "e": "shipped default blend, no model",
+    "f": "served recipe, no cold place",
 }
 
 
@@ -172,8 +175,8 @@ def plot(rows: dict, k: int, path: Path) -> None:
     ax = axes[1]
     warm = [rows[x]["warm"]["ndcg"] for x in keys]
     ax.barh(y, warm, 0.5, color=["#cf222e" if x == "c" else "#8c959f" for x in keys])
-    best = max(warm[1:]) if len(warm) > 1 else max(warm)
-    ax.axvline(best * (1 - WARM_TOLERANCE), color="black", lw=1, ls="--", label="best (b-e) - 2%")
+    best = max(w for x, w in zip(keys, warm) if x in "bcdef")
+    ax.axvline(best * (1 - WARM_TOLERANCE), color="black", lw=1, ls="--", label="best (b-f) - 2%")
     ax.set_title(f"warm test NDCG@{k} (training-world split)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.suptitle("MovieLens-100K: 10% of items with >= 5 positives held out of all training")
@@ -192,6 +195,9 @@ def main() -> None:
     ap.add_argument("--content-scoring", default=None, help="the content_scoring setting (default: the service's, auto)")
     ap.add_argument("--cold-slots", type=int, default=None,
                     help="cold_item_slots for every setting (default: the service's setting)")
+    ap.add_argument("--cold-ranks", default="",
+                    help="comma-separated cold_item_rank values to score the served recipe with as well "
+                         "(a sweep beside the shipped setting, e.g. 5,10,20,50)")
     args = ap.parse_args()
     k = args.k
     started = time.perf_counter()
@@ -275,7 +281,16 @@ def main() -> None:
         "c": (served_blend, "model", recipe.ranker),
         "d": (served_blend, "model", forced),
         "e": (Blend.configured(settings), None, None),
+        "f": (served_blend, "model", recipe.ranker),
     }
+    # The served recipe with other bars for the cold place (the default is chosen on another seed).
+    sweep = [int(v) for v in args.cold_ranks.split(",") if v.strip()]
+    for n in sweep:
+        runs[f"c@{n}"] = runs["c"]
+        SETTINGS[f"c@{n}"] = f"served recipe, cold_item_rank {n}"
+    # Content only is the plain content ranking: no place reserved in it.
+    row_settings = {"a": dataclasses.replace(settings, cold_item_slots=0), "f": dataclasses.replace(settings, cold_item_slots=0),
+                    **{f"c@{n}": dataclasses.replace(settings, cold_item_rank=n) for n in sweep}}
     models = {COLD: all_model, "test": test_model}
     rows: dict[str, dict] = {}
     lists: dict[str, dict[str, dict]] = {}
@@ -283,6 +298,7 @@ def main() -> None:
     for key, (blend, model, ranker) in runs.items():
         # Without a trained model a version scores content by the mean (the choice lives with the model).
         ev.profile_power = 0 if key == "e" else chosen_power
+        ev.settings = row_settings.get(key, settings)
         rows[key] = {"name": SETTINGS[key], **blend.settings(), "fallbacks": blend.fallbacks,
                      "served": blend.served, "model": model is not None, "ranker": ranker is not None}
         lists[key] = {}
@@ -296,7 +312,7 @@ def main() -> None:
         print(f"  ({key}) {SETTINGS[key]}: cold Recall@{k} {rows[key]['cold']['recall']:.4f}, "
               f"warm NDCG@{k} {rows[key]['warm']['ndcg']:.4f}", file=sys.stderr)
 
-    ev.profile_power = chosen_power
+    ev.profile_power, ev.settings = chosen_power, settings
 
     # --- where cold candidates land (diagnostic: the pieces of ``recommend``, before SQL) -------
     t0 = time.perf_counter()
@@ -312,7 +328,7 @@ def main() -> None:
         assert abs(np.mean(list(recall[key].values())) - rows[key]["cold"]["recall"]) < 1e-9
     comparisons = {f"{key}_vs_a": {"ours": SETTINGS[key], "baseline": SETTINGS["a"], **paired(recall[key], recall["a"])}
                    for key in runs if key != "a"}
-    best_warm_key = max("bcde", key=lambda x: rows[x]["warm"]["ndcg"])
+    best_warm_key = max("bcdef", key=lambda x: rows[x]["warm"]["ndcg"])
     best_warm = rows[best_warm_key]["warm"]["ndcg"]
     for key in runs:
         r = rows[key]
@@ -375,8 +391,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "timing": {"choose_recipe_seconds": round(choose_s, 1), "forced_ranker_seconds": round(forced_s, 1)},
         "seconds": round(total, 1),
-        "command": "python -m benchmarks.bench_cold_items" + (f" --cold-slots {args.cold_slots}" if args.cold_slots is not None else ""),
-        "cold_item_slots": settings.cold_item_slots,
+        "command": " ".join(["python -m benchmarks.bench_cold_items", *sys.argv[1:]]),
+        "cold_item_slots": settings.cold_item_slots, "cold_item_rank": settings.cold_item_rank,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")

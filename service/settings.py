@@ -90,6 +90,9 @@ class Settings:
     # Places at the end of a personal page kept for items nobody has engaged with yet, filled
     # by their best content matches (0 = none): how a new item meets its first users.
     cold_item_slots: int = 1
+    # A new item takes such a place only when the person's content profile ranks it among its own
+    # best this many matches, warm items included (1 to `candidates_per_source`).
+    cold_item_rank: int = 20
     # Candidates drawn from each source before blending.
     candidates_per_source: int = 200
     # How the training stage scores content from a person's liked items: "auto" chooses on
@@ -414,6 +417,9 @@ def _validate(s: Settings) -> None:
                  "max_future_skew_seconds", "query_cache_size", "query_log_size"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
+    if not 1 <= s.cold_item_rank <= s.candidates_per_source:
+        raise SettingsError(f"setting cold_item_rank: must be in [1, candidates_per_source = {s.candidates_per_source}], "
+                            f"got {s.cold_item_rank}")
     if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:
         raise SettingsError("settings max_upload_mb and index_poll_seconds must be > 0")
     for name in ("image_fetch_timeout_seconds", "image_fetch_max_mb", "event_value_limit", "max_json_depth",

@@ -48,6 +48,8 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"train_gate_tolerance": -0.1}, "train_gate_tolerance"),
         ({"behaviour_max_events": 0}, "behaviour_max_events"),
         ({"cold_item_slots": -1}, "cold_item_slots"),
+        ({"cold_item_rank": 0}, "cold_item_rank"),
+        ({"cold_item_rank": 201}, "cold_item_rank"),  # beyond the content candidates gathered
         ({"profile_max_seeds": 0}, "profile_max_seeds"),
         ({"content_scoring": "pow5"}, "content_scoring"),
         ({"profile_max_seeds": 100_000}, "profile_max_seeds"),

@@ -181,8 +181,9 @@ class Ask:
     # sources to gather from).
     ranker: Ranker | None = None
     # Places at the end of a personal page kept for items nobody has engaged with yet, filled by
-    # the content profile's best such matches (see :func:`with_cold_slots`).
+    # the content profile's best such matches among its own best ``cold_rank`` (see :func:`with_cold_slots`).
     cold_slots: int = 0
+    cold_rank: int = 20
 
     @property
     def filters(self) -> Filters:
@@ -195,6 +196,9 @@ class Sources:
 
     scores: dict[str, dict[int, float]]
     exhausted: bool
+    # Content candidates gathered only to fill the cold place (:func:`with_cold_slots`) when the
+    # blend gives content no weight: never blended, so they cannot pad a short page.
+    cold_content: dict[int, float] | None = None
 
 
 @dataclass
@@ -295,10 +299,15 @@ def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sour
     exhausted = True
     snap = engine.behaviour
     allowed = lambda items: {i: s for i, s in items.items() if snap.catalog.allows(i, ask.kinds, ask.category)}  # noqa: E731
-    if seeds and (ask.weights.get("profile", 0) > 0 or ask.strategy == "best_score"):
+    cold_content = None
+    blended_content = ask.weights.get("profile", 0) > 0 or ask.strategy == "best_score"
+    if seeds and (blended_content or (ask.cold_slots and seeds.liked)):
         found, done = _profile_scores(engine, seeds, ask, n)
-        scores["profile"] = allowed(found)
-        exhausted &= done
+        if blended_content:
+            scores["profile"] = allowed(found)
+            exhausted &= done
+        else:
+            cold_content = allowed(found)
     if seeds.items and ask.weights.get("co_engagement", 0) > 0:
         found = snap.co_engaged(seeds.items, n, exclude=ask.exclude)
         exhausted &= len(found) < n
@@ -317,7 +326,7 @@ def gather(engine: Engine, seeds: Seeds, ask: Ask, n: int | None = None) -> Sour
                                   kinds=ask.kinds, category=ask.category, exclude=ask.exclude)
         exhausted &= len(found) < n
         scores["trending"] = found
-    return Sources(scores, exhausted)
+    return Sources(scores, exhausted, cold_content)
 
 
 def _newest(session: Session, ask: Ask, n: int) -> dict[int, float]:
@@ -380,24 +389,28 @@ def is_cold(engine: Engine, item_ids: Sequence[int]) -> np.ndarray:
 def with_cold_slots(engine: Engine, ask: Ask, sources: Sources, recs: list[Rec], *, session: Session) -> list[Rec]:
     """The page with its last ``ask.cold_slots`` places given to the content profile's best
     matches among items nobody has engaged with (cold items already on the page count), when
-    they match at least as well as the page's closest item: a strong match, not any new item.
+    the profile ranks them among its own best ``ask.cold_rank`` matches, warm items included:
+    a strong match for this person, not any new item.
 
     A blend scales each source by its best score, so an item only content found can never beat
     what the behaviour sources agree on, however good the match; on MovieLens-100K not even the
     learned ranker let one in (docs/benchmarks.md, cold items). A reserved place is how a new
     item meets its first users; it costs the page its last places, where NDCG weighs least.
+    The bar is the person's own content ranking, not the page's scores: content scores of the
+    behaviour-chosen page say little (a sequel on the page outscores any new film), while a new
+    item the profile ranks near its top is what a content-only page would have shown.
     """
-    found = sources.scores.get("profile") or {}
+    found = sources.scores.get("profile") or sources.cold_content or {}
     on_page = [r.item.id for r in recs]
     need = ask.cold_slots - int(is_cold(engine, on_page).sum()) if on_page else ask.cold_slots
     if need <= 0 or not found:
         return recs
     page = set(on_page)
-    ids = [i for i in found if i not in page]
-    floor = max((found[i] for i in on_page if i in found), default=-np.inf)
-    ranked = sorted((i for i, c in zip(ids, is_cold(engine, ids)) if c and found[i] >= floor), key=lambda i: (-found[i], i))
-    items = load_items(session=session, ids=ranked[: need * POOL_FACTOR])
-    chosen = [items[i] for i in ranked[: need * POOL_FACTOR] if i in items and ask.filters.matches(items[i])][:need]
+    best = sorted(found, key=lambda i: (-found[i], i))[: ask.cold_rank]
+    ids = [i for i in best if i not in page]
+    ranked = [i for i, c in zip(ids, is_cold(engine, ids)) if c]
+    items = load_items(session=session, ids=ranked)
+    chosen = [items[i] for i in ranked if i in items and ask.filters.matches(items[i])][:need]
     if not chosen:
         return recs
     keep = recs[: max(0, min(len(recs), ask.k - len(chosen)))]
@@ -604,7 +617,8 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             session=session, history=history, types=settings.exclude_seen_types)
     weights, ranker = engine.served_blend(weights)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots)
+                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots,
+                   cold_rank=settings.cold_item_rank)
     return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
 
@@ -667,7 +681,8 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
     if strategy == "best_score":  # the ranker knows the average profile's cosine, not best-score's shifted one
         weights, ranker = engine.blend, None
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   strategy=strategy, weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots)
+                   strategy=strategy, weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots,
+                   cold_rank=settings.cold_item_rank)
     return personal_answer(engine, seeds, ask, name, session=session, explain=explain)
 
 

@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from service.recommend.behaviour import Snapshot
 from service.recommend.learned_rank import FEATURES, candidate_features, drop_behaviour, fit_ranker
-from service.recommend.recommender import Engine, for_user, gather, make_ask, user_seeds
+from service.recommend.recommender import Ask, Engine, Rec, Sources, for_user, gather, make_ask, user_seeds, with_cold_slots
 from service.settings import load_settings
 from service.store.events import History
-from service.store.items import upsert_items
+from service.store.items import load_items, upsert_items
 from service.store.models import EPOCH, Item
 from service.store.records import ItemRecord
 from service.vectors.delta import Delta
@@ -159,3 +159,30 @@ def test_a_cold_near_duplicate_of_a_popular_item_enters_the_top_10_with_the_rank
     # The default keeps the last place for the best cold match, whatever the blend.
     slotted = top10(settings, blend=weights)
     assert slotted[:9] == fixed[:9] and slotted[9] == new
+    # A blend that gives content no weight still gathers it for the place (without blending it).
+    no_content = {"co_engagement": 1.0, "trending": 0.03}
+    plain = top10(no_slots, blend=no_content)
+    placed = top10(settings, blend=no_content)
+    assert new not in plain and placed[:9] == plain[:9] and placed[9] == new
+
+
+@pytest.mark.parametrize("rank_of_new,bar,placed", [(3, 2, False), (3, 3, True), (1, 1, True)])
+def test_the_cold_place_goes_to_a_new_item_only_near_the_top_of_the_content_ranking(
+        topic_world, session_factory, rank_of_new, bar, placed):
+    """The bar is the person's own content ranking (warm items included), not the page's scores:
+    a new item the profile ranks 3rd enters with ``cold_rank`` 3 and not with 2."""
+    w, pks = topic_world, topic_world["pks"]
+    engine = Engine(w["space"], Delta("text", DIM, "t1"), _snapshot(w["journeys"], PER_USER))
+    warm = [pks[f"t1-{i}"] for i in range(12)]
+    new = pks["new"]
+    assert engine.behaviour.rows_of(warm).min() >= 0 and engine.behaviour.rows_of([new])[0] == -1
+    content = [warm[10], warm[11]][: rank_of_new - 1] + [new, *warm[:3]]
+    found = {item: 1.0 - 0.1 * r for r, item in enumerate(content)}  # new is content's rank_of_new-th best
+    with session_factory() as session:
+        items = load_items(session=session, ids=warm[:10])
+        page = [Rec(items[i], 1.0 - 0.05 * r, ("model",)) for r, i in enumerate(warm[:10])]
+        out = with_cold_slots(engine, Ask(k=10, cold_slots=1, cold_rank=bar), Sources({"profile": found}, True),
+                              page, session=session)
+    got = [r.item.id for r in out]
+    assert len(got) == 10 and got[:9] == warm[:9]
+    assert (got[9] == new) is placed and (got[9] == warm[9]) is not placed
