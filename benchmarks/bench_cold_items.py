@@ -288,8 +288,8 @@ def main() -> None:
     for n in sweep:
         runs[f"c@{n}"] = runs["c"]
         SETTINGS[f"c@{n}"] = f"served recipe, cold_item_rank {n}"
-    # Content only is the plain content ranking: no place reserved in it.
-    row_settings = {"a": dataclasses.replace(settings, cold_item_slots=0), "f": dataclasses.replace(settings, cold_item_slots=0),
+    # (Content only scores one source alone, without fallbacks: ``for_user`` keeps no cold place in it.)
+    row_settings = {"f": dataclasses.replace(settings, cold_item_slots=0),
                     **{f"c@{n}": dataclasses.replace(settings, cold_item_rank=n) for n in sweep}}
     models = {COLD: all_model, "test": test_model}
     rows: dict[str, dict] = {}

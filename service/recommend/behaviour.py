@@ -98,6 +98,9 @@ class Snapshot:
         keep = np.asarray(weights) > 0
         self.catalog = catalog or Catalog()
         self.event_count = int(len(items))
+        # Every item with an event, disliked ones included: the matrices keep positive events only,
+        # and an item everyone who tried rated low is known, not new (``touched``).
+        self.touched_ids = np.unique(np.asarray(items, dtype=np.int64))
         self.item_ids, item_idx = np.unique(np.asarray(items, dtype=np.int64)[keep], return_inverse=True)
         _, user_idx = np.unique(np.asarray(users)[keep], return_inverse=True)
         w = np.asarray(weights, dtype=np.float64)[keep]
@@ -126,6 +129,10 @@ class Snapshot:
     def rows_of(self, item_ids: Iterable[int]) -> np.ndarray:
         """Row of each item id in the matrices (-1 when the item has no events)."""
         return rows_in(self.item_ids, item_ids)
+
+    def touched(self, item_ids: Iterable[int]) -> np.ndarray:
+        """True for each item with any event in the snapshot, liked or not."""
+        return rows_in(self.touched_ids, item_ids) >= 0
 
     # --- co-engagement ------------------------------------------------------------------------
     def co_engaged(self, seeds: Mapping[int, float], n: int, exclude: Iterable[int] = ()) -> dict[int, float]:

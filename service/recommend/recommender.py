@@ -379,8 +379,9 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
 
 
 def is_cold(engine: Engine, item_ids: Sequence[int]) -> np.ndarray:
-    """True for items nobody has engaged with: unknown to the behaviour snapshot and the model."""
-    cold = engine.behaviour.rows_of(item_ids) < 0
+    """True for items nobody has engaged with: no event in the behaviour snapshot (a disliked item
+    is known, not new) and unknown to the model."""
+    cold = ~engine.behaviour.touched(item_ids)
     if engine.model is not None:
         cold &= engine.model.rows_of(item_ids) < 0
     return cold
@@ -606,7 +607,8 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             (tuning); None blends as served (``Engine.served_blend``: the trained ranker, else
             the fitted weights, else the settings').
         fallbacks: fill a short page from the fallbacks (:func:`personal_answer`), as the endpoint
-            does; the offline evaluation turns it off to score a single source alone.
+            does; the offline evaluation turns it off to score a single source alone, and then
+            keeps no cold place either (the page is that source's own ranking).
     """
     if history is None:
         history = user_history(session=session, external_id=user_id, limit=settings.history_limit)
@@ -617,7 +619,7 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             session=session, history=history, types=settings.exclude_seen_types)
     weights, ranker = engine.served_blend(weights)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots,
+                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots if fallbacks else 0,
                    cold_rank=settings.cold_item_rank)
     return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
