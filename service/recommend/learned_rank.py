@@ -56,9 +56,7 @@ def candidate_features(scores: Mapping[str, Mapping[int, float]], snapshot: Snap
             x[pos[item], col] = max(s, 0.0) / top
     for item, s in (scores.get("profile") or {}).items():
         x[pos[item], FEATURES.index("profile_cosine")] = s
-    rows = snapshot.rows_of(items)
-    popularity = np.where(rows >= 0, snapshot.popularity[np.maximum(rows, 0)] if len(snapshot.popularity) else 0, 0)
-    x[:, _COLD_COL] = popularity == 0
+    x[:, _COLD_COL] = ~snapshot.touched(items)  # no event at all: an item people disliked is not new
     return items, x
 
 

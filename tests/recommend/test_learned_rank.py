@@ -34,15 +34,16 @@ TOPICS, PER_TOPIC, USERS, PER_USER, DIM = 4, 24, 160, 8, 16
 
 
 def test_features_scale_each_source_and_mark_cold_items():
-    snap = Snapshot(np.array([1, 2, 2]), np.array([10, 10, 11]), np.ones(3), np.full(3, NOW))
-    scores = {"profile": {10: 0.5, 12: 0.9}, "co_engagement": {11: 2.0, 10: 1.0}}
+    snap = Snapshot(np.array([1, 2, 2, 3]), np.array([10, 10, 11, 13]), np.array([1.0, 1.0, 1.0, -1.0]),
+                    np.full(4, NOW))
+    scores = {"profile": {10: 0.5, 12: 0.9, 13: 0.3}, "co_engagement": {11: 2.0, 10: 1.0}}
     items, x = candidate_features(scores, snap)
-    assert items == [10, 11, 12]
+    assert items == [10, 11, 12, 13]
     col = {name: x[:, j].tolist() for j, name in enumerate(FEATURES)}
-    assert col["profile_scaled"] == pytest.approx([0.5 / 0.9, 0.0, 1.0])
-    assert col["co_engagement_scaled"] == pytest.approx([0.5, 1.0, 0.0])
-    assert col["profile_cosine"] == pytest.approx([0.5, 0.0, 0.9])
-    assert col["cold"] == [0.0, 0.0, 1.0]  # item 12: nobody touched it
+    assert col["profile_scaled"] == pytest.approx([0.5 / 0.9, 0.0, 1.0, 0.3 / 0.9])
+    assert col["co_engagement_scaled"] == pytest.approx([0.5, 1.0, 0.0, 0.0])
+    assert col["profile_cosine"] == pytest.approx([0.5, 0.0, 0.9, 0.3])
+    assert col["cold"] == [0.0, 0.0, 1.0, 0.0]  # item 12: nobody touched it; 13 was disliked, not new
 
 
 def test_dropout_makes_rows_look_cold_and_keeps_content():
