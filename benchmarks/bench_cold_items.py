@@ -283,7 +283,7 @@ def main() -> None:
         "e": (Blend.configured(settings), None, None),
         "f": (served_blend, "model", recipe.ranker),
     }
-    # The served recipe with other bars for the cold place (the default is chosen on another seed).
+    # The served recipe with other bars for the cold place: what each bar trades, in the same run.
     sweep = [int(v) for v in args.cold_ranks.split(",") if v.strip()]
     for n in sweep:
         runs[f"c@{n}"] = runs["c"]

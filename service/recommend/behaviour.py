@@ -127,7 +127,7 @@ class Snapshot:
 
     # --- lookups ----------------------------------------------------------------------------
     def rows_of(self, item_ids: Iterable[int]) -> np.ndarray:
-        """Row of each item id in the matrices (-1 when the item has no events)."""
+        """Row of each item id in the matrices (-1 when the item has no positive event)."""
         return rows_in(self.item_ids, item_ids)
 
     def touched(self, item_ids: Iterable[int]) -> np.ndarray:

@@ -181,7 +181,7 @@ class Ask:
     # sources to gather from).
     ranker: Ranker | None = None
     # Places at the end of a personal page kept for items nobody has engaged with yet, filled by
-    # the content profile's best such matches among its own best ``cold_rank`` (see :func:`with_cold_slots`).
+    # the content profile's best such matches, if among its own best ``cold_rank`` (:func:`with_cold_slots`).
     cold_slots: int = 0
     cold_rank: int = 20
 
