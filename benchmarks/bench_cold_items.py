@@ -255,7 +255,8 @@ def main() -> None:
     family, params, weights = recipe.best["family"], recipe.best["params"], dict(recipe.weights)
     served = "ranker" if recipe.ranker is not None else "weights"
     recipe_text = (f"{family} {_short(params)}; blend " + ", ".join(f"{n} {v:g}" for n, v in weights.items())
-                   + f"; content by {recipe.profile}; served by the {served}")
+                   + f"; content by {recipe.profile}; served by the {served}; cold place from content rank "
+                   + f"{recipe.cold_rank if recipe.cold_rank is not None else 'default'}")
     print(f"recipe chosen on the training world's validation: {recipe_text} (blend NDCG@{k} "
           f"{recipe.valid_ndcg:.4f}; ranker: {recipe.ranker_record.get('reason', 'kept')}; {choose_s:.0f} s)",
           file=sys.stderr)
@@ -290,14 +291,15 @@ def main() -> None:
         SETTINGS[f"c@{n}"] = f"served recipe, cold_item_rank {n}"
     # (Content only scores one source alone, without fallbacks: ``for_user`` keeps no cold place in it.)
     row_settings = {"f": dataclasses.replace(settings, cold_item_slots=0),
-                    **{f"c@{n}": dataclasses.replace(settings, cold_item_rank=n) for n in sweep}}
+                    **{f"c@{n}": dataclasses.replace(settings, cold_item_rank=str(n)) for n in sweep}}
     models = {COLD: all_model, "test": test_model}
     rows: dict[str, dict] = {}
     lists: dict[str, dict[str, dict]] = {}
-    chosen_power = ev.profile_power  # choose_recipe left its content scoring on ev
+    chosen_power, chosen_rank = ev.profile_power, ev.cold_rank  # choose_recipe left its choices on ev
     for key, (blend, model, ranker) in runs.items():
-        # Without a trained model a version scores content by the mean (the choice lives with the model).
-        ev.profile_power = 0 if key == "e" else chosen_power
+        # Without a trained model a version scores content by the mean and fills the cold place with
+        # the default bar (the choices live with the model).
+        ev.profile_power, ev.cold_rank = (0, None) if key == "e" else (chosen_power, chosen_rank)
         ev.settings = row_settings.get(key, settings)
         rows[key] = {"name": SETTINGS[key], **blend.settings(), "fallbacks": blend.fallbacks,
                      "served": blend.served, "model": model is not None, "ranker": ranker is not None}
@@ -312,7 +314,7 @@ def main() -> None:
         print(f"  ({key}) {SETTINGS[key]}: cold Recall@{k} {rows[key]['cold']['recall']:.4f}, "
               f"warm NDCG@{k} {rows[key]['warm']['ndcg']:.4f}", file=sys.stderr)
 
-    ev.profile_power, ev.settings = chosen_power, settings
+    ev.profile_power, ev.cold_rank, ev.settings = chosen_power, chosen_rank, settings
 
     # --- where cold candidates land (diagnostic: the pieces of ``recommend``, before SQL) -------
     t0 = time.perf_counter()
@@ -383,6 +385,7 @@ def main() -> None:
         "benchmark": "movielens-100k cold items", "k": k, "index_version": version, "cold_split": info,
         "recipe": {"family": family, "params": params, "blend": weights, "served": served, "text": recipe_text,
                    "profile": {"way": recipe.profile, "validation_ndcg": recipe.profile_scores},
+                   "cold_place": {"rank": recipe.cold_rank, **recipe.cold_record},
                    "valid_ndcg": recipe.valid_ndcg, "model_valid_ndcg": recipe.best["ndcg"],
                    "ranker": recipe.ranker_record, "candidates": recipe.table,
                    "forced_ranker": {"how": forced_how, **forced.info},
@@ -393,6 +396,7 @@ def main() -> None:
         "seconds": round(total, 1),
         "command": " ".join(["python -m benchmarks.bench_cold_items", *sys.argv[1:]]),
         "cold_item_slots": settings.cold_item_slots, "cold_item_rank": settings.cold_item_rank,
+        "cold_item_warm_tolerance": settings.cold_item_warm_tolerance,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")

@@ -194,6 +194,9 @@ def _model_line(section: dict) -> str:
     profile = section.get("profile")
     if isinstance(profile, dict) and isinstance(profile.get("way"), str):
         parts.append(f"content scored by {profile['way']} in the {profile.get('space')} space")
+    place = section.get("cold_place")
+    if isinstance(place, dict) and isinstance(place.get("rank"), int):
+        parts.append(f"a new item takes the cold place from content rank {place['rank']}")
     labels = {"model": "as served", "without_model": "without model", "published_recipe": "published recipe"}
     for name, label in labels.items():
         if name in metrics:

@@ -20,7 +20,10 @@ gate it against the published one, and write it into the version being built.
    from a grid, and a LambdaRank ranker over the candidates' features
    (:mod:`service.recommend.learned_rank`); the ranker is kept only when it beats the weights
    on the half of the validation users it was not trained on by more than two standard errors
-   of the paired difference.
+   of the paired difference. Last, the bar for the cold place (``cold_item_rank``: how high a
+   person's content ranking must place a new item for it to take the page's reserved place) is
+   the largest of ``ranking.COLD_RANKS`` whose validation NDCG@10, served as chosen, stays within
+   ``cold_item_warm_tolerance`` of the same recipe without the place.
 4. Test metrics come from :func:`service.recommend.recommender.for_user` end to end (the
    function ``GET /users/{id}/recommendations`` calls), with the clock of the training data.
    The published model's recipe (family, setting, blend weights) is refit on the same world and
@@ -35,6 +38,7 @@ gate it against the published one, and write it into the version being built.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -50,9 +54,9 @@ from service.recommend import collab
 from service.recommend.evaluation import ndcg_at_k, ndcg_per_user, paired_difference, recall_at_k
 from service.recommend import learned_rank
 from service.recommend.offline_eval import Blend, Evaluator, EventLog, load_event_log, sample_split, split_log
-from service.recommend.ranking import PROFILE_WAYS, blend as weighted_blend, profile_power_of
+from service.recommend.ranking import COLD_RANKS, PROFILE_WAYS, blend as weighted_blend, cold_rank_of, profile_power_of
 from service.recommend.recommender import gather, make_ask, user_seeds
-from service.settings import Settings
+from service.settings import Settings, forced_cold_rank
 from service.store.models import Event
 from service.vectors import artifacts
 from service.vectors.index_store import LoadedSpace
@@ -205,13 +209,15 @@ def ensemble_rows(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
 
 
 @contextlib.contextmanager
-def _scoring_content(ev: Evaluator, power: int):
-    """``ev`` scores content with ``power`` (``Engine.profile_power``) inside the block only."""
-    before, ev.profile_power = ev.profile_power, power
+def _served_as(ev: Evaluator, power: int, cold_rank: int | None = None):
+    """``ev`` scores content with ``power`` (``Engine.profile_power``) and fills the cold place
+    with the bar ``cold_rank`` (None: the default) inside the block only."""
+    before = ev.profile_power, ev.cold_rank
+    ev.profile_power, ev.cold_rank = power, cold_rank
     try:
         yield
     finally:
-        ev.profile_power = before
+        ev.profile_power, ev.cold_rank = before
 
 
 def choose_profile(ev: Evaluator, settings: Settings) -> tuple[str, dict[str, float]]:
@@ -253,6 +259,38 @@ def choose_blend(ev: Evaluator, model: collab.CollabModel, settings: Settings) -
     scores = ev.rank_grid(grid, phase="valid", half_life_days=settings.event_half_life_days, model=model)
     best = max(range(len(grid)), key=lambda j: (scores[j]["ndcg"], -j))
     return grid[best], scores[best]["ndcg"]
+
+
+def choose_cold_rank(ev: Evaluator, settings: Settings, model: collab.CollabModel, weights: Mapping[str, float],
+                     ranker: learned_rank.Ranker | None) -> tuple[int | None, dict]:
+    """The cold place's bar (see the module docstring, step 3), set on ``ev`` for what follows;
+    returns (the bar, what was measured). None, with nothing measured, where the setting forces
+    a bar or there is no place to fill (the setting or the default then serves)."""
+    forced = forced_cold_rank(settings)
+    if forced is not None or settings.cold_item_slots == 0 or ev.space is None:
+        ev.cold_rank = None
+        return None, {"forced": forced} if forced is not None else {}
+    served = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days, served=True)
+    before = ev.settings
+    try:
+        ev.settings = dataclasses.replace(settings, cold_item_slots=0)
+        without = float(ev.run(served, phase="valid", model=model, ranker=ranker)["ndcg"])
+        ev.settings = settings
+        scores = {}
+        for rank in COLD_RANKS:
+            ev.cold_rank = rank
+            scores[rank] = float(ev.run(served, phase="valid", model=model, ranker=ranker)["ndcg"])
+    finally:
+        ev.settings = before
+    floor = without * (1.0 - settings.cold_item_warm_tolerance)
+    # Each larger bar fills the place for more people, which costs warm accuracy: the largest
+    # within the tolerance, else the smallest (the place is kept; `cold_item_slots` 0 removes it).
+    chosen = max((r for r in COLD_RANKS if scores[r] >= floor), default=COLD_RANKS[0])
+    ev.cold_rank = chosen
+    log.info("train: cold place bar %d (validation NDCG@%d without the place %.4f; %s)", chosen, K, without,
+             ", ".join(f"{r}: {v:.4f}" for r, v in scores.items()))
+    return chosen, {"validation_ndcg": {str(r): v for r, v in scores.items()}, "without_place": without,
+                    "tolerance": settings.cold_item_warm_tolerance}
 
 
 @dataclass
@@ -345,6 +383,8 @@ class Recipe:
     ranker_record: dict
     profile: str = "mean"  # how content is scored (``PROFILE_WAYS``), with each way's validation NDCG:
     profile_scores: dict[str, float] = field(default_factory=dict)
+    cold_rank: int | None = None  # the cold place's bar (None: none chosen), and what chose it
+    cold_record: dict = field(default_factory=dict)
 
 
 def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.CollabModel] = collab.fit) -> Recipe:
@@ -359,7 +399,9 @@ def choose_recipe(ev: Evaluator, settings: Settings, fit: Callable[..., collab.C
              valid_ndcg)
     ranker, ranker_record = choose_ranker(candidate_groups(ev, valid_model, settings), weights)
     log.info("train: learned ranker %s (%s)", "kept" if ranker else "not used", ranker_record)
-    return Recipe(table, best, weights, valid_ndcg, ranker, ranker_record, profile, profile_scores)
+    cold_rank, cold_record = choose_cold_rank(ev, settings, valid_model, weights, ranker)
+    return Recipe(table, best, weights, valid_ndcg, ranker, ranker_record, profile, profile_scores, cold_rank,
+                  cold_record)
 
 
 def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings,
@@ -370,7 +412,7 @@ def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings,
     test_model = fit(recipe.best["family"], _interactions(ev.world_arrays("test"), settings, params), **params)
     metrics, per_user = {}, {}
     metrics["model"], per_user["model"] = _test_metrics(ev, test_model, recipe.weights, settings, recipe.ranker)
-    with _scoring_content(ev, 0):  # what serves without a trained model: the mean profile
+    with _served_as(ev, 0):  # what serves without a trained model: the mean profile, the default bar
         metrics["without_model"], per_user["without_model"] = _test_metrics(ev, None, settings.blend_weights, settings)
     if recipe.ranker is not None:
         metrics["model_fixed_weights"], per_user["model_fixed_weights"] = _test_metrics(
@@ -424,7 +466,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
         # Always the real fitter: the reference is what the published recipe gives on this data.
         old_model = (collab.fit(old["family"], _interactions(ev.world_arrays("test"), settings, old["params"]),
                                 **old["params"]) if old["family"] in collab.FAMILIES + (collab.ENSEMBLE,) else None)
-        with _scoring_content(ev, profile_power_of(published, PROFILE_SPACE)):
+        with _served_as(ev, profile_power_of(published, PROFILE_SPACE), cold_rank_of(published)):
             reference, reference_per_user = _test_metrics(ev, old_model, old["blend"], settings)
         metrics["published_recipe"] = reference
         diff = paired_difference(per_user["model"], reference_per_user)
@@ -452,6 +494,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
         "clock": float(event_log.times.max()) if len(event_log) else 0.0,
         "split": {"users": int(len(split.users)), "n_test": 1, "n_valid": 1, "k": K},
         "profile": {"space": PROFILE_SPACE, "way": chosen.profile, "validation_ndcg": chosen.profile_scores},
+        "cold_place": {"rank": chosen.cold_rank, **chosen.cold_record},
         "validation": {"candidates": table, "blend_ndcg": valid_ndcg},
         "metrics": metrics, "comparisons": comparisons, "gate": gate,
         "seconds": round(time.perf_counter() - started, 3),

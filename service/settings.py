@@ -91,8 +91,13 @@ class Settings:
     # by their best content matches (0 = none): how a new item meets its first users.
     cold_item_slots: int = 1
     # A new item takes such a place only when the person's content profile ranks it among its own
-    # best this many matches, warm items included (1 to `candidates_per_source`).
-    cold_item_rank: int = 20
+    # best N matches, warm items included. "auto": the training stage chooses N on validation (the
+    # largest of 5/10/20/50/100 that keeps NDCG@10 within `cold_item_warm_tolerance` of the same
+    # recipe without the place; 20 where no model is trained); a number (1 to
+    # `candidates_per_source`) forces N.
+    cold_item_rank: str = "auto"
+    # How much validation NDCG@10 the cold place may cost when its bar is chosen ("auto"), in [0, 1).
+    cold_item_warm_tolerance: float = 0.02
     # Candidates drawn from each source before blending.
     candidates_per_source: int = 200
     # How the training stage scores content from a person's liked items: "auto" chooses on
@@ -417,9 +422,13 @@ def _validate(s: Settings) -> None:
                  "max_future_skew_seconds", "query_cache_size", "query_log_size"):
         if getattr(s, name) < 0:
             raise SettingsError(f"setting {name}: must be >= 0, got {getattr(s, name)}")
-    if not 1 <= s.cold_item_rank <= s.candidates_per_source:
-        raise SettingsError(f"setting cold_item_rank: must be in [1, candidates_per_source = {s.candidates_per_source}], "
-                            f"got {s.cold_item_rank}")
+    if s.cold_item_rank != "auto":
+        forced = s.cold_item_rank.strip()
+        if not (forced.isascii() and forced.isdigit() and 1 <= int(forced) <= s.candidates_per_source):
+            raise SettingsError(f"setting cold_item_rank: must be 'auto' or a whole number in [1, candidates_per_source = "
+                                f"{s.candidates_per_source}], got {s.cold_item_rank!r}")
+    if not 0.0 <= s.cold_item_warm_tolerance < 1.0:
+        raise SettingsError("setting cold_item_warm_tolerance: must be in [0, 1)")
     if s.max_upload_mb <= 0 or s.index_poll_seconds <= 0:
         raise SettingsError("settings max_upload_mb and index_poll_seconds must be > 0")
     for name in ("image_fetch_timeout_seconds", "image_fetch_max_mb", "event_value_limit", "max_json_depth",
@@ -470,3 +479,8 @@ def describe() -> list[tuple[str, str, str]]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append((f.name, ENV_PREFIX + f.name.upper(), json.dumps(default, default=str)))
     return rows
+
+
+def forced_cold_rank(s: Settings) -> int | None:
+    """The cold place's bar ``cold_item_rank`` forces, or None for "auto" (validated on load)."""
+    return None if s.cold_item_rank == "auto" else int(s.cold_item_rank)

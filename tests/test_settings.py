@@ -50,6 +50,11 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"cold_item_slots": -1}, "cold_item_slots"),
         ({"cold_item_rank": 0}, "cold_item_rank"),
         ({"cold_item_rank": 201}, "cold_item_rank"),  # beyond the content candidates gathered
+        ({"cold_item_rank": "-3"}, "cold_item_rank"),
+        ({"cold_item_rank": "twenty"}, "cold_item_rank"),
+        ({"cold_item_rank": "²"}, "cold_item_rank"),  # a digit to str.isdigit, not to int()
+        ({"cold_item_warm_tolerance": 1.0}, "cold_item_warm_tolerance"),
+        ({"cold_item_warm_tolerance": -0.1}, "cold_item_warm_tolerance"),
         ({"profile_max_seeds": 0}, "profile_max_seeds"),
         ({"content_scoring": "pow5"}, "content_scoring"),
         ({"profile_max_seeds": 100_000}, "profile_max_seeds"),

@@ -36,7 +36,7 @@ from service.recommend.learned_rank import Ranker
 from service.recommend.evaluation import (
     Split, catalog_coverage, evaluate, holdout_split, ndcg_at_k, ndcg_per_user, popularity_bias, recall_at_k,
 )
-from service.recommend.ranking import PROFILE_WAYS, event_weights, profile_power_of
+from service.recommend.ranking import PROFILE_WAYS, cold_rank_of, event_weights, profile_power_of
 from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
 from service.settings import Settings
 from service.store.events import History
@@ -161,6 +161,8 @@ class Evaluator:
         self.session_factory = session_factory
         # How the engine scores content (``Engine.profile_power``): the training stage sets the way it chose.
         self.profile_power = 0
+        # The cold place's bar (``Engine.cold_rank``): the training stage sets the one it chose.
+        self.cold_rank: int | None = None
         self._snapshots: dict[tuple, Snapshot] = {}
         self._worlds: dict[str, World] = {}
         with session_factory() as session:
@@ -237,7 +239,7 @@ class Evaluator:
         return Engine(self.space, None, self.snapshot(phase, damping), trending_window_days=s.trending_window_days,
                       trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source,
                       model=model, blend=blend, ranker=ranker, profile_power=self.profile_power,
-                      profile_max_seeds=s.profile_max_seeds)
+                      profile_max_seeds=s.profile_max_seeds, cold_rank=self.cold_rank)
 
     def world_arrays(self, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(users, items, weights, times) of every event in ``phase``'s world: what a model is fitted on."""
@@ -380,6 +382,7 @@ def run_cli_evaluation(settings: Settings, session_factory, *, n_test: int, n_va
     ev = Evaluator(log, split, space, settings, session_factory, k=k)
     # Content scored as the published version serves it (the training stage's choice, else the mean).
     ev.profile_power = profile_power_of(loaded.manifest.get("behaviour") if loaded else None, "text")
+    ev.cold_rank = cold_rank_of(loaded.manifest.get("behaviour") if loaded else None)
     scoring = next(way for way, power in PROFILE_WAYS.items() if power == ev.profile_power)
     report: dict[str, Any] = {"split": {"n_test": n_test, "n_valid": n_valid, "users": len(split.users),
                                         "events": len(log), "interactions": len(log.positive)}, "index_version": version, "k": k,

@@ -22,6 +22,12 @@ MAX_EVENT_WEIGHT = 1e6
 # pretrained MiniLM space (content alone: 0.0214 against the mean's 0.0158) and the mean for a
 # fine-tuned one (docs/benchmarks.md).
 PROFILE_WAYS: dict[str, int] = {"mean": 0, "pow3": 3, "pow8": 8}
+# The cold place's bar (``cold_item_rank``): the training stage chooses it from COLD_RANKS on
+# validation; DEFAULT_COLD_RANK serves where nothing chose one. A manifest's bar above
+# MAX_COLD_RANK is not used (it could never be more than the content candidates gathered).
+COLD_RANKS = (5, 10, 20, 50, 100)
+DEFAULT_COLD_RANK = 20
+MAX_COLD_RANK = 10_000
 
 
 def event_weights(types: Sequence[str], values: Sequence[float | None], weights: Mapping[str, float],
@@ -106,6 +112,15 @@ def soft_max_terms(sims: np.ndarray, weights: np.ndarray, power: int) -> np.ndar
         if power:
             base = base * base
     return np.asarray(weights, dtype=np.float32) * out
+
+
+def cold_rank_of(behaviour: Mapping | None) -> int | None:
+    """The bar for the cold place the training stage chose into a version's ``behaviour``
+    manifest section, or None (none chosen, or a value this code cannot use: a manifest is read
+    as untrusted)."""
+    place = behaviour.get("cold_place") if isinstance(behaviour, Mapping) else None
+    rank = place.get("rank") if isinstance(place, Mapping) else None
+    return rank if type(rank) is int and 1 <= rank <= MAX_COLD_RANK else None
 
 
 def profile_power_of(behaviour: Mapping | None, space: str) -> int:

@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 from service.recommend.behaviour import Snapshot
 from service.recommend.collab import CollabModel
 from service.recommend.learned_rank import SOURCES as RANKER_SOURCES, Ranker
-from service.recommend.ranking import blend, event_weights, history_decay, mmr, profile_vector, soft_max_terms
-from service.settings import Settings
+from service.recommend.ranking import (DEFAULT_COLD_RANK, blend, event_weights, history_decay, mmr, profile_vector,
+                                      soft_max_terms)
+from service.settings import Settings, forced_cold_rank
 from service.store.events import History, consumed_items, user_history
 from service.store.items import Filters, load_items
 from service.store.models import Item, to_seconds
@@ -146,6 +147,8 @@ class Engine:
     # the heaviest ``profile_max_seeds`` liked items.
     profile_power: int = 0
     profile_max_seeds: int = 32
+    # The cold place's bar the training stage chose (None: the setting's, else DEFAULT_COLD_RANK).
+    cold_rank: int | None = None
 
     def served_blend(self, weights: Mapping[str, float] | None) -> tuple[Mapping[str, float] | None, Ranker | None]:
         """What a request without its own ``weights`` is blended with: the ranker (gathering from
@@ -183,7 +186,7 @@ class Ask:
     # Places at the end of a personal page kept for items nobody has engaged with yet, filled by
     # the content profile's best such matches, if among its own best ``cold_rank`` (:func:`with_cold_slots`).
     cold_slots: int = 0
-    cold_rank: int = 20
+    cold_rank: int = DEFAULT_COLD_RANK
 
     @property
     def filters(self) -> Filters:
@@ -579,6 +582,12 @@ def make_ask(settings: Settings, *, k: int, now: float, kinds: Sequence[str] = (
                weights=dict(settings.blend_weights if weights is None else weights), now=now, **extra)
 
 
+def served_cold_rank(engine: Engine, settings: Settings) -> int:
+    """The cold place's bar: what ``cold_item_rank`` forces, else what the published version's
+    training stage chose, else :data:`DEFAULT_COLD_RANK`."""
+    return forced_cold_rank(settings) or engine.cold_rank or DEFAULT_COLD_RANK
+
+
 def user_seeds(history: History, settings: Settings, *, now: float, half_life_days: float | None = None) -> Seeds:
     """A user's history as seeds, weighted and decayed as the settings say."""
     return seeds_from_history(history, weights=settings.event_weights, rating_neutral=settings.rating_neutral,
@@ -608,7 +617,8 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
             the fitted weights, else the settings').
         fallbacks: fill a short page from the fallbacks (:func:`personal_answer`), as the endpoint
             does; the offline evaluation turns it off to score a single source alone, and then
-            keeps no cold place either (the page is that source's own ranking).
+            keeps no cold place either (the page is that source's own ranking; likewise for
+            ``weights`` that give content no weight).
     """
     if history is None:
         history = user_history(session=session, external_id=user_id, limit=settings.history_limit)
@@ -617,10 +627,13 @@ def for_user(engine: Engine, *, session: Session, settings: Settings, user_id: s
     if exclude_seen:
         exclude = consumed if consumed is not None else consumed_items(
             session=session, history=history, types=settings.exclude_seen_types)
+    # The cold place belongs to the served blend (which may give content no weight and still keep
+    # it); weights of the caller's own without content ask for no content at all.
+    place = fallbacks and (weights is None or weights.get("profile", 0) > 0)
     weights, ranker = engine.served_blend(weights)
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
-                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots if fallbacks else 0,
-                   cold_rank=settings.cold_item_rank)
+                   weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots if place else 0,
+                   cold_rank=served_cold_rank(engine, settings))
     return personal_answer(engine, seeds, ask, "personalized", session=session, explain=explain, fallbacks=fallbacks)
 
 
@@ -684,7 +697,7 @@ def from_examples(engine: Engine, *, session: Session, settings: Settings, now: 
         weights, ranker = engine.blend, None
     ask = make_ask(settings, k=k, now=now, kinds=kinds, category=category, diversity=diversity, exclude=exclude,
                    strategy=strategy, weights=weights, ranker=ranker, cold_slots=settings.cold_item_slots,
-                   cold_rank=settings.cold_item_rank)
+                   cold_rank=served_cold_rank(engine, settings))
     return personal_answer(engine, seeds, ask, name, session=session, explain=explain)
 
 

@@ -18,7 +18,7 @@ from service.store.events import active_users
 from service.vectors.index_store import LoadedVersion
 from service.store.items import item_ids_by_external
 from service.store.models import Item
-from service.recommend.ranking import profile_power_of
+from service.recommend.ranking import cold_rank_of, profile_power_of
 from service.recommend.recommender import (
     Answer, Engine, also_engaged, for_user, from_examples, new_recommendation_id, similar_items, trending_items,
 )
@@ -49,7 +49,8 @@ def _engine(rt: Runtime, space_name: str = "text") -> tuple[Engine, LoadedVersio
     engine = Engine(space, rt.deltas.get(space_name) if space is not None else None, rt.behaviour_snapshot(),
                     trending_window_days=s.trending_window_days, trending_half_life_days=s.trending_half_life_days,
                     candidates_per_source=s.candidates_per_source, model=model, blend=blend,
-                    ranker=ranker, profile_power=power, profile_max_seeds=s.profile_max_seeds)
+                    ranker=ranker, profile_power=power, profile_max_seeds=s.profile_max_seeds,
+                    cold_rank=cold_rank_of(version.manifest.get("behaviour")) if version is not None else None)
     return engine, version
 
 

@@ -69,6 +69,7 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     assert section["family"] in collab.FAMILIES + (collab.ENSEMBLE,)
     assert section["interactions"] == USERS * PER_USER and section["watermark_event_id"] > 0
     assert section["profile"] == {"space": "text", "way": "mean", "validation_ndcg": {}}  # no space: no choice
+    assert section["cold_place"] == {"rank": None}  # no content: nothing fills the place, no bar chosen
     tried = {row["family"] for row in section["validation"]["candidates"]}
     assert tried == set(collab.FAMILIES) | {collab.ENSEMBLE}  # every family fits this budget
     best = max(section["validation"]["candidates"], key=lambda r: r["ndcg"])
@@ -166,6 +167,55 @@ def test_choose_profile_takes_the_best_way_on_validation_unless_the_setting_forc
     assert (scores == {} and ev.runs == []) if forced != "auto" else set(scores) == set(PROFILE_WAYS)
     no_space = _ContentOnlyEvaluator(by_power, space=None)
     assert train.choose_profile(no_space, settings) == ("mean", {}) and no_space.runs == []
+
+
+class _PlaceEvaluator:
+    """Validation NDCG of the served recipe per cold-place bar (None: no place), as
+    choose_cold_rank reads it."""
+
+    def __init__(self, by_rank: dict, space=object()):
+        self.space, self.by_rank, self.cold_rank, self.settings, self.runs = space, by_rank, None, None, []
+
+    def run(self, blend, *, phase, model, ranker):
+        assert blend.served and phase == "valid" and model == "the model"
+        rank = self.cold_rank if self.settings.cold_item_slots else None
+        self.runs.append(rank)
+        return {"ndcg": self.by_rank[rank]}
+
+
+@pytest.mark.parametrize("by_rank, chosen", [
+    ({None: 0.100, 5: 0.0999, 10: 0.0995, 20: 0.0985, 50: 0.0975, 100: 0.096}, 20),  # 2%: down to 0.098
+    ({None: 0.100, 5: 0.100, 10: 0.100, 20: 0.100, 50: 0.100, 100: 0.100}, 100),  # free: the widest bar
+    ({None: 0.100, 5: 0.090, 10: 0.089, 20: 0.088, 50: 0.087, 100: 0.086}, 5),  # all too dear: the narrowest
+])
+def test_the_cold_place_bar_is_the_widest_that_keeps_validation_within_the_tolerance(by_rank, chosen, settings):
+    from service.recommend.ranking import COLD_RANKS
+
+    ev = _PlaceEvaluator(by_rank)
+    rank, record = train.choose_cold_rank(ev, settings, "the model", {"model": 1.0}, None)
+    assert rank == chosen and ev.cold_rank == chosen  # left on the evaluator for the test metrics
+    assert ev.runs == [None, *COLD_RANKS] and ev.settings is None  # the evaluator's settings are restored
+    assert record["without_place"] == 0.100 and record["tolerance"] == settings.cold_item_warm_tolerance
+    assert set(record["validation_ndcg"]) == {str(r) for r in COLD_RANKS}
+
+
+def test_a_forced_bar_or_no_place_chooses_nothing(settings):
+    by_rank = {None: 0.1, **{r: 0.1 for r in (5, 10, 20, 50, 100)}}
+    forced = load_settings({"data_dir": settings.data_dir, "cold_item_rank": "7"}, environ={})
+    ev = _PlaceEvaluator(by_rank)
+    assert train.choose_cold_rank(ev, forced, "the model", {}, None) == (None, {"forced": 7}) and ev.runs == []
+    off = load_settings({"data_dir": settings.data_dir, "cold_item_slots": 0}, environ={})
+    assert train.choose_cold_rank(_PlaceEvaluator(by_rank), off, "the model", {}, None) == (None, {})
+    assert train.choose_cold_rank(_PlaceEvaluator(by_rank, space=None), settings, "the model", {}, None) == (None, {})
+
+
+@pytest.mark.parametrize("place, shown", [({"rank": 50}, True), ({"rank": "50"}, False), (None, False), ([50], False)])
+def test_the_status_line_names_the_cold_place_bar(place, shown):
+    from indexer.cli import _model_line
+
+    section = {"status": "trained", "family": "ease", "params": {}, "blend": {"model": 1.0}, "metrics": {},
+               "cold_place": place}
+    assert ("takes the cold place from content rank 50" in _model_line(section)) is shown
 
 
 @pytest.mark.parametrize("profile", ["pow8", ["pow8"], {"way": 3}, {"space": "text"}, None])

@@ -199,3 +199,15 @@ def test_an_item_everyone_disliked_is_known_not_cold():
     assert snap.rows_of([1, 2, 3]).tolist() == [0, -1, -1]  # no positive event on 2 or 3
     assert snap.touched([1, 2, 3]).tolist() == [True, True, False]
     assert is_cold(Engine(None, None, snap), [1, 2, 3]).tolist() == [False, False, True]
+
+
+def test_the_served_bar_is_a_forced_setting_then_the_trained_choice_then_the_default(tmp_path):
+    from service.recommend.behaviour import EMPTY
+    from service.recommend.ranking import DEFAULT_COLD_RANK
+    from service.recommend.recommender import served_cold_rank
+
+    auto = load_settings({"data_dir": tmp_path}, environ={})
+    forced = load_settings({"data_dir": tmp_path, "cold_item_rank": "7"}, environ={})
+    untrained, trained = Engine(None, None, EMPTY), Engine(None, None, EMPTY, cold_rank=50)
+    assert served_cold_rank(untrained, auto) == DEFAULT_COLD_RANK and served_cold_rank(trained, auto) == 50
+    assert served_cold_rank(untrained, forced) == served_cold_rank(trained, forced) == 7

@@ -150,3 +150,23 @@ def test_the_content_scoring_setting_names_every_way_and_only_those():
     from service.settings import CONTENT_SCORINGS
 
     assert set(CONTENT_SCORINGS) == {"auto", *PROFILE_WAYS}
+
+
+@pytest.mark.parametrize("section, rank", [
+    ({"cold_place": {"rank": 50}}, 50),
+    ({"cold_place": {"rank": None}}, None),  # nothing chosen (no content, or a forced bar)
+    ({"cold_place": {"rank": 0}}, None),
+    ({"cold_place": {"rank": -5}}, None),
+    ({"cold_place": {"rank": 10**9}}, None),
+    ({"cold_place": {"rank": 20.0}}, None),
+    ({"cold_place": {"rank": True}}, None),
+    ({"cold_place": {"rank": "20"}}, None),
+    ({"cold_place": 20}, None),
+    ({"status": "trained"}, None),  # from before the choice existed
+    ("cold", None),
+    (None, None),
+])
+def test_cold_rank_of_reads_a_manifest_section_as_untrusted(section, rank):
+    from service.recommend.ranking import cold_rank_of
+
+    assert cold_rank_of(section) == rank
