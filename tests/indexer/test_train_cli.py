@@ -14,7 +14,7 @@ import indexer.train as train
 from indexer.cli import EXIT_GATE, cli
 from service.cli import cli as recsys
 from service.recommend import collab
-from service.recommend.ranking import PROFILE_WAYS
+from service.recommend.ranking import COLD_RANKS, PROFILE_WAYS
 from service.settings import load_settings
 from service.vectors import artifacts
 from service.web.app import create_app
@@ -76,6 +76,12 @@ def test_build_trains_then_the_gate_refuses_a_worse_model_until_forced(run, monk
     scores = profile["validation_ndcg"]
     assert profile["way"] == max(PROFILE_WAYS, key=scores.__getitem__)
     assert status["model"]["profile"] == profile and f"content scored by {profile['way']}" in built.output
+    # So was the cold place's bar: the widest within the tolerance of no place (see test_train).
+    place = section["cold_place"]
+    assert place["rank"] in COLD_RANKS and set(place["validation_ndcg"]) == {str(r) for r in COLD_RANKS}
+    ok = [r for r in COLD_RANKS if place["validation_ndcg"][str(r)] >= place["without_place"] * (1 - place["tolerance"])]
+    assert place["rank"] == max(ok, default=COLD_RANKS[0])
+    assert status["model"]["cold_place"] == place and f"cold place from content rank {place['rank']}" in built.output
 
     # The same data, a deliberately bad model: refused, kept unpublished, exit code 4.
     real_train = train.train_model

@@ -353,6 +353,7 @@ def test_status_page(browser, server):
         # The demo's rebuild trained a model: its recipe and test metrics are on the page.
         model = status["model"]
         assert model["status"] == "trained" and model["family"] in pg.inner_text("#model-summary")
+        assert f"cold place from content rank {model['cold_place']['rank']}" in pg.inner_text("#model-summary")
         served = pg.locator("#model-metrics tr[data-setting=model]")
         assert f"{model['metrics']['model']['ndcg']:.4f}" in served.inner_text()
         assert pg.locator("#model-metrics tr[data-setting=without_model]").count() == 1

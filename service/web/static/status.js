@@ -132,6 +132,8 @@
     $("model-summary").replaceChildren(
       h("b", null, model.family), ` ${JSON.stringify(model.params)} · blend ${JSON.stringify(model.blend)} · `,
       model.profile && model.profile.way ? `content scored by ${model.profile.way} · ` : "",
+      model.cold_place && Number.isInteger(model.cold_place.rank) ?
+        `new items take the cold place from content rank ${model.cold_place.rank} · ` : "",
       `${fmtInt(model.interactions)} interactions up to event #${fmtInt(model.watermark_event_id)} · ${verdict}`,
       model.served ? "" : h("span", { class: "warn-box" }, " not served by this worker"));
     const names = { model: "with the model (served)", without_model: "without a model (co-engagement blend)",
