@@ -227,7 +227,8 @@ def run_trained(data, ev, pk_of_col, settings, factory) -> tuple[str, dict, dict
     family, params, weights = recipe.best["family"], recipe.best["params"], recipe.weights
     served = "ranker" if recipe.ranker is not None else "weights"
     text = (f"{family} {_short(params)}; blend " + ", ".join(f"{k} {v:g}" for k, v in weights.items())
-            + f"; content by {recipe.profile}; served by the {served}")
+            + f"; content by {recipe.profile}; served by the {served}; cold place from content rank "
+            + f"{recipe.cold_rank if recipe.cold_rank is not None else 'default'}")
     print(f"  trained model chosen on validation: {text} (direct NDCG@{ev.k} {recipe.best['ndcg']:.4f}, "
           f"blend NDCG@{ev.k} {recipe.valid_ndcg:.4f}; ranker {recipe.ranker_record}; {choose_s:.0f} s)",
           file=sys.stderr)
@@ -245,6 +246,7 @@ def run_trained(data, ev, pk_of_col, settings, factory) -> tuple[str, dict, dict
     row = {**{k: float(v) for k, v in metrics.items()}, "valid_ndcg": recipe.valid_ndcg, "blend_valid_ndcg": recipe.valid_ndcg,
            "family": family, "params": params, "model_valid_ndcg": recipe.best["ndcg"], "blend": weights,
            "ranker": recipe.ranker_record, "profile": {"way": recipe.profile, "validation_ndcg": recipe.profile_scores},
+           "cold_place": {"rank": recipe.cold_rank, **recipe.cold_record},
            "fallbacks": blend.fallbacks, **blend.settings(), "recipe": text,
            "model_bytes": int(test_model.nbytes), "model_items": int(len(test_model.item_ids)),
            "candidates": recipe.table,
