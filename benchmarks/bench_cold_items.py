@@ -275,7 +275,7 @@ def main() -> None:
     assert not set(all_model.item_ids.tolist()) & cold, "the model never saw a cold item"
 
     hl, damping = settings.event_half_life_days, settings.co_engagement_popularity_damping
-    served_blend = Blend(weights, damping, hl, served=True)
+    served_blend = Blend.served_with(weights, settings)
     runs = {  # key: (blend, model per phase, ranker)
         "a": (Blend({"profile": 1.0}, 0.0, hl, fallbacks=False), None, None),
         "b": (served_blend, "model", None),

@@ -234,8 +234,7 @@ def run_trained(data, ev, pk_of_col, settings, factory) -> tuple[str, dict, dict
           file=sys.stderr)
     t2 = time.perf_counter()
     test_model = collab.fit(family, _interactions(ev.world_arrays("test"), settings, params), **params)
-    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days,
-                  served=True)
+    blend = Blend.served_with(weights, settings)
     assert blend.fallbacks, "the trained-model row is scored with the endpoint's fallbacks"
     lists_pk: dict = {}
     metrics = ev.run(blend, phase="test", model=test_model, ranker=recipe.ranker, lists=lists_pk)

@@ -270,7 +270,7 @@ def choose_cold_rank(ev: Evaluator, settings: Settings, model: collab.CollabMode
     if forced is not None or settings.cold_item_slots == 0 or ev.space is None:
         ev.cold_rank = None
         return None, {"forced": forced} if forced is not None else {}
-    served = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days, served=True)
+    served = Blend.served_with(weights, settings)
     before = ev.settings
     try:
         ev.settings = dataclasses.replace(settings, cold_item_slots=0)
@@ -363,8 +363,7 @@ def _test_metrics(ev: Evaluator, model: collab.CollabModel | None, weights: Mapp
                   settings: Settings, ranker: learned_rank.Ranker | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Test metrics through ``for_user`` end to end, blended as the endpoint would serve it
     (the ranker, else the weights; fallbacks on), and each user's NDCG@10 for paired comparisons."""
-    blend = Blend(dict(weights), settings.co_engagement_popularity_damping, settings.event_half_life_days,
-                  served=True)
+    blend = Blend.served_with(weights, settings)
     lists: dict[Any, list[int]] = {}
     out = ev.run(blend, phase="test", model=model, ranker=ranker, lists=lists)
     return {k: float(v) for k, v in out.items()}, ev.per_user_ndcg(lists)

@@ -53,6 +53,10 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"cold_item_rank": "-3"}, "cold_item_rank"),
         ({"cold_item_rank": "twenty"}, "cold_item_rank"),
         ({"cold_item_rank": "²"}, "cold_item_rank"),  # a digit to str.isdigit, not to int()
+        ({"cold_item_rank": "20\x00"}, "cold_item_rank"),
+        ({"cold_item_rank": "\ud800"}, "cold_item_rank"),
+        ({"cold_item_rank": "9" * 400}, "cold_item_rank"),
+        ({"cold_item_warm_tolerance": "nan"}, "cold_item_warm_tolerance"),
         ({"cold_item_warm_tolerance": 1.0}, "cold_item_warm_tolerance"),
         ({"cold_item_warm_tolerance": -0.1}, "cold_item_warm_tolerance"),
         ({"profile_max_seeds": 0}, "profile_max_seeds"),

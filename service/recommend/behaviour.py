@@ -99,9 +99,13 @@ class Snapshot:
         self.catalog = catalog or Catalog()
         self.event_count = int(len(items))
         # Every item with an event, disliked ones included: the matrices keep positive events only,
-        # and an item everyone who tried rated low is known, not new (``touched``).
-        self.touched_ids = np.unique(np.asarray(items, dtype=np.int64))
-        self.item_ids, item_idx = np.unique(np.asarray(items, dtype=np.int64)[keep], return_inverse=True)
+        # and an item everyone who tried rated low is known, not new (``touched``). One sort of all
+        # the events gives both: the liked items are those of the touched ones a kept event names.
+        self.touched_ids, code = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
+        code = code.ravel()[keep]
+        liked = np.bincount(code, minlength=len(self.touched_ids)) > 0
+        self.item_ids = self.touched_ids[liked]
+        item_idx = (np.cumsum(liked) - 1)[code]
         _, user_idx = np.unique(np.asarray(users)[keep], return_inverse=True)
         w = np.asarray(weights, dtype=np.float64)[keep]
         self.times = np.asarray(times, dtype=np.float64)[keep]

@@ -87,6 +87,11 @@ class Blend:
     def configured(cls, s: Settings) -> "Blend":
         return cls(dict(s.blend_weights), s.co_engagement_popularity_damping, s.event_half_life_days)
 
+    @classmethod
+    def served_with(cls, weights: Mapping[str, float], s: Settings) -> "Blend":
+        """What the endpoint serves with a trained model whose fitted weights are ``weights``."""
+        return cls(dict(weights), s.co_engagement_popularity_damping, s.event_half_life_days, served=True)
+
 
 @dataclass
 class EventLog:
