@@ -28,7 +28,6 @@ are kept).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -302,7 +301,7 @@ def child_latency(data_dir: Path, calls: int) -> dict[str, Any]:
     behaviour = make_behaviour(settings, settings.behaviour_max_events)
     with factory() as session:
         behaviour.refresh(session, force=True)
-    model = blend = ranker = None
+    model = blend = ranker = touched = None
     section_path = data_dir / "train" / "section.json"
     used_model = None
     if section_path.is_file():
@@ -310,13 +309,14 @@ def child_latency(data_dir: Path, calls: int) -> dict[str, Any]:
         folder = data_dir / "train" / collab.MODEL_DIR
         model = collab.load_model(folder, section["family"], dict(section["params"]))
         blend = dict(section["blend"])
+        touched = collab.load_touched(folder)
         if (section.get("ranker") or {}).get("used"):
             ranker = Ranker.load(folder, section["ranker"])
         used_model = {"family": section["family"], "ranker": ranker is not None}
     s = settings
     engine = Engine(None, None, behaviour.snapshot, trending_window_days=s.trending_window_days,
                     trending_half_life_days=s.trending_half_life_days, candidates_per_source=s.candidates_per_source,
-                    model=model, blend=blend, ranker=ranker)
+                    model=model, blend=blend, ranker=ranker, touched=touched)
     users = [f"user-{u + 1}" for u in range(HEAVY_USERS)]
     for u in users[:5]:  # warm-up
         with factory() as session:

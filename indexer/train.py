@@ -55,7 +55,7 @@ from service.recommend.evaluation import ndcg_at_k, ndcg_per_user, paired_differ
 from service.recommend import learned_rank
 from service.recommend.offline_eval import Blend, Evaluator, EventLog, load_event_log, sample_split, split_log
 from service.recommend.ranking import COLD_RANKS, PROFILE_WAYS, blend as weighted_blend, cold_rank_of, profile_power_of
-from service.recommend.recommender import gather, make_ask, user_seeds
+from service.recommend.recommender import gather, is_cold, make_ask, user_seeds
 from service.settings import Settings, forced_cold_rank
 from service.store.models import Event
 from service.vectors import artifacts
@@ -316,7 +316,7 @@ def candidate_groups(ev: Evaluator, model: collab.CollabModel, settings: Setting
             continue
         ask = make_ask(settings, k=K, now=now, exclude=consumed, weights=every)
         scores = gather(engine, seeds, ask).scores
-        items, x = learned_rank.candidate_features(scores, engine.behaviour)
+        items, x = learned_rank.candidate_features(scores, lambda ids, e=engine: is_cold(e, ids))
         groups.append(Group(scores, items, x, np.array([i in truth[user] for i in items], dtype=np.int32)))
     return groups
 
@@ -484,12 +484,14 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     final = fit(best["family"], all_data, **best["params"])
     folder = building / collab.MODEL_DIR
     names = final.save(folder)
+    names.append(collab.save_touched(folder, event_log.items))
     if ranker is not None:
         names += ranker.save(folder)
     section = {
         "status": "trained", **recipe, "ranker": ranker_record, **base,
         "users": int(all_data.matrix.shape[0]), "items": int(all_data.matrix.shape[1]),
         "model_items": int(len(final.item_ids)), "bytes": int(final.nbytes),
+        "touched_items": int(len(np.unique(event_log.items))),
         "clock": float(event_log.times.max()) if len(event_log) else 0.0,
         "split": {"users": int(len(split.users)), "n_test": 1, "n_valid": 1, "k": K},
         "profile": {"space": PROFILE_SPACE, "way": chosen.profile, "validation_ndcg": chosen.profile_scores},

@@ -39,6 +39,9 @@ from service.recommend.ranking import decay, rows_in, top_n
 
 FAMILIES = ("ease", "item_knn", "rp3beta", "factor", "sequence")
 MODEL_DIR = "behaviour"  # sub-folder of an index version that holds the model files
+# Every item with any event up to the training watermark (sorted ids): what the model's own
+# item list cannot say, since it keeps only liked items (EASE only the most active of them).
+TOUCHED_FILE = "touched_items.npy"
 
 # EASE over fewer items than this (when the budget forces it) covers too little to be worth a fit.
 EASE_MIN_ITEMS = 100
@@ -373,6 +376,25 @@ def _model_class(family: str) -> type[CollabModel]:
     if family not in _MODELS:
         raise ValueError(f"unknown collaborative family {family!r} (known: {', '.join(FAMILIES)}, {ENSEMBLE})")
     return _MODELS[family]
+
+
+def save_touched(folder: Path, item_ids: np.ndarray) -> str:
+    """Write the sorted distinct ``item_ids`` (every event's item) as :data:`TOUCHED_FILE`; its name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / TOUCHED_FILE, np.unique(np.asarray(item_ids, dtype=np.int64)), allow_pickle=False)
+    return TOUCHED_FILE
+
+
+def load_touched(folder: Path) -> np.ndarray | None:
+    """What :func:`save_touched` wrote (memory-mapped); None for a version trained before it existed."""
+    path = Path(folder) / TOUCHED_FILE
+    if not path.is_file():
+        return None
+    ids = np.load(path, mmap_mode="r", allow_pickle=False)
+    if ids.ndim != 1 or ids.dtype != np.int64:
+        raise ValueError(f"{TOUCHED_FILE}: expected a 1-d int64 array, found {ids.ndim}-d {ids.dtype}")
+    return ids
 
 
 def load_model(folder: Path, family: str, params: Mapping[str, Any], *, mmap: bool = True) -> CollabModel:

@@ -21,11 +21,10 @@ content match is worth for an item nobody has touched yet. Scores rise monotonic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from service.recommend.behaviour import Snapshot
 
 SOURCES = ("profile", "co_engagement", "model", "trending")
 FEATURES = tuple(f"{s}_scaled" for s in SOURCES) + ("profile_cosine", "cold")
@@ -40,7 +39,11 @@ PARAMS = {"objective": "lambdarank", "n_estimators": 150, "learning_rate": 0.05,
           "deterministic": True, "force_row_wise": True, "n_jobs": 1}
 
 
-def candidate_features(scores: Mapping[str, Mapping[int, float]], snapshot: Snapshot) -> tuple[list[int], np.ndarray]:
+# Which of some item ids are new (nobody engaged with them): ``recommender.is_cold`` of an engine.
+IsNew = Callable[[Sequence[int]], np.ndarray]
+
+
+def candidate_features(scores: Mapping[str, Mapping[int, float]], is_new: IsNew) -> tuple[list[int], np.ndarray]:
     """Every candidate of every source (sorted ids) and its feature row (see :data:`FEATURES`)."""
     items = sorted({i for found in scores.values() for i in found})
     x = np.zeros((len(items), len(FEATURES)), dtype=np.float32)
@@ -56,7 +59,7 @@ def candidate_features(scores: Mapping[str, Mapping[int, float]], snapshot: Snap
             x[pos[item], col] = max(s, 0.0) / top
     for item, s in (scores.get("profile") or {}).items():
         x[pos[item], FEATURES.index("profile_cosine")] = s
-    x[:, _COLD_COL] = ~snapshot.touched(items)  # no event at all: an item people disliked is not new
+    x[:, _COLD_COL] = is_new(items)  # no event at all: an item people disliked is not new
     return items, x
 
 
@@ -81,9 +84,9 @@ class Ranker:
             return np.zeros(0)
         return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
 
-    def blend(self, scores: Mapping[str, Mapping[int, float]], snapshot: Snapshot) -> dict[int, tuple[float, tuple[str, ...]]]:
+    def blend(self, scores: Mapping[str, Mapping[int, float]], is_new: IsNew) -> dict[int, tuple[float, tuple[str, ...]]]:
         """Like :func:`service.recommend.ranking.blend`: item -> (score in (0, 1), sources that found it)."""
-        items, x = candidate_features(scores, snapshot)
+        items, x = candidate_features(scores, is_new)
         raw = self.predict(x)
         out = {}
         for item, r in zip(items, raw.tolist()):

@@ -33,7 +33,7 @@ from service.recommend.behaviour import Snapshot
 from service.recommend.collab import CollabModel
 from service.recommend.learned_rank import SOURCES as RANKER_SOURCES, Ranker
 from service.recommend.ranking import (DEFAULT_COLD_RANK, blend, event_weights, history_decay, mmr, profile_vector,
-                                      soft_max_terms)
+                                      rows_in, soft_max_terms)
 from service.settings import Settings, forced_cold_rank
 from service.store.events import History, consumed_items, user_history
 from service.store.items import Filters, load_items
@@ -149,6 +149,10 @@ class Engine:
     profile_max_seeds: int = 32
     # The cold place's bar the training stage chose (None: the setting's, else DEFAULT_COLD_RANK).
     cold_rank: int | None = None
+    # Every item with an event up to the model's training watermark (sorted ids; None: no model).
+    # The behaviour window drops old events and the model lists only items someone liked, so
+    # without it an item known only from old events would pass for new.
+    touched: np.ndarray | None = None
 
     def served_blend(self, weights: Mapping[str, float] | None) -> tuple[Mapping[str, float] | None, Ranker | None]:
         """What a request without its own ``weights`` is blended with: the ranker (gathering from
@@ -350,7 +354,7 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
     if not seeds:
         weights = {"trending": 1.0, "new": 1.0}
     if seeds and ask.ranker is not None:
-        blended = ask.ranker.blend(sources.scores, engine.behaviour)
+        blended = ask.ranker.blend(sources.scores, lambda ids: is_cold(engine, ids))
     else:
         blended = blend(sources.scores, weights)
     if not seeds and not blended and ask.widen_trending:
@@ -383,8 +387,10 @@ def rank(engine: Engine, seeds: Seeds, ask: Ask, sources: Sources, *, session: S
 
 def is_cold(engine: Engine, item_ids: Sequence[int]) -> np.ndarray:
     """True for items nobody has engaged with: no event in the behaviour snapshot (a disliked item
-    is known, not new) and unknown to the model."""
+    is known, not new), none up to the model's watermark and unknown to the model."""
     cold = ~engine.behaviour.touched(item_ids)
+    if engine.touched is not None:
+        cold &= rows_in(engine.touched, item_ids) < 0
     if engine.model is not None:
         cold &= engine.model.rows_of(item_ids) < 0
     return cold

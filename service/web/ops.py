@@ -101,9 +101,9 @@ def status_payload() -> dict:
         section = manifest.get("behaviour")
         if section is not None:
             out["model"] = {k: v for k, v in section.items() if k not in ("files", "validation")}
-            model, _blend, ranker = rt.learned(version)
-            out["model"]["served"] = model is not None
-            out["model"]["ranker_served"] = ranker is not None
+            learned = rt.learned(version)
+            out["model"]["served"] = learned.model is not None
+            out["model"]["ranker_served"] = learned.ranker is not None
         out["query_encoder"] = query_encoder_status(rt, version)
         for key in artifacts.ENCODER_SECTIONS.values():  # the fine-tuned text and CLIP encoders
             if isinstance(manifest.get(key), dict):

@@ -43,13 +43,13 @@ def _engine(rt: Runtime, space_name: str = "text") -> tuple[Engine, LoadedVersio
         space = rt.served_space(version, space_name)
         rt.deltas.sync(db_session())
     s = rt.settings
-    model, blend, ranker = rt.learned(version)
+    learned = rt.learned(version)
     # How the training stage chose to score content in this space (the mean where it chose nothing).
     power = profile_power_of(version.manifest.get("behaviour"), space_name) if space is not None else 0
     engine = Engine(space, rt.deltas.get(space_name) if space is not None else None, rt.behaviour_snapshot(),
                     trending_window_days=s.trending_window_days, trending_half_life_days=s.trending_half_life_days,
-                    candidates_per_source=s.candidates_per_source, model=model, blend=blend,
-                    ranker=ranker, profile_power=power, profile_max_seeds=s.profile_max_seeds,
+                    candidates_per_source=s.candidates_per_source, model=learned.model, blend=learned.blend,
+                    ranker=learned.ranker, touched=learned.touched, profile_power=power, profile_max_seeds=s.profile_max_seeds,
                     cold_rank=cold_rank_of(version.manifest.get("behaviour")) if version is not None else None)
     return engine, version
 

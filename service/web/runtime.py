@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 from flask import current_app, g
@@ -97,6 +97,18 @@ def _finetuned_encoder(settings: Settings, folder: str, section: Mapping[str, An
         return _ENCODERS[key]
 
 
+class Learned(NamedTuple):
+    """A version's trained model and what the training stage fitted with it (None where absent)."""
+
+    model: collab.CollabModel | None = None
+    blend: Mapping[str, float] | None = None  # fitted blend weights (None unless ``learned_blend``)
+    ranker: Ranker | None = None  # the learned ranker (None unless ``learned_blend`` and it won)
+    touched: np.ndarray | None = None  # items with an event up to the training watermark
+
+
+NO_MODEL = Learned()
+
+
 class Runtime:
     """Everything a request needs, owned by one app: settings, database, index, encoders."""
 
@@ -122,8 +134,8 @@ class Runtime:
                                         max_chars=settings.max_query_chars)
         self._suggester = None
         self._suggester_lock = threading.Lock()
-        # (version name, its collaborative model, fitted blend weights and ranker; each may be None)
-        self._learned: tuple[str, collab.CollabModel | None, Mapping[str, float] | None, Ranker | None] | None = None
+        # (version name, what was trained with it)
+        self._learned: tuple[str, Learned] | None = None
         self._learned_lock = threading.Lock()
         self._suggester_checked = 0.0
         # With an artifact store, the index directory is this host's verified cache of its versions.
@@ -305,35 +317,35 @@ class Runtime:
         """The current time for recommendations (see ``clock``)."""
         return self.clock()
 
-    def learned(self, version: LoadedVersion | None) -> tuple[collab.CollabModel | None, Mapping[str, float] | None,
-                                                              Ranker | None]:
-        """The version's trained model (memory-mapped, loaded once per version), and the blend
-        weights and ranker fitted with it (both None unless ``learned_blend``); Nones without a model."""
+    def learned(self, version: LoadedVersion | None) -> Learned:
+        """The version's trained model (memory-mapped, loaded once per version) and what was
+        fitted with it; :data:`NO_MODEL` without one."""
         if version is None:
-            return None, None, None
+            return NO_MODEL
         cached = self._learned
         if cached is None or cached[0] != version.name:
             with self._learned_lock:
                 if self._learned is None or self._learned[0] != version.name:
-                    self._learned = (version.name, *self._load_learned(version))
+                    self._learned = (version.name, self._load_learned(version))
                 cached = self._learned
-        return cached[1], cached[2], cached[3]
+        return cached[1]
 
-    def _load_learned(self, version: LoadedVersion) -> tuple[collab.CollabModel | None, Mapping[str, float] | None,
-                                                             Ranker | None]:
+    def _load_learned(self, version: LoadedVersion) -> Learned:
         section = version.manifest.get("behaviour") or {}
         if section.get("status") != "trained":
-            return None, None, None
+            return NO_MODEL
         folder = artifacts.version_dir(self.settings.index_path, version.name) / collab.MODEL_DIR
         try:
             model = collab.load_model(folder, section["family"], dict(section["params"]))
+            touched = collab.load_touched(folder)
             if not self.settings.learned_blend:
-                return model, None, None
+                return Learned(model, touched=touched)
             ranked = (section.get("ranker") or {}).get("used")
-            return model, dict(section["blend"]), Ranker.load(folder, section["ranker"]) if ranked else None
+            return Learned(model, dict(section["blend"]), Ranker.load(folder, section["ranker"]) if ranked else None,
+                           touched)
         except Exception as exc:  # noqa: BLE001 - checksums passed: a format this code can't read; serve without it
             log.error("model of version %s not served (co-engagement answers): %s", version.name, exc)
-            return None, None, None
+            return NO_MODEL
 
     def behaviour_snapshot(self) -> Snapshot:
         """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""

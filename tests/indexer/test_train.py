@@ -11,6 +11,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 import indexer.train as train
 from indexer.train import train_model
@@ -18,6 +19,7 @@ from service.recommend import collab
 from service.settings import load_settings
 from service.store.events import record_events
 from service.store.items import upsert_items
+from service.store.models import Event
 from service.store.records import EventRecord, ItemRecord
 from service.vectors import artifacts
 
@@ -108,6 +110,11 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
         assert artifacts.file_entry(folder / name) == meta
     model = collab.load_model(folder, section["family"], section["params"])
     assert len(model.item_ids) == TASTES * PER_TASTE
+    # Every item an event names, liked or not: what tells an old item from a new one in serving.
+    assert collab.TOUCHED_FILE in section["files"]
+    with session_factory() as session:
+        named = sorted(session.scalars(select(Event.item_id).distinct()))
+    assert collab.load_touched(folder).tolist() == named and section["touched_items"] == len(named)
     for part in getattr(model, "parts", [model]):
         assert part.params["seed_decay"] in collab.SEED_DECAYS
 

@@ -128,6 +128,42 @@ def test_the_service_serves_the_trained_model_and_a_new_event_counts_at_once(run
     assert after["hits"] and all(h["id"].startswith("t2-") for h in after["hits"][:3])
 
 
+def test_an_item_whose_events_left_the_workers_window_is_still_known(run, monkeypatch, tmp_path):
+    """A worker holds only the newest ``behaviour_max_events``, and the model lists only liked
+    items; the trained version's list of every touched item keeps an old disliked item from
+    passing for new (and taking the cold place)."""
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from service.recommend.recommender import is_cold
+    from service.store.items import item_ids_by_external
+    from service.store.models import Event
+    from service.web.recommend import _engine
+    from service.web.runtime import db_session, runtime
+
+    items, events = tmp_path / "old.jsonl", tmp_path / "old.csv"
+    items.write_text(json.dumps({"id": "disliked", "kind": "product", "title": "Taste 0 product, disliked"}) + "\n")
+    # Its one event, then five more: the window below holds those five (the newest ids) only.
+    events.write_text("event_id,user_id,item_id,type,value,timestamp\nold-1,u0,disliked,rating,1,2026-01-01T00:00:00Z\n"
+                      + "".join(f"late-{i},u1,t1-{i},view,,2026-03-30T00:00:00Z\n" for i in range(5)))
+    for args in (["import", "items", str(items)], ["import", "events", str(events)]):
+        res = CliRunner().invoke(recsys, ["--data-dir", str(run.data), *args])
+        assert res.exit_code == 0, res.output
+    assert run("build").exit_code == 0
+    monkeypatch.delenv("RECSYS_CLIP_ENABLED", raising=False)
+    app = create_app({"data_dir": str(run.data), "clip_enabled": False, "behaviour_max_events": 5})
+    with app.test_request_context():
+        engine, _version = _engine(runtime())
+        touched = sorted(db_session().scalars(select(Event.item_id).distinct()))
+        assert engine.touched is not None and engine.behaviour.event_count == 5
+        assert not is_cold(engine, touched).any()
+        # The window and the model alone would call the disliked item new.
+        without = is_cold(dataclasses.replace(engine, touched=None), touched)
+        disliked = item_ids_by_external(session=db_session(), external_ids=["disliked"])["disliked"]
+        assert [i for i, c in zip(touched, without) if c] == [disliked]
+
+
 def test_finetune_cli_skips_without_behaviour_and_exits_4_when_its_gate_refuses(run, monkeypatch):
     import indexer.finetune_stage as finetune_stage
 

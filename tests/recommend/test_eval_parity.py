@@ -29,6 +29,7 @@ from service.store.models import Event, Item
 from service.vectors import artifacts
 from service.vectors.index_store import load_version
 from service.web.app import create_app
+from service.web.runtime import Learned
 
 pytestmark = pytest.mark.slow  # the demo catalog and a real MiniLM index
 
@@ -104,7 +105,7 @@ def test_evaluator_lists_equal_the_endpoint_lists_for_the_same_world_and_clock(d
     assert client.get("/status").status_code == 200 and runtime.store.current.name == demo["version"]
     manifest_profile = runtime.store.current.manifest["behaviour"].setdefault("profile", {"space": "text"})
     for blend, case_ranker, way in cases:
-        runtime._learned = (demo["version"], model, dict(blend.weights), case_ranker)
+        runtime._learned = (demo["version"], Learned(model, dict(blend.weights), case_ranker))
         manifest_profile["way"], ev.profile_power = way, PROFILE_WAYS[way]
         engine = ev.engine("test", blend.damping, model, blend.weights, case_ranker)
         with factory() as session:

@@ -37,7 +37,7 @@ def test_features_scale_each_source_and_mark_cold_items():
     snap = Snapshot(np.array([1, 2, 2, 3]), np.array([10, 10, 11, 13]), np.array([1.0, 1.0, 1.0, -1.0]),
                     np.full(4, NOW))
     scores = {"profile": {10: 0.5, 12: 0.9, 13: 0.3}, "co_engagement": {11: 2.0, 10: 1.0}}
-    items, x = candidate_features(scores, snap)
+    items, x = candidate_features(scores, lambda ids: is_cold(Engine(None, None, snap), ids))
     assert items == [10, 11, 12, 13]
     col = {name: x[:, j].tolist() for j, name in enumerate(FEATURES)}
     assert col["profile_scaled"] == pytest.approx([0.5 / 0.9, 0.0, 1.0, 0.3 / 0.9])
@@ -132,7 +132,7 @@ def test_a_cold_near_duplicate_of_a_popular_item_enters_the_top_10_with_the_rank
         seen = items[:-1]
         seeds = user_seeds(_history(seen), settings, now=NOW)
         scores = gather(engine, seeds, make_ask(settings, k=10, now=NOW, exclude=seen, weights=every)).scores
-        cand, x = candidate_features(scores, snap)
+        cand, x = candidate_features(scores, lambda ids: is_cold(engine, ids))
         groups.append((x, np.array([c == items[-1] for c in cand], dtype=np.int32)))
     ranker = fit_ranker(groups)
     assert ranker is not None
@@ -199,6 +199,26 @@ def test_an_item_everyone_disliked_is_known_not_cold():
     assert snap.rows_of([1, 2, 3]).tolist() == [0, -1, -1]  # no positive event on 2 or 3
     assert snap.touched([1, 2, 3]).tolist() == [True, True, False]
     assert is_cold(Engine(None, None, snap), [1, 2, 3]).tolist() == [False, False, True]
+
+
+def test_an_item_known_only_from_events_before_the_window_is_not_cold(tmp_path):
+    """Workers hold the newest ``behaviour_max_events`` only, and a model lists only items someone
+    liked (EASE only the most active): the training stage's list of every touched item is what
+    keeps an old item from passing for new, in the cold place and in the ranker's cold feature."""
+    from service.recommend import collab
+
+    window = Snapshot(np.array([0]), np.array([1]), np.array([1.0]), np.full(1, NOW))  # item 1 only
+    folder = tmp_path / collab.MODEL_DIR
+    collab.save_touched(folder, np.array([5, 2, 5, 1, 2]))  # items 2 and 5 fell out of the window
+    touched = collab.load_touched(folder)
+    assert touched.tolist() == [1, 2, 5]
+    items = [1, 2, 3, 5]
+    assert is_cold(Engine(None, None, window), items).tolist() == [False, True, True, True]
+    served = Engine(None, None, window, touched=touched)
+    assert is_cold(served, items).tolist() == [False, False, True, False]
+    _, x = candidate_features({"profile": {i: 0.5 for i in items}}, lambda ids: is_cold(served, ids))
+    assert x[:, FEATURES.index("cold")].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert collab.load_touched(tmp_path / "nothing-here") is None  # a version trained before the file
 
 
 def test_the_served_bar_is_a_forced_setting_then_the_trained_choice_then_the_default(tmp_path):
