@@ -116,15 +116,34 @@ class EventLog:
         return len(self.items)
 
 
+# Rows read and turned into arrays at a time: the whole log as SQLAlchemy rows took 4.2 GiB at
+# 10M events (a Row, a datetime and a fresh type string each).
+READ_CHUNK = 100_000
+
+
 def load_event_log(session: Session, settings: Settings, *, queries: bool = False) -> EventLog:
     """Every stored event by id (what the service's behaviour model reads), with user names
     (and with each event's search query when ``queries``)."""
     columns = [Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at]
-    rows = session.execute(select(*columns, *([Event.query] if queries else [])).order_by(Event.id)).all()
+    stmt = select(*columns, *([Event.query] if queries else [])).order_by(Event.id)
+    users, items, times = [], [], []
+    types: list[str] = []
+    values: list[float | None] = []
+    texts: list[str | None] = []
+    one_of: dict[str, str] = {}  # one string object per event type, not one per row
+    # Core rows (not ORM ones: half the time) in chunks, a server-side cursor on PostgreSQL.
+    for rows in session.connection().execute(stmt.execution_options(yield_per=READ_CHUNK)).partitions():
+        users.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        items.append(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
+        times.append(np.fromiter((to_seconds(r[4]) for r in rows), dtype=np.float64, count=len(rows)))
+        types.extend(one_of.setdefault(r[2], r[2]) for r in rows)
+        values.extend(r[3] for r in rows)
+        if queries:
+            texts.extend(r[5] for r in rows)
     names = dict(session.execute(select(User.id, User.external_id)).all())
-    return make_event_log([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-                          [to_seconds(r[4]) for r in rows], settings, user_names=names,
-                          queries=[r[5] for r in rows] if queries else None)
+    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+    return make_event_log(cat(users, np.int64), cat(items, np.int64), types, values, cat(times, np.float64), settings,
+                          user_names=names, queries=texts if queries else None)
 
 
 def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], values: Sequence[float | None],
@@ -132,15 +151,21 @@ def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], 
                    queries: Sequence[str | None] | None = None) -> EventLog:
     """An event log in the given order; ``positive`` marks the first positive event per (user, item)."""
     w = event_weights(types, values, settings.event_weights, settings.rating_neutral)
-    seen: set[tuple] = set()
-    keep = []
-    for i, (u, it) in enumerate(zip(users, items)):
-        if w[i] > 0 and (u, it) not in seen:
-            seen.add((u, it))
-            keep.append(i)
-    return EventLog(np.asarray(users), np.asarray(items, dtype=np.int64), list(types), list(values),
-                    np.asarray(times, dtype=np.float64), w, np.asarray(keep, dtype=np.int64), dict(user_names or {}),
-                    None if queries is None else list(queries))
+    users, items = np.asarray(users), np.asarray(items, dtype=np.int64)
+    return EventLog(users, items, list(types), list(values), np.asarray(times, dtype=np.float64), w,
+                    first_positive(users, items, w), dict(user_names or {}), None if queries is None else list(queries))
+
+
+def first_positive(users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Rows (ascending) of the first event with weight > 0 of each (user, item) pair."""
+    rows = np.flatnonzero(weights > 0)
+    if not len(rows):
+        return rows.astype(np.int64)
+    _, u = np.unique(users[rows], return_inverse=True)
+    _, i = np.unique(items[rows], return_inverse=True)
+    key = u.astype(np.int64).ravel() * (int(i.max()) + 1) + i.astype(np.int64).ravel()
+    _, first = np.unique(key, return_index=True)  # the first occurrence of each pair
+    return np.sort(rows[first]).astype(np.int64)
 
 
 @dataclass

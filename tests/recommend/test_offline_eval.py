@@ -88,6 +88,39 @@ def _factory(settings):
     return make_session_factory(make_engine(settings))
 
 
+def test_the_log_is_read_in_chunks_alike_and_marks_each_pairs_first_positive(tmp_path, settings, session_factory,
+                                                                              monkeypatch):
+    import numpy as np
+
+    import service.recommend.offline_eval as offline_eval
+    from service.store.importing import import_events, import_items
+
+    items, events = write_world(tmp_path)
+    # A pair first rated low (not positive), then bought twice: the first purchase is its positive.
+    events.write_text(events.read_text() + "x1,a1,b3,rating,1,2026-01-09T00:00:00Z\n"
+                      "x2,a1,b3,purchase,,2026-01-09T01:00:00Z\nx3,a1,b3,purchase,,2026-01-09T02:00:00Z\n")
+    import_items(items, session_factory=session_factory, progress=False)
+    import_events(events, session_factory=session_factory, event_types=settings.event_types, progress=False)
+    logs = []
+    for chunk in (7, 10_000):
+        monkeypatch.setattr(offline_eval, "READ_CHUNK", chunk)
+        with session_factory() as session:
+            logs.append(load_event_log(session, settings, queries=True))
+    small, whole = logs
+    assert len(whole) == 100 and whole.queries == [None] * 100
+    for name in ("users", "items", "times", "weights", "positive"):
+        assert np.array_equal(getattr(small, name), getattr(whole, name)), name
+    assert small.types == whole.types and small.values == whole.values
+    seen, expected = set(), []  # the first positive row of each (user, item), in row order
+    for row, (u, i, w) in enumerate(zip(whole.users.tolist(), whole.items.tolist(), whole.weights.tolist())):
+        if w > 0 and (u, i) not in seen:
+            seen.add((u, i))
+            expected.append(row)
+    assert whole.positive.tolist() == expected
+    assert whole.types[97:] == ["rating", "purchase", "purchase"] and 97 not in expected and 98 in expected
+    assert 99 not in expected
+
+
 def test_the_split_holds_out_the_latest_positives_and_the_evaluator_answers_from_the_rest(tmp_path, settings, session_factory):
     from service.store.importing import import_events, import_items
 
