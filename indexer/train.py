@@ -484,14 +484,15 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     final = fit(best["family"], all_data, **best["params"])
     folder = building / collab.MODEL_DIR
     names = final.save(folder)
-    names.append(collab.save_touched(folder, event_log.items))
+    touched = np.unique(event_log.items)
+    names.append(collab.save_touched(folder, touched))
     if ranker is not None:
         names += ranker.save(folder)
     section = {
         "status": "trained", **recipe, "ranker": ranker_record, **base,
         "users": int(all_data.matrix.shape[0]), "items": int(all_data.matrix.shape[1]),
         "model_items": int(len(final.item_ids)), "bytes": int(final.nbytes),
-        "touched_items": int(len(np.unique(event_log.items))),
+        "touched_items": int(len(touched)),
         "clock": float(event_log.times.max()) if len(event_log) else 0.0,
         "split": {"users": int(len(split.users)), "n_test": 1, "n_valid": 1, "k": K},
         "profile": {"space": PROFILE_SPACE, "way": chosen.profile, "validation_ndcg": chosen.profile_scores},
