@@ -29,7 +29,6 @@ built first when the published one lacks it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -49,6 +48,7 @@ import numpy as np
 from benchmarks.bench_service import catalog_titles, prepare_data
 from benchmarks.catalog import make_queries
 from benchmarks.common import DATA_ROOT, REPO, bench_settings
+from benchmarks.server import settle
 from benchmarks.server import Client, Server, free_port, search_path
 
 PEER_VENV = DATA_ROOT / "txtai-venv"
@@ -199,26 +199,6 @@ def ensure_export(data_dir: Path, backend: str) -> dict | None:
     report = Pipeline(settings, make_session_factory(engine)).run(force=True)
     engine.dispose()
     return report.timings
-
-
-def settle(pids: list[int], timeout: float = 90.0) -> float:
-    """Wait until the processes ``pids`` use under 2% of a core over a second (the project's workers
-    load torch in the background after start, for item writes); the seconds waited."""
-    def cpu() -> float:
-        total = 0
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-        return total / os.sysconf("SC_CLK_TCK")
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        before = cpu()
-        time.sleep(1.0)
-        if cpu() - before < 0.02:
-            break
-    return round(time.perf_counter() - t0, 1)
 
 
 def throughput(port: int, path_of, queries: list[str], clients: int) -> dict:

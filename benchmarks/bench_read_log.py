@@ -3,8 +3,9 @@
 ``service.recommend.offline_eval.load_event_log`` is the training stage's first step (and the
 fine-tune's). It used to fetch every row as a SQLAlchemy ``Row`` (``.all()``), copy the columns
 into Python lists and mark each (user, item)'s first positive event with a Python set of
-tuples. It now converts ``READ_CHUNK`` rows at a time into numpy arrays (one string object per
-event type) and finds the first positives with ``np.unique``. This benchmark runs both ways on
+tuples. It now reads through ``service.store.events.read_events``, which converts
+``EVENT_READ_CHUNK`` rows at a time into numpy arrays (one string object per event type, SQLite's
+time text parsed by numpy), and finds the first positives with ``np.unique``. This benchmark runs both ways on
 one database, each in its own subprocess so that ``ru_maxrss`` is that read's peak alone,
 alternating the order over ``--repeats`` rounds, and checks that both give the same log.
 

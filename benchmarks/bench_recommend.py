@@ -22,8 +22,11 @@ is checked before reuse; ``--rebuild-data`` starts over):
   the index, and returns deterministic clustered unit vectors: per category a random centroid,
   per (category, first two tags) a sub-centroid, plus per-item noise in a 32-dimensional
   per-category subspace and a little full-dimensional noise, seeded from a hash of the text.
-  The real index chooser and tuner pick and tune the index (defaults kept). /search results on
-  this data are meaningless; the recommendation endpoints never encode text;
+  The real index chooser and tuner pick and tune the index (defaults kept). The build exports
+  the real MiniLM as the version's ONNX query encoder (checked against torch MiniLM, as every
+  build checks it), so workers start as a deployment's do: queries through ONNX Runtime, torch
+  loaded in the background for item writes. /search results on this data are meaningless; the
+  recommendation endpoints never encode text;
 * ~1,000,000 events over ~20,000 users (``--events``, ``--users``): users with 1-3 favourite
   categories, Zipf-like item popularity (1/(rank+10)), a funnel view -> click (22%) -> cart (25%
   of clicks) -> purchase (40% of carts) -> rating (15% of purchases), timestamps spread uniformly
@@ -42,7 +45,9 @@ use ``benchmarks.server.Server``'s command line (``--timeout 120``, warning-leve
 
 Each round (``--rounds``, default 3) starts from a fresh copy of the prepared database (so
 rounds are alike and the cache stays clean), starts gunicorn (timed: each worker loads the index,
-MiniLM and every event into memory before it answers), warms every worker up, then runs:
+the query encoder and the newest ``behaviour_max_events`` events before it answers), warms every
+worker up, waits until the workers are idle (they load torch in the background, for item writes),
+then runs:
 
   A  one client, sequential, interleaved blocks of each request type (``--requests`` each):
      heavy-user recommendations ``?k=10``; the same with ``explain=true&diversity=0.3``; cold
@@ -105,9 +110,9 @@ from benchmarks.common import (
     DATA_ROOT, PREPARED, REPO, CpuMeter, bench_settings, command_line, group_profile, load_snapshot, machine_info,
     profile_top, published_problem, run_for, self_rss_mib, stats_ms, write_result,
 )
-from benchmarks.server import Client, Server, http_floor
+from benchmarks.server import Client, Server, http_floor, settle
 
-DATA_FORMAT = 2  # bump when the generated data changes, so stale folders are rebuilt
+DATA_FORMAT = 3  # bump when the generated data changes, so stale folders are rebuilt
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench_recommend.json"
 TARGET_P99_MS = 50.0
 # Issue 12's targets at scale: with the trained model, and while another client posts events.
@@ -364,17 +369,22 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     t0 = time.perf_counter()
     real = load_text_encoder(settings)
     name, revision, dim = real.name, real.revision, real.dim
-    del real
     info["encoder_identity"] = {"name": name, "revision": revision, "dim": dim,
                                 "load_s": round(time.perf_counter() - t0, 2)}
     groups = {item_text_key(it["title"], it["text"]): (it["category"], ",".join(it["tags"][:2])) for it in items}
     fake = FakeTextEncoder(name, revision, dim, groups)
+    # The real model, for the build's ONNX query export only (checked against torch MiniLM as
+    # every build checks it): workers then start as a real deployment's do, without torch.
+    fake.model = real.model
     print(f"[data] building the index with FAKE clustered vectors as {name}@{revision} ({dim}-d) ...", flush=True)
     t0 = time.perf_counter()
     report = Pipeline(settings, factory, load_text_encoder=lambda _s: fake, progress=True).run()
     info["index_build_s"] = round(time.perf_counter() - t0, 2)
     info["index_timings"] = report.timings
     info["fake_vectors_unmapped"] = fake.unmapped
+    info["query_encoder"] = report.manifest.get("query_encoder", {}).get("backend") or \
+        f"none: {report.manifest.get('query_encoder_skipped')}"
+    del real, fake.model
     info["version"] = report.version
     text = report.manifest["spaces"]["text"]
     info["index"] = {k: text.get(k) for k in ("index_key", "search_params", "recall_at_10", "count", "encoder")}
@@ -1085,9 +1095,12 @@ def run_round(r: int, args: argparse.Namespace, data_dir: Path, ids: dict[str, A
         server.start()
         res["startup"] = {"ready_s": server.ready_s, "cpu": meter.stop(), "rss_mib_at_ready": server.rss_mib()}
         res["warmup"] = warm_up(server, warm, args.warmup)
+        # Workers load torch in the background once ready (for item writes): time nothing until done.
+        res["settled_after_warmup_s"] = settle(server.worker_pids(), timeout=120.0, cores=0.05)
         res["rss_mib_after_warmup"] = server.rss_mib()
         res["http_floor"] = http_floor(server, 200)
-        print(f"  ready in {server.ready_s} s (each worker loads index + MiniLM + all events); RSS MiB "
+        print(f"  ready in {server.ready_s} s (each worker loads the index, the query encoder and the behaviour window); "
+              f"idle {res['settled_after_warmup_s']} s after warm-up; RSS MiB "
               f"{res['rss_mib_after_warmup']}; /health/live p50 {res['http_floor'].get('p50_ms')} ms; "
               f"others {res['startup']['cpu']['others_cores']} cores", flush=True)
 

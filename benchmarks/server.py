@@ -7,7 +7,8 @@
   environment (``bench_recommend.RecServer``);
 * :class:`Client`: one ``http.client`` keep-alive connection (TCP_NODELAY), lean enough to time a
   10 ms request; never raises on a failed request (status 0);
-* :func:`http_floor`: ``/health/live`` latency, the floor under every request.
+* :func:`http_floor`: ``/health/live`` latency, the floor under every request;
+* :func:`settle`: wait for workers to go idle (they load torch in the background after start).
 
 All traffic goes to 127.0.0.1.
 """
@@ -301,3 +302,23 @@ def http_floor(server: Server, n: int = 300) -> dict[str, Any]:
             lat.append(dt)
     c.close()
     return stats_ms(lat)
+
+
+def settle(pids: list[int], timeout: float = 90.0, cores: float = 0.02) -> float:
+    """Wait until the processes ``pids`` use under ``cores`` of a core over a second (the service's
+    workers load torch in the background after start, for item writes); the seconds waited."""
+    def cpu() -> float:
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        before = cpu()
+        time.sleep(1.0)
+        if cpu() - before < cores:
+            break
+    return round(time.perf_counter() - t0, 1)

@@ -32,7 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.settings import Settings
-from service.store.models import Event, Item, to_seconds
+from service.store.events import read_events
+from service.store.models import Item
 from service.recommend.ranking import SECONDS_PER_DAY, decay, event_weights, rows_in, top_n
 
 log = logging.getLogger("recsys.behaviour")
@@ -308,30 +309,30 @@ class BehaviourModel:
             snap.rank_trending(now, window, half_life)
 
     def _pull_events(self, session: Session) -> bool:
-        columns = (Event.id, Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
         if self._watermark == 0:
             # First load: the newest max_events only (read newest first, kept in id order); what
             # lies below them is never read later either.
-            rows = session.execute(select(*columns).order_by(Event.id.desc()).limit(self.max_events)).all()[::-1]
-            if len(rows) >= self.max_events:
-                self._floor_id = int(rows[0][0]) - 1
+            ev = read_events(session=session, newest=self.max_events)
+            if len(ev) >= self.max_events:
+                self._floor_id = int(ev.ids[0]) - 1
         else:
-            floor = max(self._watermark - ID_OVERLAP, self._floor_id)
-            rows = session.execute(select(*columns).where(Event.id > floor).order_by(Event.id)).all()
-        rows = [r for r in rows if r[0] not in self._recent_ids]
-        if not rows:
+            ev = read_events(session=session, after_id=max(self._watermark - ID_OVERLAP, self._floor_id))
+        keep = np.fromiter((i not in self._recent_ids for i in ev.ids.tolist()), dtype=bool, count=len(ev))
+        if not keep.any():
             return False
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        self._users.append(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
-        self._items.append(np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)))
-        self._weights.append(event_weights([r[3] for r in rows], [r[4] for r in rows], self.weights, self.rating_neutral))
+        rows = np.flatnonzero(keep)
+        ids = ev.ids[rows]
+        self._users.append(ev.users[rows])
+        self._items.append(ev.items[rows])
+        types, values = ((ev.types, ev.values) if len(rows) == len(ev)
+                         else ([ev.types[i] for i in rows], [ev.values[i] for i in rows]))
+        self._weights.append(event_weights(types, values, self.weights, self.rating_neutral))
         # A time far in the future (stored before timestamps were bounded) would count as "now"
         # for years: such events count from the moment they are read instead.
-        times = np.fromiter((to_seconds(r[5]) for r in rows), dtype=np.float64, count=len(rows))
-        self._times.append(np.minimum(times, time.time() + FUTURE_SLACK_SECONDS))
+        self._times.append(np.minimum(ev.times[rows], time.time() + FUTURE_SLACK_SECONDS))
         self._watermark = max(self._watermark, int(ids.max()))
         self._recent_ids = {i for i in self._recent_ids if i > self._watermark - ID_OVERLAP}
-        self._recent_ids.update(int(i) for i in ids if i > self._watermark - ID_OVERLAP)
+        self._recent_ids.update(ids[ids > self._watermark - ID_OVERLAP].tolist())
         self._trim()
         return True
 

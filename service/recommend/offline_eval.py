@@ -39,8 +39,8 @@ from service.recommend.evaluation import (
 from service.recommend.ranking import PROFILE_WAYS, cold_rank_of, event_weights, profile_power_of
 from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
 from service.settings import Settings
-from service.store.events import History
-from service.store.models import EPOCH, Event, Item, User, to_seconds
+from service.store.events import History, read_events
+from service.store.models import EPOCH, Item, User
 from service.vectors.index_store import LoadedSpace
 
 # Blend settings always reported, besides the configured and the tuned one.
@@ -116,34 +116,13 @@ class EventLog:
         return len(self.items)
 
 
-# Rows read and turned into arrays at a time: the whole log as SQLAlchemy rows took 4.2 GiB at
-# 10M events (a Row, a datetime and a fresh type string each).
-READ_CHUNK = 100_000
-
-
 def load_event_log(session: Session, settings: Settings, *, queries: bool = False) -> EventLog:
     """Every stored event by id (what the service's behaviour model reads), with user names
     (and with each event's search query when ``queries``)."""
-    columns = [Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at]
-    stmt = select(*columns, *([Event.query] if queries else [])).order_by(Event.id)
-    users, items, times = [], [], []
-    types: list[str] = []
-    values: list[float | None] = []
-    texts: list[str | None] = []
-    one_of: dict[str, str] = {}  # one string object per event type, not one per row
-    # Core rows (not ORM ones: half the time) in chunks, a server-side cursor on PostgreSQL.
-    for rows in session.connection().execute(stmt.execution_options(yield_per=READ_CHUNK)).partitions():
-        users.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-        items.append(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
-        times.append(np.fromiter((to_seconds(r[4]) for r in rows), dtype=np.float64, count=len(rows)))
-        types.extend(one_of.setdefault(r[2], r[2]) for r in rows)
-        values.extend(r[3] for r in rows)
-        if queries:
-            texts.extend(r[5] for r in rows)
+    ev = read_events(session=session, queries=queries)
     names = dict(session.execute(select(User.id, User.external_id)).all())
-    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
-    return make_event_log(cat(users, np.int64), cat(items, np.int64), types, values, cat(times, np.float64), settings,
-                          user_names=names, queries=texts if queries else None)
+    return make_event_log(ev.users, ev.items, ev.types, ev.values, ev.times, settings, user_names=names,
+                          queries=ev.queries)
 
 
 def make_event_log(users: Sequence, items: Sequence[int], types: Sequence[str], values: Sequence[float | None],

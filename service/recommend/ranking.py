@@ -37,10 +37,17 @@ def event_weights(types: Sequence[str], values: Sequence[float | None], weights:
     A rating without a value counts like any other event of weight ``weights["rating"]``;
     unknown (custom) types without a configured weight count 1.
     """
-    out = np.empty(len(types), dtype=np.float64)
-    for i, (t, v) in enumerate(zip(types, values)):
-        base = float(weights.get(t, 1.0))
-        out[i] = base * (float(v) - rating_neutral) if t == "rating" and v is not None else base
+    # Vectorized over one code per distinct type: a Python loop per event was a second of a
+    # worker's 1M-event start-up.
+    codes: dict[str, int] = {}
+    index = np.fromiter((codes.setdefault(t, len(codes)) for t in types), dtype=np.int64, count=len(types))
+    out = np.array([float(weights.get(t, 1.0)) for t in codes], dtype=np.float64)[index]
+    if "rating" in codes:
+        rows = np.flatnonzero(index == codes["rating"])
+        rated = [(int(i), float(values[i])) for i in rows if values[i] is not None]
+        if rated:
+            at, value = np.array([r for r, _ in rated]), np.array([v for _, v in rated], dtype=np.float64)
+            out[at] = out[at] * (value - rating_neutral)
     # Values are bounded at the API, but rows stored before that (or written around it) must not
     # turn into inf/NaN in float32 arrays and poison every score: drop what is not finite and
     # keep the rest within float32's comfortable range.

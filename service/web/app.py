@@ -83,15 +83,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     # Load the published version and run the encoder once now, so the first request does not
     # pay for loading (seconds) or for torch's first-call setup (about a second on CPU).
+    onnx = None
     try:
         rt.store.update()  # with an artifact store, a new host fetches the published version first
         if rt.store.current is not None:
             # The search path (not cached): the version's ONNX export when it serves, else torch.
             onnx = rt.onnx_query_encoder()
             (onnx or rt.text_encoder()).encode_query("warm up")
-            if onnx is not None:  # torch only embeds written items: loaded after start, off the query path
-                threading.Thread(target=_load_quietly, args=(rt.text_encoder,), name="torch-encoder-load",
-                                 daemon=True).start()
     except Exception:  # a broken index must not stop the service from starting (writes still work)
         log.exception("could not load the published index at startup")
     try:
@@ -99,4 +97,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             rt.behaviour.refresh(session)
     except Exception:  # e.g. the database is not migrated yet: recommendations load on first use
         log.exception("could not load behaviour at startup")
+    if onnx is not None:
+        # torch only embeds written items: loaded off the query path, and only after the behaviour
+        # load, which its import (seconds of GIL-bound work) would otherwise slow down.
+        threading.Thread(target=_load_quietly, args=(rt.text_encoder,), name="torch-encoder-load",
+                         daemon=True).start()
     return app

@@ -92,7 +92,7 @@ def test_the_log_is_read_in_chunks_alike_and_marks_each_pairs_first_positive(tmp
                                                                               monkeypatch):
     import numpy as np
 
-    import service.recommend.offline_eval as offline_eval
+    import service.store.events as store_events
     from service.store.importing import import_events, import_items
 
     items, events = write_world(tmp_path)
@@ -103,7 +103,7 @@ def test_the_log_is_read_in_chunks_alike_and_marks_each_pairs_first_positive(tmp
     import_events(events, session_factory=session_factory, event_types=settings.event_types, progress=False)
     logs = []
     for chunk in (7, 10_000):
-        monkeypatch.setattr(offline_eval, "READ_CHUNK", chunk)
+        monkeypatch.setattr(store_events, "EVENT_READ_CHUNK", chunk)
         with session_factory() as session:
             logs.append(load_event_log(session, settings, queries=True))
     small, whole = logs

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.recommend.behaviour import Catalog, Snapshot
-from service.recommend.ranking import (MIN_HISTORY_DECAY, blend, decay, event_weights, history_decay, mmr,
+from service.recommend.ranking import (MAX_EVENT_WEIGHT, MIN_HISTORY_DECAY, blend, decay, event_weights, history_decay, mmr,
                                       profile_vector, scale, top_n)
 
 DAY = 86_400.0
@@ -16,6 +16,20 @@ def test_event_weights_follow_types_and_rating_values():
     w = event_weights(["view", "purchase", "rating", "rating", "rating", "share"], [None, None, 5, 3, 1, None],
                       {"view": 1, "purchase": 8, "rating": 1}, rating_neutral=3)
     assert w.tolist() == [1, 8, 2, 0, -2, 1]
+
+
+def test_event_weights_equal_the_per_event_rule_on_hostile_values():
+    types = ["rating", "view", "rating", "rating", "custom", "rating", "purchase", "rating"] * 50
+    values = [4.5, None, None, float("nan"), 7.0, float("inf"), None, -1e300] * 50
+    weights, neutral = {"view": 0.5, "purchase": 8.0, "rating": 2.0}, 3.0
+    expected = []
+    for t, v in zip(types, values):  # the rule as documented, one event at a time
+        w = weights.get(t, 1.0) * (v - neutral) if t == "rating" and v is not None else weights.get(t, 1.0)
+        expected.append(0.0 if not np.isfinite(w) else float(np.clip(w, -MAX_EVENT_WEIGHT, MAX_EVENT_WEIGHT)))
+    assert event_weights(types, values, weights, neutral).tolist() == expected
+    assert event_weights(types, np.array(values, dtype=object), weights, neutral).tolist() == expected
+    assert event_weights([], [], weights, neutral).tolist() == []
+    assert event_weights(["view"], [None], {}, neutral).tolist() == [1.0]
 
 
 def test_decay_halves_per_half_life_and_ignores_future_times():

@@ -180,6 +180,31 @@ def test_queries_are_encoded_by_the_versions_onnx_export(built, make_client, mon
     assert int8["serving"] == "torch" and "rebuild" in int8["reason"]
 
 
+def test_a_worker_loads_torch_in_the_background_only_after_its_behaviour_window(make_client, monkeypatch):
+    """With the export serving queries, torch (item writes only) loads after start-up's behaviour
+    read: its import is seconds of GIL-bound work that would otherwise slow that read down."""
+    import threading
+
+    from service.recommend.behaviour import BehaviourModel
+    from service.web import app as app_module
+
+    running_during_refresh, started = [], threading.Event()
+    real = BehaviourModel.refresh
+
+    def refresh(self, session, **kw):
+        running_during_refresh.append(started.is_set())
+        return real(self, session, **kw)
+
+    monkeypatch.setattr(BehaviourModel, "refresh", refresh)
+    monkeypatch.setattr(app_module, "_load_quietly", lambda load: started.set())
+    client = make_client()
+    assert running_during_refresh[:1] == [False] and started.wait(10)
+    assert client.get("/status").get_json()["query_encoder"]["serving"] == "onnx"
+    started.clear()
+    make_client(query_backend="torch")  # torch serves queries: loaded on the start path, no thread
+    assert not started.wait(0.5)
+
+
 def test_a_version_served_by_its_export_needs_no_matching_torch_model(built, make_client, tmp_path, monkeypatch):
     """Queries use the version's ONNX export, so a service configured with other weights still
     answers them right; an item write, which needs the torch encoder, says why it is not searchable."""
