@@ -260,8 +260,8 @@ def read_events(*, session: Session, after_id: int = 0, newest: int | None = Non
     (read newest first, so a bounded window never touches older rows)."""
     when = Event.occurred_at
     if session.get_bind().dialect.name == "sqlite":
-        # The stored text, parsed by numpy at once: a datetime per row was most of a worker's
-        # start-up read (1M events: ~4 s of ~6 s on a 2-core machine).
+        # The stored text, parsed by numpy at once (1M: 0.09 s) rather than by SQLAlchemy's
+        # result processor, a datetime per row, on a worker's start-up path.
         when = type_coerce(Event.occurred_at, String)
     stmt = select(Event.id, Event.user_id, Event.item_id, Event.type, Event.value, when,
                   *([Event.query] if queries else []))
