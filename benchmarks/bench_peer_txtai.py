@@ -48,8 +48,7 @@ import numpy as np
 from benchmarks.bench_service import catalog_titles, prepare_data
 from benchmarks.catalog import make_queries
 from benchmarks.common import DATA_ROOT, REPO, bench_settings
-from benchmarks.server import settle
-from benchmarks.server import Client, Server, free_port, search_path
+from benchmarks.server import Client, Server, free_port, search_path, settle
 
 PEER_VENV = DATA_ROOT / "txtai-venv"
 TXTAI_VERSION = "9.14.0"

@@ -317,7 +317,7 @@ class BehaviourModel:
                 self._floor_id = int(ev.ids[0]) - 1
         else:
             ev = read_events(session=session, after_id=max(self._watermark - ID_OVERLAP, self._floor_id))
-        keep = np.fromiter((i not in self._recent_ids for i in ev.ids.tolist()), dtype=bool, count=len(ev))
+        keep = ~np.isin(ev.ids, np.fromiter(self._recent_ids, dtype=np.int64, count=len(self._recent_ids)))
         if not keep.any():
             return False
         rows = np.flatnonzero(keep)

@@ -284,13 +284,10 @@ def read_events(*, session: Session, after_id: int = 0, newest: int | None = Non
         times.append(seconds_since_epoch([r[5] for r in rows]))
         if queries:
             texts.extend(r[6] for r in rows)
-    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
-    out = EventColumns(cat(ids, np.int64), cat(users, np.int64), cat(items, np.int64), types, values,
-                       cat(times, np.float64), texts if queries else None)
-    if newest is not None:  # read newest first: back to id order
-        out = EventColumns(out.ids[::-1].copy(), out.users[::-1].copy(), out.items[::-1].copy(), out.types[::-1],
-                           out.values[::-1], out.times[::-1].copy(), texts[::-1] if queries else None)
-    return out
+    order = slice(None, None, -1 if newest is not None else 1)  # read newest first: back to id order
+    cat = lambda parts, dtype: np.ascontiguousarray(np.concatenate(parts)[order] if parts else np.zeros(0, dtype))  # noqa: E731
+    return EventColumns(cat(ids, np.int64), cat(users, np.int64), cat(items, np.int64), types[order], values[order],
+                        cat(times, np.float64), texts[order] if queries else None)
 
 
 def seconds_since_epoch(values: Sequence) -> np.ndarray:
