@@ -32,7 +32,9 @@ gate it against the published one, and write it into the version being built.
    standard errors below zero (small catalogs are noisy; a gate that flaps on noise is ignored).
    The caller decides whether ``--force`` publishes a refused model anyway.
 5. The winner is refit on every event and saved under ``behaviour/`` of the version folder;
-   its manifest section records the recipe, metrics, gate and training watermark.
+   its manifest section records the recipe, metrics, gate and training watermark. The newest
+   ``behaviour_max_events`` events go there too, fitted or not (``service.recommend.event_window``):
+   workers start their behaviour model from them instead of reading them from SQL.
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.recommend import collab
+from service.recommend import collab, event_window
 from service.recommend.evaluation import ndcg_at_k, ndcg_per_user, paired_difference, recall_at_k
 from service.recommend import learned_rank
 from service.recommend.offline_eval import Blend, Evaluator, EventLog, load_event_log, sample_split, split_log
 from service.recommend.ranking import COLD_RANKS, PROFILE_WAYS, blend as weighted_blend, cold_rank_of, profile_power_of
 from service.recommend.recommender import gather, is_cold, make_ask, user_seeds
 from service.settings import Settings, forced_cold_rank
+from service.store.events import read_events
 from service.store.models import Event
 from service.vectors import artifacts
 from service.vectors.index_store import LoadedSpace
@@ -427,6 +430,15 @@ def read_log(settings: Settings, session_factory: sessionmaker[Session]) -> tupl
         return load_event_log(session, settings), watermark
 
 
+def write_event_window(settings: Settings, session_factory: sessionmaker[Session], folder: Path) -> dict[str, Any]:
+    """The newest ``behaviour_max_events`` events into ``folder``, for workers to start from
+    (see :mod:`service.recommend.event_window`); the manifest's record of them."""
+    with session_factory() as session:
+        ev = read_events(session=session, newest=settings.behaviour_max_events)
+    event_window.save(folder, ev)
+    return event_window.record(ev, complete=len(ev) < settings.behaviour_max_events)
+
+
 def train_model(settings: Settings, session_factory: sessionmaker[Session], building: Path, *,
                 space: LoadedSpace | None, published: Mapping[str, Any] | None,
                 fit: Callable[..., collab.CollabModel] = collab.fit) -> TrainResult:
@@ -440,16 +452,22 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     """
     started = time.perf_counter()
     event_log, watermark = read_log(settings, session_factory)
-    base = {"watermark_event_id": watermark, "events": len(event_log), "interactions": int(len(event_log.positive))}
+    folder = building / collab.MODEL_DIR
+    # Written whether or not a model is fitted: workers start from it either way.
+    window = write_event_window(settings, session_factory, folder)
+    base = {"watermark_event_id": watermark, "events": len(event_log), "interactions": int(len(event_log.positive)),
+            "window": window}
+    names = [window["file"]]
+    files = lambda: {name: artifacts.file_entry(folder / name) for name in names}  # noqa: E731
     if len(event_log.positive) < settings.train_min_interactions:
         reason = (f"{len(event_log.positive)} positive interactions, fewer than train_min_interactions "
                   f"({settings.train_min_interactions}): co-engagement alone answers")
         log.info("train: skipped (%s)", reason)
-        return TrainResult({"status": "skipped", "reason": reason, **base})
+        return TrainResult({"status": "skipped", "reason": reason, **base, "files": files()})
     split = split_log(event_log, n_test=1, n_valid=1, min_train=2)
     if not len(split.users):
         return TrainResult({"status": "skipped", "reason": "no user has the 4 positive interactions validation needs",
-                            **base})
+                            **base, "files": files()})
     split = sample_split(event_log, split, settings.train_eval_users)
     ev = Evaluator(event_log, split, space, settings, session_factory, k=K)
 
@@ -482,8 +500,7 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
     all_data = _interactions((event_log.users, event_log.items, event_log.weights, event_log.times), settings,
                              best["params"])
     final = fit(best["family"], all_data, **best["params"])
-    folder = building / collab.MODEL_DIR
-    names = final.save(folder)
+    names += final.save(folder)
     touched = np.unique(event_log.items)
     names.append(collab.save_touched(folder, touched))
     if ranker is not None:
@@ -500,6 +517,6 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
         "validation": {"candidates": table, "blend_ndcg": valid_ndcg},
         "metrics": metrics, "comparisons": comparisons, "gate": gate,
         "seconds": round(time.perf_counter() - started, 3),
-        "files": {name: artifacts.file_entry(folder / name) for name in names},
+        "files": files(),
     }
     return TrainResult(section, refused)

@@ -9,9 +9,10 @@ once; other users' events reach co-engagement and trending within ``behaviour_re
 
 Memory: about 24 bytes per stored event plus two sparse matrices of 12 bytes per distinct
 (user, item) pair, per worker (1M events: roughly 50 MB). A worker keeps only the newest
-``max_events`` events (``behaviour_max_events``): start-up reads that many, and older ones are
-dropped as new ones arrive, so start-up time and memory do not grow with the whole event log.
-What is older lives in the trained model of the published version (``service.recommend.collab``),
+``max_events`` events (``behaviour_max_events``): start-up reads that many (from the served
+version's event window when it has one, see ``event_window``, then only newer ones from SQL), and
+older ones are dropped as new ones arrive, so start-up time and memory do not grow with the whole
+event log. What is older lives in the trained model of the published version (``service.recommend.collab``),
 fitted by the rebuild on every event; co-engagement, trending and the "popular" fallback are
 computed over the kept window.
 """
@@ -24,7 +25,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,8 +33,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.settings import Settings
-from service.store.events import read_events
+from service.store.events import EventColumns, read_events
 from service.store.models import Item
+from service.recommend.event_window import Window
 from service.recommend.ranking import SECONDS_PER_DAY, decay, event_weights, rows_in, top_n
 
 log = logging.getLogger("recsys.behaviour")
@@ -230,12 +232,17 @@ EMPTY = Snapshot(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.z
 
 
 class BehaviourModel:
-    """A worker's snapshot of all events, refreshed from SQL on a background thread."""
+    """A worker's snapshot of all events, refreshed from SQL on a background thread.
+
+    ``window_source(session)``: the served version's event window (:mod:`event_window`), or None;
+    when it holds the newest ``max_events`` events, the first load takes them from it and reads
+    only newer ones from SQL.
+    """
 
     def __init__(self, *, event_weights: Mapping[str, float], rating_neutral: float,
                  popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0,
                  trending_window_days: float = 7.0, trending_half_life_days: float = 3.0,
-                 max_events: int = 1_000_000):
+                 max_events: int = 1_000_000, window_source: Callable[[Session], Window | None] | None = None):
         self.weights = dict(event_weights)
         self.rating_neutral = rating_neutral
         self.popularity_damping = popularity_damping
@@ -244,6 +251,8 @@ class BehaviourModel:
         self.refresh_seconds = refresh_seconds
         self.max_events = max_events
         self._floor_id = 0  # ids at or below it were left out of the first load on purpose
+        self._window_source = window_source
+        self._first_load_done = False
         self.snapshot: Snapshot = EMPTY
         self._users: list[np.ndarray] = []
         self._items: list[np.ndarray] = []
@@ -309,14 +318,42 @@ class BehaviourModel:
             snap.rank_trending(now, window, half_life)
 
     def _pull_events(self, session: Session) -> bool:
+        if self._watermark == 0 and not self._first_load_done:
+            self._first_load_done = True
+            window = self._usable_window(session)
+            if window is not None:
+                # The published version's newest events, then SQL only above them (see event_window).
+                loaded = self._take(window, first=True)
+                newer = read_events(session=session, after_id=max(self._watermark - ID_OVERLAP, self._floor_id),
+                                    newest=self.max_events)
+                return self._take(newer, first=True) | loaded
         if self._watermark == 0:
             # First load: the newest max_events only (read newest first, kept in id order); what
             # lies below them is never read later either.
-            ev = read_events(session=session, newest=self.max_events)
-            if len(ev) >= self.max_events:
-                self._floor_id = int(ev.ids[0]) - 1
-        else:
-            ev = read_events(session=session, after_id=max(self._watermark - ID_OVERLAP, self._floor_id))
+            return self._take(read_events(session=session, newest=self.max_events), first=True)
+        return self._take(read_events(session=session, after_id=max(self._watermark - ID_OVERLAP, self._floor_id)))
+
+    def _usable_window(self, session: Session) -> EventColumns | None:
+        """The newest ``max_events`` of the served version's event window, when it holds them."""
+        window = self._window_source(session) if self._window_source is not None else None
+        if window is None:
+            return None
+        ev = window.events
+        if len(ev) < self.max_events and not window.complete:
+            log.info("behaviour: the version's event window holds %d events, fewer than behaviour_max_events "
+                     "(%d): reading them from SQL", len(ev), self.max_events)
+            return None
+        if len(ev) > self.max_events:
+            tail = slice(len(ev) - self.max_events, None)
+            ev = EventColumns(ev.ids[tail], ev.users[tail], ev.items[tail], ev.types[tail], ev.values[tail],
+                              ev.times[tail])
+        return ev
+
+    def _take(self, ev: EventColumns, *, first: bool = False) -> bool:
+        """Add pulled events (skipping ids already held); ``first``: a first load of the newest
+        ``max_events``, below which nothing is read later."""
+        if first and len(ev) >= self.max_events:
+            self._floor_id = int(ev.ids[0]) - 1
         keep = ~np.isin(ev.ids, np.fromiter(self._recent_ids, dtype=np.int64, count=len(self._recent_ids)))
         if not keep.any():
             return False

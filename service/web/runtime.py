@@ -17,7 +17,7 @@ import numpy as np
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
-from service.recommend import collab
+from service.recommend import collab, event_window
 from service.recommend.behaviour import BehaviourModel, Snapshot
 from service.recommend.learned_rank import Ranker
 from service.settings import Settings
@@ -124,7 +124,7 @@ class Runtime:
         self.image_sources = ImageSources.from_settings(settings)
         self.images = self.image_sources.store
         self.deltas = DeltaSet(settings.index_path)
-        self.behaviour = BehaviourModel.from_settings(settings)
+        self.behaviour = BehaviourModel.from_settings(settings, window_source=self.event_window)
         self.clip_error: str | None = None
         self.query_encoder_error: str | None = None  # why the version's ONNX query encoder is not used
         # Recent query vectors of this worker, keyed by space and encoder revision.
@@ -346,6 +346,25 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - checksums passed: a format this code can't read; serve without it
             log.error("model of version %s not served (co-engagement answers): %s", version.name, exc)
             return NO_MODEL
+
+    def event_window(self, session: Session) -> event_window.Window | None:
+        """The served version's newest events (its training stage wrote them), when they are this
+        database's: a worker's first behaviour load then reads only newer events from SQL."""
+        version = self.store.current
+        meta = ((version.manifest.get("behaviour") or {}).get("window") if version is not None else None)
+        if not meta:
+            return None
+        folder = artifacts.version_dir(self.settings.index_path, version.name) / collab.MODEL_DIR
+        try:
+            window = event_window.load(folder, meta)
+        except Exception as exc:  # noqa: BLE001 - checksums passed: a format this code can't read
+            log.error("event window of version %s not used (reading events from SQL): %s", version.name, exc)
+            return None
+        if not event_window.matches_database(session, window.events):
+            log.warning("event window of version %s does not match this database's events (reading them from "
+                        "SQL)", version.name)
+            return None
+        return window
 
     def behaviour_snapshot(self) -> Snapshot:
         """Everyone's behaviour as of the last refresh (loaded on first use, then in the background)."""

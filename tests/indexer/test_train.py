@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 import indexer.train as train
 from indexer.train import train_model
-from service.recommend import collab
+from service.recommend import collab, event_window
 from service.settings import load_settings
-from service.store.events import record_events
+from service.store.events import read_events, record_events
 from service.store.items import upsert_items
 from service.store.models import Event
 from service.store.records import EventRecord, ItemRecord
@@ -115,6 +115,16 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     with session_factory() as session:
         named = sorted(session.scalars(select(Event.item_id).distinct()))
     assert collab.load_touched(folder).tolist() == named and section["touched_items"] == len(named)
+    # The newest behaviour_max_events events (here all of them), as the SQL reader gives them.
+    with session_factory() as session:
+        stored = read_events(session=session)
+    window = event_window.load(folder, section["window"])
+    assert event_window.WINDOW_FILE in section["files"] and window.complete
+    np.testing.assert_array_equal(window.events.ids, stored.ids)
+    assert window.events.types == stored.types and window.events.values == stored.values
+    capped = train.write_event_window(_settings(taste_world, behaviour_max_events=7), session_factory, tmp_path / "w")
+    with session_factory() as session:
+        assert capped == event_window.record(read_events(session=session, newest=7), complete=False)
     for part in getattr(model, "parts", [model]):
         assert part.params["seed_decay"] in collab.SEED_DECAYS
 
@@ -123,7 +133,12 @@ def test_too_few_interactions_skip_training(taste_world, session_factory, tmp_pa
     strict = _settings(taste_world, train_min_interactions=10_000)
     result = train_model(strict, session_factory, tmp_path, space=None, published=None)
     assert result.section["status"] == "skipped" and "train_min_interactions" in result.section["reason"]
-    assert not (tmp_path / collab.MODEL_DIR).exists()
+    # No model, but the newest events still go into the version: workers start from them.
+    folder = tmp_path / collab.MODEL_DIR
+    assert sorted(p.name for p in folder.iterdir()) == [event_window.WINDOW_FILE]
+    window = result.section["window"]
+    assert result.section["files"] == {window["file"]: artifacts.file_entry(folder / window["file"])}
+    assert window["complete"] and window["events"] == result.section["events"] > 0
 
 
 def test_the_gate_refuses_a_worse_model_and_passes_an_equal_one(taste_world, session_factory, tmp_path, monkeypatch):

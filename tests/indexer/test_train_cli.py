@@ -164,6 +164,40 @@ def test_an_item_whose_events_left_the_workers_window_is_still_known(run, monkey
         assert [i for i, c in zip(touched, without) if c] == [disliked]
 
 
+def test_a_worker_starts_from_the_versions_event_window_unless_it_is_another_databases(run, monkeypatch, caplog):
+    """The build writes the newest events into the version; a worker loads them from there and
+    reads only newer events from SQL, and ignores a window whose rows this database does not hold."""
+    import sqlalchemy as sa
+
+    import service.recommend.behaviour as behaviour_module
+    from service.store.events import read_events
+    from service.web.runtime import runtime
+
+    assert run("build").exit_code == 0
+    monkeypatch.delenv("RECSYS_CLIP_ENABLED", raising=False)
+    calls = []
+    monkeypatch.setattr(behaviour_module, "read_events",
+                        lambda **kw: calls.append({k: v for k, v in kw.items() if k != "session"}) or read_events(**kw))
+    config = {"data_dir": str(run.data), "clip_enabled": False}
+    app = create_app(config)
+    with app.app_context():
+        rt = runtime()
+        meta = rt.store.current.manifest["behaviour"]["window"]
+        assert meta["complete"] and meta["events"] == USERS * PER_USER
+        assert calls == [{"after_id": 0, "newest": 1_000_000}]  # max(last id - ID_OVERLAP, 0): nothing newer here
+        assert rt.behaviour.event_count == USERS * PER_USER
+        engine = rt.engine
+    # Another database behind the same version (here: one row changed under it): SQL answers.
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE events SET item_id = (SELECT MIN(id) FROM items) "
+                             "WHERE id = (SELECT MAX(id) FROM events)"))
+    calls.clear()
+    with caplog.at_level("WARNING", logger="recsys.service"):
+        app = create_app(config)
+    assert calls == [{"newest": 1_000_000}]
+    assert any("does not match this database" in r.getMessage() for r in caplog.records)
+
+
 def test_finetune_cli_skips_without_behaviour_and_exits_4_when_its_gate_refuses(run, monkeypatch):
     import indexer.finetune_stage as finetune_stage
 
