@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.settings import Settings
@@ -388,19 +388,27 @@ class BehaviourModel:
             setattr(self, name, [np.concatenate(parts)[excess:]])
 
     def _pull_items(self, session: Session) -> bool:
+        # The newest change time first: an item changed between the two reads is read again next time.
+        seen = session.scalar(select(func.max(Item.updated_at)))
         rows = session.execute(
-            select(Item.id, Item.kind, Item.category, Item.deleted_at, Item.updated_at)
+            select(Item.id, Item.kind, Item.category, Item.deleted_at.is_not(None))
             .where(Item.updated_at >= self._items_seen)
         ).all()
+        self._items_seen = max(self._items_seen, seen or self._items_seen)
+        if not self._kinds:
+            # First load (a whole catalog): dicts at once, not a comparison per item.
+            self._kinds = {i: k for i, k, _c, _d in rows}
+            self._categories = {i: c for i, _k, c, _d in rows}
+            self._deleted = {i for i, _k, _c, d in rows if d}
+            return bool(rows)
         changed = False
-        for item_id, kind, category, deleted_at, updated_at in rows:
+        for item_id, kind, category, deleted in rows:
             old = (self._kinds.get(item_id), self._categories.get(item_id), item_id in self._deleted)
-            new = (kind, category, deleted_at is not None)
+            new = (kind, category, bool(deleted))
             if old != new:
                 changed = True
                 self._kinds[item_id], self._categories[item_id] = kind, category
-                (self._deleted.add if deleted_at is not None else self._deleted.discard)(item_id)
-            self._items_seen = max(self._items_seen, updated_at)
+                (self._deleted.add if deleted else self._deleted.discard)(item_id)
         return changed
 
     def ensure_refreshing(self, session_factory) -> None:
