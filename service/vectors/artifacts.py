@@ -7,6 +7,7 @@ Layout under the index directory::
     versions/<version>/<space>/ids.npy         row -> item primary key (int64, ascending)
     versions/<version>/<space>/vectors.npy     row -> exact float32 vector (more-like-this, profiles)
     versions/<version>/behaviour/*.npy         the collaborative model of the training stage (optional)
+    versions/<version>/behaviour/event_window.npz  the newest events, where workers' behaviour starts
     versions/<version>/encoder/                 the fine-tuned text encoder its text space was built with
                                                 (a sentence-transformers folder; optional)
     .building-<version>/                        a build in progress (never read; removed by gc)
