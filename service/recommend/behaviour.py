@@ -12,9 +12,9 @@ Memory: about 24 bytes per stored event plus two sparse matrices of 12 bytes per
 ``max_events`` events (``behaviour_max_events``): start-up reads that many (from the served
 version's event window when it has one, see ``event_window``, then only newer ones from SQL), and
 older ones are dropped as new ones arrive, so start-up time and memory do not grow with the whole
-event log. What is older lives in the trained model of the published version (``service.recommend.collab``),
-fitted by the rebuild on every event; co-engagement, trending and the "popular" fallback are
-computed over the kept window.
+event log. What is older lives in the trained model of the published version
+(``service.recommend.collab``), fitted by the rebuild on every event; co-engagement, trending and
+the "popular" fallback are computed over the kept window.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ someone else's behaviour).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,8 +22,6 @@ from sqlalchemy.orm import Session
 
 from service.store.events import EventColumns
 from service.store.models import Event
-
-log = logging.getLogger("recsys.behaviour")
 
 WINDOW_FILE = "event_window.npz"
 _COLUMNS = ("ids", "users", "items", "type_codes", "type_names", "values", "has_value", "times")
