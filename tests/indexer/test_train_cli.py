@@ -173,7 +173,10 @@ def test_a_worker_starts_from_the_versions_event_window_unless_it_is_another_dat
     from service.store.events import read_events
     from service.web.runtime import runtime
 
-    assert run("build").exit_code == 0
+    built = run("build")
+    assert built.exit_code == 0
+    line = f"event window {USERS * PER_USER} events, ids 1-{USERS * PER_USER} (the whole log)"
+    assert line in built.output and line in run("status").output
     monkeypatch.delenv("RECSYS_CLIP_ENABLED", raising=False)
     calls = []
     monkeypatch.setattr(behaviour_module, "read_events",
