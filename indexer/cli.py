@@ -208,14 +208,14 @@ def _model_line(section: dict) -> str:
     return "; ".join(parts)
 
 
-def _window_line(section: dict) -> str | None:
-    """One line on the events a version carries for workers to start from (None: it has none)."""
+def _echo_window(section: dict) -> None:
+    """One line on the events a version carries for workers to start from (nothing when it has none)."""
     window = section.get("window")
     if not isinstance(window, dict) or not window.get("events"):
-        return None
+        return
     extent = "the whole log" if window.get("complete") else "the newest"
-    return (f"{window['events']} events, ids {window.get('first_event_id')}-{window.get('max_event_id')} ({extent}): "
-            "workers load them from here and read only newer ones from SQL")
+    click.echo(f"  event window {window['events']} events, ids {window.get('first_event_id')}-"
+               f"{window.get('max_event_id')} ({extent}): workers load them from here and read only newer ones from SQL")
 
 
 def _encoder_line(section: dict) -> str:
@@ -254,8 +254,7 @@ def _print_build(report) -> None:
         click.echo(f"  query encoder {query_line}")
     if "behaviour" in report.manifest:
         click.echo(f"  model {_model_line(report.manifest['behaviour'])}")
-        if _window_line(report.manifest["behaviour"]):
-            click.echo(f"  event window {_window_line(report.manifest['behaviour'])}")
+        _echo_window(report.manifest["behaviour"])
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
     click.echo(f"  timings: {timings}")
 
@@ -330,8 +329,7 @@ def status(c: Context, as_json: bool) -> None:
             click.echo(f"  query encoder {data['query_encoder']}")
         if "model" in data:
             click.echo(f"  model {_model_line(data['model'])}")
-            if _window_line(data["model"]):
-                click.echo(f"  event window {_window_line(data['model'])}")
+            _echo_window(data["model"])
         if "error" in data:
             click.echo(f"  PROBLEM: {data['error']}")
         if "artifact_store" in data:

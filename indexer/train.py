@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.recommend import collab, event_window
 from service.recommend.evaluation import ndcg_at_k, ndcg_per_user, paired_difference, recall_at_k
 from service.recommend import learned_rank
-from service.recommend.offline_eval import Blend, Evaluator, EventLog, load_event_log, sample_split, split_log
+from service.recommend.offline_eval import Blend, Evaluator, EventLog, event_log_of, sample_split, split_log
 from service.recommend.ranking import COLD_RANKS, PROFILE_WAYS, blend as weighted_blend, cold_rank_of, profile_power_of
 from service.recommend.recommender import gather, is_cold, make_ask, user_seeds
 from service.settings import Settings, forced_cold_rank
@@ -423,20 +423,20 @@ def score_recipe(ev: Evaluator, recipe: Recipe, settings: Settings,
     return metrics, comparisons, per_user
 
 
-def read_log(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[EventLog, int]:
-    """Every event, and the training watermark (the largest event id read)."""
+def read_log(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[EventLog, int, event_window.Window]:
+    """Every event, the training watermark (the largest event id before the read), and the newest
+    ``behaviour_max_events`` of the same read, for workers to start from (``event_window``)."""
     with session_factory() as session:
         watermark = int(session.scalar(select(func.max(Event.id))) or 0)
-        return load_event_log(session, settings), watermark
+        ev = read_events(session=session)
+        newest = ev.tail(settings.behaviour_max_events)
+        return event_log_of(session, ev, settings), watermark, event_window.Window(newest, len(newest) == len(ev))
 
 
-def write_event_window(settings: Settings, session_factory: sessionmaker[Session], folder: Path) -> dict[str, Any]:
-    """The newest ``behaviour_max_events`` events into ``folder``, for workers to start from
-    (see :mod:`service.recommend.event_window`); the manifest's record of them."""
-    with session_factory() as session:
-        ev = read_events(session=session, newest=settings.behaviour_max_events)
-    event_window.save(folder, ev)
-    return event_window.record(ev, complete=len(ev) < settings.behaviour_max_events)
+def write_event_window(folder: Path, window: event_window.Window) -> dict[str, Any]:
+    """``window`` into ``folder``; the manifest's record of it."""
+    event_window.save(folder, window.events)
+    return event_window.record(window.events, complete=window.complete)
 
 
 def train_model(settings: Settings, session_factory: sessionmaker[Session], building: Path, *,
@@ -451,10 +451,11 @@ def train_model(settings: Settings, session_factory: sessionmaker[Session], buil
             always refit with ``collab.fit``.
     """
     started = time.perf_counter()
-    event_log, watermark = read_log(settings, session_factory)
+    event_log, watermark, newest = read_log(settings, session_factory)
     folder = building / collab.MODEL_DIR
     # Written whether or not a model is fitted: workers start from it either way.
-    window = write_event_window(settings, session_factory, folder)
+    window = write_event_window(folder, newest)
+    del newest
     base = {"watermark_event_id": watermark, "events": len(event_log), "interactions": int(len(event_log.positive)),
             "window": window}
     names = [window["file"]]

@@ -343,11 +343,7 @@ class BehaviourModel:
             log.info("behaviour: the version's event window holds %d events, fewer than behaviour_max_events "
                      "(%d): reading them from SQL", len(ev), self.max_events)
             return None
-        if len(ev) > self.max_events:
-            tail = slice(len(ev) - self.max_events, None)
-            ev = EventColumns(ev.ids[tail], ev.users[tail], ev.items[tail], ev.types[tail], ev.values[tail],
-                              ev.times[tail])
-        return ev
+        return ev.tail(self.max_events)
 
     def _take(self, ev: EventColumns, *, first: bool = False) -> bool:
         """Add pulled events (skipping ids already held); ``first``: a first load of the newest

@@ -64,7 +64,9 @@ def load(folder: Path, meta: Mapping[str, Any]) -> Window:
     Raises:
         ValueError: the file does not hold what ``meta`` says, or is malformed.
     """
-    with np.load(Path(folder) / str(meta["file"]), allow_pickle=False) as data:
+    if meta.get("file") != WINDOW_FILE:  # never a path taken from the manifest
+        raise ValueError(f"window file {str(meta.get('file'))[:80]!r}: expected {WINDOW_FILE}")
+    with np.load(Path(folder) / WINDOW_FILE, allow_pickle=False) as data:
         if set(data.files) != set(_COLUMNS):
             raise ValueError(f"{WINDOW_FILE}: columns {sorted(data.files)}, expected {sorted(_COLUMNS)}")
         cols = {name: data[name] for name in _COLUMNS}

@@ -39,7 +39,7 @@ from service.recommend.evaluation import (
 from service.recommend.ranking import PROFILE_WAYS, cold_rank_of, event_weights, profile_power_of
 from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
 from service.settings import Settings
-from service.store.events import History, read_events
+from service.store.events import EventColumns, History, read_events
 from service.store.models import EPOCH, Item, User
 from service.vectors.index_store import LoadedSpace
 
@@ -119,7 +119,11 @@ class EventLog:
 def load_event_log(session: Session, settings: Settings, *, queries: bool = False) -> EventLog:
     """Every stored event by id (what the service's behaviour model reads), with user names
     (and with each event's search query when ``queries``)."""
-    ev = read_events(session=session, queries=queries)
+    return event_log_of(session, read_events(session=session, queries=queries), settings)
+
+
+def event_log_of(session: Session, ev: EventColumns, settings: Settings) -> EventLog:
+    """:func:`load_event_log` of events already read (``read_events``): adds the user names."""
     names = dict(session.execute(select(User.id, User.external_id)).all())
     return make_event_log(ev.users, ev.items, ev.types, ev.values, ev.times, settings, user_names=names,
                           queries=ev.queries)

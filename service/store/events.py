@@ -253,6 +253,16 @@ class EventColumns:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def tail(self, n: int) -> "EventColumns":
+        """The newest ``n`` events (all when there are fewer), as copies: a slice of a whole log
+        must not keep the log's arrays alive."""
+        if len(self) <= n:
+            return self
+        keep = slice(len(self) - n, None)
+        return EventColumns(self.ids[keep].copy(), self.users[keep].copy(), self.items[keep].copy(), self.types[keep],
+                            self.values[keep], self.times[keep].copy(),
+                            self.queries[keep] if self.queries is not None else None)
+
 
 def read_events(*, session: Session, after_id: int = 0, newest: int | None = None,
                 queries: bool = False) -> EventColumns:

@@ -122,9 +122,13 @@ def test_training_chooses_a_model_by_validation_and_saves_it(taste_world, sessio
     assert event_window.WINDOW_FILE in section["files"] and window.complete
     np.testing.assert_array_equal(window.events.ids, stored.ids)
     assert window.events.types == stored.types and window.events.values == stored.values
-    capped = train.write_event_window(_settings(taste_world, behaviour_max_events=7), session_factory, tmp_path / "w")
+    # Capped: the newest 7 of the same read, as the newest-first reader would give them.
+    _log, _mark, capped = train.read_log(_settings(taste_world, behaviour_max_events=7), session_factory)
     with session_factory() as session:
-        assert capped == event_window.record(read_events(session=session, newest=7), complete=False)
+        newest = read_events(session=session, newest=7)
+    assert not capped.complete and capped.events.types == newest.types
+    np.testing.assert_array_equal(capped.events.ids, newest.ids)
+    assert capped.events.ids.base is None  # a copy: the whole log's arrays are not kept alive
     for part in getattr(model, "parts", [model]):
         assert part.params["seed_decay"] in collab.SEED_DECAYS
 

@@ -89,9 +89,12 @@ def test_a_damaged_or_foreign_window_is_refused(world, tmp_path):
         event_window.load(tmp_path, {**good, "events": 41})
     with pytest.raises(ValueError, match="ascending"):
         event_window.load(tmp_path, {**good, "max_event_id": good["max_event_id"] + 1})
-    np.savez(tmp_path / "odd.npz", ids=ev.ids)
+    for other in ("../../etc/passwd", "odd.npz", None, "event_window.npz\x00"):
+        with pytest.raises(ValueError, match="expected event_window.npz"):
+            event_window.load(tmp_path, {**good, "file": other})
+    np.savez(tmp_path / event_window.WINDOW_FILE, ids=ev.ids)
     with pytest.raises(ValueError, match="columns"):
-        event_window.load(tmp_path, {**good, "file": "odd.npz"})
+        event_window.load(tmp_path, good)
     # Rows of this database: accepted; the same ids naming other users or items: not.
     with world() as session:
         assert event_window.matches_database(session, ev)
