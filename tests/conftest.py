@@ -115,3 +115,24 @@ def settings(tmp_path: Path, engine):
         {"data_dir": tmp_path / "data", "database_url": engine.url.render_as_string(hide_password=False)},
         environ={},
     )
+
+
+@pytest.fixture
+def event_reads(monkeypatch):
+    """The arguments of each ``read_events`` call the behaviour model makes from this test's
+    thread (a refresh thread left running by an earlier test's app is not this test's read)."""
+    import threading
+
+    import service.recommend.behaviour as behaviour_module
+    from service.store.events import read_events
+
+    calls: list[dict] = []
+    me = threading.current_thread()
+
+    def spy(**kwargs):
+        if threading.current_thread() is me:
+            calls.append({k: v for k, v in kwargs.items() if k != "session"})
+        return read_events(**kwargs)
+
+    monkeypatch.setattr(behaviour_module, "read_events", spy)
+    return calls

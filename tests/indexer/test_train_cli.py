@@ -164,13 +164,12 @@ def test_an_item_whose_events_left_the_workers_window_is_still_known(run, monkey
         assert [i for i, c in zip(touched, without) if c] == [disliked]
 
 
-def test_a_worker_starts_from_the_versions_event_window_unless_it_is_another_databases(run, monkeypatch, caplog):
+def test_a_worker_starts_from_the_versions_event_window_unless_it_is_another_databases(run, monkeypatch, caplog,
+                                                                                     event_reads):
     """The build writes the newest events into the version; a worker loads them from there and
     reads only newer events from SQL, and ignores a window whose rows this database does not hold."""
     import sqlalchemy as sa
 
-    import service.recommend.behaviour as behaviour_module
-    from service.store.events import read_events
     from service.web.runtime import runtime
 
     built = run("build")
@@ -178,9 +177,8 @@ def test_a_worker_starts_from_the_versions_event_window_unless_it_is_another_dat
     line = f"event window {USERS * PER_USER} events, ids 1-{USERS * PER_USER} (the whole log)"
     assert line in built.output and line in run("status").output
     monkeypatch.delenv("RECSYS_CLIP_ENABLED", raising=False)
-    calls = []
-    monkeypatch.setattr(behaviour_module, "read_events",
-                        lambda **kw: calls.append({k: v for k, v in kw.items() if k != "session"}) or read_events(**kw))
+    calls = event_reads
+    calls.clear()  # the worker's reads from here on
     config = {"data_dir": str(run.data), "clip_enabled": False}
     app = create_app(config)
     with app.app_context():

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import service.recommend.behaviour as behaviour_module
 from service.recommend import event_window
 from service.recommend.behaviour import ID_OVERLAP, BehaviourModel
 from service.store.events import EventColumns, read_events, record_events
@@ -105,17 +104,11 @@ def test_a_damaged_or_foreign_window_is_refused(world, tmp_path):
 
 @pytest.mark.parametrize("saved, max_events", [(None, 60), (None, 25), (30, 25)],
                          ids=["whole-log", "longer-than-kept", "newest-30-of-40"])
-def test_the_first_load_from_a_window_equals_reading_sql_and_reads_only_newer_events(world, tmp_path, monkeypatch,
+def test_the_first_load_from_a_window_equals_reading_sql_and_reads_only_newer_events(world, tmp_path, event_reads,
                                                                                     saved, max_events):
     window = _window(world, tmp_path, newest=saved)
     _add(world, 40, 6)  # written after the version: only these come from SQL
-    calls = []
-
-    def spy(**kwargs):
-        calls.append({k: v for k, v in kwargs.items() if k != "session"})
-        return read_events(**kwargs)
-
-    monkeypatch.setattr(behaviour_module, "read_events", spy)
+    calls = event_reads
     with_window, plain = _model(max_events, lambda _s: window), _model(max_events)
     with world() as session:
         with_window.refresh(session, force=True)
@@ -134,12 +127,10 @@ def test_the_first_load_from_a_window_equals_reading_sql_and_reads_only_newer_ev
     _same_snapshot(with_window, plain)
 
 
-def test_a_window_shorter_than_what_a_worker_keeps_is_not_used(world, tmp_path, monkeypatch):
+def test_a_window_shorter_than_what_a_worker_keeps_is_not_used(world, tmp_path, event_reads):
     window = _window(world, tmp_path, newest=30)  # the newest 30 of 40: not every event up to its last id
     assert not window.complete
-    calls = []
-    monkeypatch.setattr(behaviour_module, "read_events",
-                        lambda **kw: calls.append({k: v for k, v in kw.items() if k != "session"}) or read_events(**kw))
+    calls = event_reads
     model = _model(35, lambda _s: window)
     with world() as session:
         model.refresh(session, force=True)
