@@ -472,9 +472,9 @@ class RecServer(Server):
     """
 
     def __init__(self, run_dir: Path, index_dir: Path, log_dir: Path, workers: int = 2, threads: int = 2,
-                 make_serve: bool = False):
+                 make_serve: bool = False, extra_env: dict[str, str] | None = None):
         # torch threads 0: RECSYS_TORCH_THREADS is left unset, so the service default (1) applies.
-        super().__init__(run_dir, workers, threads, 0, log_dir)
+        super().__init__(run_dir, workers, threads, 0, log_dir, extra_env=extra_env)
         self.index_dir = index_dir
         self.make_serve = make_serve
 

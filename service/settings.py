@@ -177,6 +177,9 @@ class Settings:
     finetune_gate_tolerance: float = 0.02
     # How often each worker pulls new events into its in-memory behaviour model (seconds).
     behaviour_refresh_seconds: float = 2.0
+    # Nice value added to each worker's behaviour-refresh thread (Linux: per thread), so snapshot
+    # rebuilds under a stream of events take the CPU only when requests leave it (0 = off; max 19).
+    background_niceness: int = 10
     # A JSON file of settings, read under the environment (default <data_dir>/settings.json).
     settings_file: str = ""
 
@@ -411,6 +414,8 @@ def _validate(s: Settings) -> None:
     for name, value in s.blend_weights.items():
         if name not in BLEND_SOURCES or value < 0:
             raise SettingsError(f"setting blend_weights: {name!r} must be one of {BLEND_SOURCES} with a weight >= 0")
+    if not 0 <= s.background_niceness <= 19:
+        raise SettingsError(f"setting background_niceness: must be in [0, 19], got {s.background_niceness}")
     if not 0.0 <= s.default_diversity <= 1.0:
         raise SettingsError("setting default_diversity: must be in [0, 1]")
     for name in ("trending_window_days", "trending_half_life_days", "behaviour_refresh_seconds"):

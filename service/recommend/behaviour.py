@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.background import lower_this_thread
 from service.settings import Settings
 from service.store.events import EventColumns, read_events
 from service.store.models import Item
@@ -236,13 +237,15 @@ class BehaviourModel:
 
     ``window_source(session)``: the served version's event window (:mod:`event_window`), or None;
     when it holds the newest ``max_events`` events, the first load takes them from it and reads
-    only newer ones from SQL.
+    only newer ones from SQL. ``niceness``: added to the refresh thread's nice value (see
+    :mod:`service.background`), so rebuilds yield the CPU to requests.
     """
 
     def __init__(self, *, event_weights: Mapping[str, float], rating_neutral: float,
                  popularity_damping: float = 0.0, user_damping: float = 0.0, refresh_seconds: float = 2.0,
                  trending_window_days: float = 7.0, trending_half_life_days: float = 3.0,
-                 max_events: int = 1_000_000, window_source: Callable[[Session], Window | None] | None = None):
+                 max_events: int = 1_000_000, window_source: Callable[[Session], Window | None] | None = None,
+                 niceness: int = 0):
         self.weights = dict(event_weights)
         self.rating_neutral = rating_neutral
         self.popularity_damping = popularity_damping
@@ -250,6 +253,7 @@ class BehaviourModel:
         self.trending_default = (trending_window_days, trending_half_life_days)
         self.refresh_seconds = refresh_seconds
         self.max_events = max_events
+        self.niceness = niceness
         self._floor_id = 0  # ids at or below it were left out of the first load on purpose
         self._window_source = window_source
         self._first_load_done = False
@@ -281,7 +285,8 @@ class BehaviourModel:
                     user_damping=settings.co_engagement_user_damping,
                     trending_window_days=settings.trending_window_days,
                     trending_half_life_days=settings.trending_half_life_days,
-                    refresh_seconds=settings.behaviour_refresh_seconds, max_events=settings.behaviour_max_events)
+                    refresh_seconds=settings.behaviour_refresh_seconds, max_events=settings.behaviour_max_events,
+                    niceness=settings.background_niceness)
         return cls(**{**args, **overrides})
 
     def refresh(self, session: Session, *, force: bool = False) -> bool:
@@ -428,6 +433,9 @@ class BehaviourModel:
             self._thread.join(timeout=10)
 
     def _loop(self, session_factory) -> None:
+        # Rebuilds run below the request threads: under a stream of events they would otherwise
+        # take a core's share from the requests they exist to serve.
+        lower_this_thread(self.niceness)
         while not self._stop.wait(self.refresh_seconds):
             try:
                 with session_factory() as session:
