@@ -11,7 +11,7 @@ import pytest
 
 from service.background import MAX_NICE, lower_this_thread
 from service.recommend.behaviour import BehaviourModel
-from service.settings import SettingsError, load_settings
+from service.settings import load_settings
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 
@@ -63,14 +63,9 @@ def test_the_behaviour_refresh_thread_runs_at_the_configured_niceness(session_fa
         model.stop()
 
 
-@pytest.mark.parametrize("value", [-1, 20])
-def test_the_setting_is_bounded(tmp_path, value):
-    with pytest.raises(SettingsError, match="background_niceness"):
-        load_settings({"data_dir": tmp_path, "background_niceness": value}, environ={})
-
-
 def test_the_setting_defaults_to_10_and_reaches_the_model(tmp_path):
     settings = load_settings({"data_dir": tmp_path}, environ={})
     assert settings.background_niceness == 10
     assert BehaviourModel.from_settings(settings).niceness == 10
     assert BehaviourModel.from_settings(load_settings({"data_dir": tmp_path}, environ={"RECSYS_BACKGROUND_NICENESS": "0"})).niceness == 0
+

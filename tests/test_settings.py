@@ -64,6 +64,9 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         ({"profile_max_seeds": 100_000}, "profile_max_seeds"),
         ({"profile_max_seeds": "many"}, "profile_max_seeds"),
         ({"learned_blend": "sometimes"}, "learned_blend"),
+        # A worker's threads.
+        ({"background_niceness": -1}, "background_niceness"),
+        ({"background_niceness": 20}, "background_niceness"),
         # Fine-tuning.
         ({"finetune_epochs": 0}, "finetune_epochs"),
         ({"finetune_batch_size": -1}, "finetune_batch_size"),
