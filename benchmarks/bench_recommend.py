@@ -66,7 +66,9 @@ then runs:
      history is read from SQL on every request);
   M  (last round; ``--no-mixed`` skips it) phase A's heavy-user requests while one client posts
      batches of events: latency under writes (every new event makes each worker rebuild its
-     behaviour snapshot within ``behaviour_refresh_seconds``).
+     behaviour snapshot within ``behaviour_refresh_seconds``). One unpaced sample, with the two
+     connections on whichever workers took them: ``bench_mixed`` paces the poster and places
+     the connections on the same or different workers.
 
 Each phase records the CPU other processes took meanwhile (``others_cores``; the machine is
 shared). After the rounds, with no server running, phase P times the steps of the
