@@ -54,38 +54,39 @@ def parse_arm(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def connections(server: Server, placement: str) -> tuple[Client, Client]:
-    """(reader, poster): keep-alive connections held by two different workers, or by the same one."""
-    by_worker: dict[int, list[Client]] = {}
-    spare: list[Client] = []
-    for _ in range(64):
-        c = Client(server.port)
-        c._connect()
-        time.sleep(0.01)
-        pid = server.worker_of(c)
-        held = by_worker.setdefault(pid, []) if pid is not None else spare
-        held.append(c)
-        if placement == "different" and len([p for p, cs in by_worker.items() if cs]) >= 2:
-            a, b = list(by_worker.values())[:2]
-            pair = (a[0], b[0])
-            break
-        if placement == "same" and any(len(cs) >= 2 for cs in by_worker.values()):
-            pair = tuple(next(cs for cs in by_worker.values() if len(cs) >= 2)[:2])
-            break
-    else:
-        raise RuntimeError(f"could not place two connections on {placement} workers")
-    for cs in [*by_worker.values(), spare]:
-        for c in cs:
-            if c not in pair:
-                c.close()
-    return pair  # type: ignore[return-value]
+def connections(server: Server, placement: str) -> tuple[Client, Client, list[int]]:
+    """(reader, poster, their workers): keep-alive connections held by two different workers
+    (``Server.clients_per_worker``), or by the same one."""
+    if placement == "different":
+        found = list(server.clients_per_worker(count=64).items())
+        if len(found) >= 2:
+            (pid_a, reader), (pid_b, poster) = found[:2]
+            return reader, poster, [pid_a, pid_b]
+        for _pid, c in found:
+            c.close()
+        raise RuntimeError("could not place the two connections on different workers")
+    opened: list[tuple[int | None, Client]] = []
+    try:
+        for _ in range(64):
+            c = Client(server.port)
+            c._connect()
+            time.sleep(0.01)
+            pid = server.worker_of(c)
+            twin = next((o for p, o in opened if p is not None and p == pid), None)
+            if twin is not None:
+                opened.remove((pid, twin))
+                return twin, c, [pid, pid]
+            opened.append((pid, c))
+        raise RuntimeError("could not place the two connections on the same worker")
+    finally:
+        for _pid, c in opened:
+            c.close()
 
 
 def run_mixed(server: Server, db: Path, reqs: list, bodies: list[bytes], placement: str, rate: float,
               duration: float, prefix: str, batch_size: int) -> dict[str, Any]:
     """The reader for ``duration`` s while the poster posts at ``rate`` events/s (0: unpaced)."""
-    reader, poster = connections(server, placement)
-    workers = [server.worker_of(reader), server.worker_of(poster)]
+    reader, poster, workers = connections(server, placement)
     stop = threading.Event()
     post_lat: list[float] = []
     posted = {"accepted": 0, "batches": 0, "errors": 0, "behind_s": 0.0}

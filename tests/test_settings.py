@@ -67,6 +67,9 @@ def test_unset_environment_is_ignored_and_other_prefixes_too():
         # A worker's threads.
         ({"background_niceness": -1}, "background_niceness"),
         ({"background_niceness": 20}, "background_niceness"),
+        ({"background_niceness": "nan"}, "background_niceness"),
+        ({"background_niceness": True}, "background_niceness"),
+        ({"background_niceness": 10**30}, "background_niceness"),
         # Fine-tuning.
         ({"finetune_epochs": 0}, "finetune_epochs"),
         ({"finetune_batch_size": -1}, "finetune_batch_size"),
