@@ -222,22 +222,28 @@ def bench_keyword(factory, queries: list[str], limit: int) -> dict:
 
 def bench_short_prefixes(factory, queries: list[str], limit: int) -> dict:
     """Short prefixes ranked as served (newest PREFIX_CANDIDATES matches) and uncapped (every
-    match), interleaved query by query, on PostgreSQL also served with the GIN bitmap only (the
-    plan before the walk; same results, checked); and how many of the uncapped top results the
-    served ranking keeps (the price of the cap)."""
+    match), interleaved query by query; on PostgreSQL also without the prefix table (walk or
+    bitmap, served before it) and with the GIN bitmap only (the plan before the walk), all with
+    the same results (checked); and how many of the uncapped top results the served ranking
+    keeps (the price of the cap)."""
     from service.search import keyword
 
     served_cap = keyword.SHORT_PREFIX_CHARS
     samples: dict[str, list[int]] = {"capped": [], "uncapped": []}
-    plans = {"walk": 0, "bitmap": 0}  # PostgreSQL: how the served queries found their newest matches
-    choose = keyword._pg_walk_is_cheaper
+    plans = {"table": 0, "walk": 0, "bitmap": 0}  # PostgreSQL: how the served queries found their newest matches
+    choose, from_table = keyword._pg_walk_is_cheaper, keyword._pg_prefix_table
 
     def counted(*args):
         walk = choose(*args)
         plans["walk" if walk else "bitmap"] += 1
         return walk
 
-    keyword._pg_walk_is_cheaper = counted
+    def counted_table(*args):
+        ranked = from_table(*args)
+        plans["table"] += ranked is not None
+        return ranked
+
+    keyword._pg_walk_is_cheaper, keyword._pg_prefix_table = counted, counted_table
     overlap = []
     clock = time.perf_counter_ns
     with factory() as s:
@@ -245,28 +251,35 @@ def bench_short_prefixes(factory, queries: list[str], limit: int) -> dict:
             for q in queries[:20]:
                 keyword_search(session=s, query=q, limit=limit)
             pg = s.get_bind().dialect.name == "postgresql"
-            if pg:  # the plan served before the walk: every match from the GIN bitmap
-                samples["capped_bitmap_only"] = []
+            if pg:  # the plans served before the prefix table (walk or bitmap), and before the walk
+                samples["capped_no_table"], samples["capped_bitmap_only"] = [], []
             for q in queries:
                 got = {}
-                modes = [("capped", served_cap, None), ("uncapped", 0, None)]
+                # (mode, prefix chars ranked capped, prefix table used, walk: None = chosen)
+                modes = [("capped", served_cap, True, None), ("uncapped", 0, False, None)]
                 if pg:
-                    modes.append(("capped_bitmap_only", served_cap, False))
-                for mode, chars, walk in modes:
+                    modes += [("capped_no_table", served_cap, False, None), ("capped_bitmap_only", served_cap, False, False)]
+                for mode, chars, table, walk in modes:
                     keyword.SHORT_PREFIX_CHARS = chars
-                    keyword._pg_walk_is_cheaper = counted if walk is None else (lambda *args, w=walk: w)
+                    keyword._pg_prefix_table = counted_table if table else (lambda *args: None)
+                    keyword._pg_walk_is_cheaper = (counted if mode == "capped" else choose) if walk is None else (
+                        lambda *args, w=walk: w)
                     t0 = clock()
                     got[mode] = keyword_search(session=s, query=q, limit=limit)
                     samples[mode].append(clock() - t0)
-                keyword._pg_walk_is_cheaper = counted
-                if pg:
-                    assert got["capped_bitmap_only"] == got["capped"], q  # same rows by either plan
+                keyword._pg_walk_is_cheaper, keyword._pg_prefix_table = counted, counted_table
+                if pg:  # same rows by every plan
+                    assert got["capped_bitmap_only"] == got["capped"] == got["capped_no_table"], q
                 full = {i for i, _ in got["uncapped"]}
                 if full:
                     overlap.append(len(full & {i for i, _ in got["capped"]}) / len(full))
         finally:
             keyword.SHORT_PREFIX_CHARS = served_cap
-            keyword._pg_walk_is_cheaper = choose
+            keyword._pg_walk_is_cheaper, keyword._pg_prefix_table = choose, from_table
+    # The served timings by query shape: the prefix table answers a prefix typed alone.
+    one_word = [len(q.split()) == 1 for q in queries]
+    samples["capped_one_word"] = [t for t, one in zip(samples["capped"], one_word) if one]
+    samples["capped_after_a_word"] = [t for t, one in zip(samples["capped"], one_word) if not one]
     return {mode: percentiles(v) for mode, v in samples.items() if v} | {
         "top_overlap_mean": statistics.fmean(overlap) if overlap else None, "candidates": keyword.PREFIX_CANDIDATES,
         **({"postgresql_plans": plans} if sum(plans.values()) else {})}
@@ -311,7 +324,11 @@ def main() -> None:
                     t0 = time.perf_counter()
                     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                         conn.execute(text("VACUUM ANALYZE items"))
-                    print(f"postgresql: VACUUM ANALYZE items in {time.perf_counter() - t0:.1f} s", flush=True)
+                        # The prefix table (migration 0006): its visibility map lets the typeahead
+                        # query read the index alone.
+                        conn.execute(text("VACUUM ANALYZE items_fts_prefixes"))
+                    print(f"postgresql: VACUUM ANALYZE items, items_fts_prefixes in {time.perf_counter() - t0:.1f} s",
+                          flush=True)
                 if "suggest" not in result:
                     gc.collect()
                     with factory() as s:
@@ -357,7 +374,8 @@ def main() -> None:
         label = f"keyword_search {backend} (limit={args.search_limit})"
         print(f"{label:<34}{st['n']:>7}{st['p50_ms']:>9.3f}{st['p90_ms']:>9.3f}{st['p99_ms']:>9.3f}{st['max_ms']:>9.3f}")
     for backend, st in result["keyword_search"].items():
-        for mode in ("capped", "capped_bitmap_only", "uncapped"):
+        for mode in ("capped", "capped_one_word", "capped_after_a_word", "capped_no_table", "capped_bitmap_only",
+                     "uncapped"):
             if mode not in st["short_prefixes"]:
                 continue
             sp = st["short_prefixes"][mode]
@@ -366,7 +384,7 @@ def main() -> None:
         print(f"  {backend}: capped results keep {st['short_prefixes']['top_overlap_mean']:.1%} of the uncapped top "
               f"{args.search_limit} on average")
         if "postgresql_plans" in st["short_prefixes"]:
-            print(f"  {backend}: capped queries (warm-up included) walked / via the bitmap: "
+            print(f"  {backend}: capped queries (warm-up included) from the prefix table / walked / via the bitmap: "
                   f"{st['short_prefixes']['postgresql_plans']}")
     for backend, st in result["keyword_search"].items():
         slowest = ", ".join(f"{x['query']!r} {x['ms']:.0f} ms" for x in st["slowest"])

@@ -236,6 +236,10 @@ def test_index_objects_exist_at_head(engine):
                 "SELECT attgenerated FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'search_vector'"
             ).scalar() == "s"
             assert conn.exec_driver_sql("SELECT to_regclass('ix_items_search_vector') IS NOT NULL").scalar()
+            assert conn.exec_driver_sql("SELECT to_regclass('items_fts_prefixes') IS NOT NULL").scalar()
+            assert conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'items_fts_prefixes_sync' AND NOT tgisinternal"
+            ).scalar() == 1
 
 
 # --- suggester -----------------------------------------------------------------------------
@@ -460,19 +464,23 @@ def newest_ranked(session, query, cap, limit, **filters):
     return sorted(newest, key=lambda r: (-r[1], r[0]))[:limit]
 
 
-SHORT_QUERIES = [("wa", {}), ("tr", {}), ("ru", {}), ("wat", {}), ("li", {}), ("zi", {}), ("trail ru", {}),
+SHORT_QUERIES = [("wa", {}), ("tr", {}), ("ru", {}), ("wat", {}), ("li", {}), ("zi", {}), ("trail ru", {}), ("WÁ", {}),
                  ("wa", {"kinds": ["article"]}), ("tr", {"category": "c2"}), ("do", {"kinds": ["image", "product"]}),
                  ("qq", {})]
 
 
-@pytest.mark.parametrize("plan", ["chosen", "walk", "bitmap"])
+@pytest.mark.parametrize("plan", ["chosen", "no table", "walk", "bitmap"])
 def test_short_prefix_returns_the_newest_matches_ranked(session_factory, engine, many, monkeypatch, plan):
+    """On PostgreSQL "chosen" answers one-word prefixes from the prefix table; the other plans
+    are what a query with more words or filters uses."""
     from service.search import keyword
 
     if plan != "chosen":
         if engine.dialect.name != "postgresql":
             pytest.skip("one plan on SQLite")
-        monkeypatch.setattr(keyword, "_pg_walk_is_cheaper", lambda *args: plan == "walk")
+        monkeypatch.setattr(keyword, "_pg_prefix_table", lambda *args: None)
+        if plan != "no table":
+            monkeypatch.setattr(keyword, "_pg_walk_is_cheaper", lambda *args: plan == "walk")
     monkeypatch.setattr(keyword, "PREFIX_CANDIDATES", 9)
     compared = 0
     # One session: psycopg prepares a statement run 5 times on a connection, which must not change results.
@@ -496,6 +504,61 @@ def test_short_prefix_cap_changes_the_candidates(session_factory, many, monkeypa
     assert len(every) > 30 and len(capped) == 9
     assert {pk for pk, _ in capped} == set(sorted((pk for pk, _ in every), reverse=True)[:9])
     assert capped != every[:9]  # the uncapped best 9 include older items
+
+
+def _prefix_rows(session, table: bool):
+    """items_fts_prefixes as stored, or as computed afresh from items by migration 0006's SQL."""
+    from importlib import import_module
+
+    if table:
+        sql = "SELECT prefix, item_id, score FROM items_fts_prefixes"
+    else:
+        migration = import_module("migrations.versions.2026_12_01_0006_keyword_prefixes")
+        sql = (f"SELECT r.* FROM items CROSS JOIN LATERAL ({migration._rows_sql('items')}) AS r "
+               "WHERE items.deleted_at IS NULL")
+    return sorted(tuple(row) for row in session.execute(text(sql)))
+
+
+@pytest.mark.postgres
+def test_postgres_prefix_table_follows_every_write(tmp_path, session_factory, engine, many, catalog):
+    """Insert, update of an indexed column, soft delete, undelete and hard delete: the table holds
+    what a fresh computation from items gives, and answers one-word prefixes."""
+    from service.search import keyword
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the prefix table is PostgreSQL's")
+    with session_factory.begin() as s:
+        assert len(_prefix_rows(s, True)) > 1000
+        assert _prefix_rows(s, True) == _prefix_rows(s, False)
+        s.execute(update(Item).where(Item.external_id == "p-tent").values(title="Quokka tarp"))
+        s.execute(update(Item).where(Item.external_id == "m-001").values(deleted_at=Item.updated_at))
+        s.execute(update(Item).where(Item.external_id == "m-003").values(deleted_at=None))
+        s.execute(update(Item).where(Item.external_id == "m-004").values(attributes={"colour": "red"}))
+        s.execute(Item.__table__.delete().where(Item.external_id == "m-005"))
+    with session_factory() as s:
+        assert _prefix_rows(s, True) == _prefix_rows(s, False)
+        tent = s.scalar(select(Item.id).where(Item.external_id == "p-tent"))
+        assert [pk for pk, _ in keyword._pg_prefix_table(s, {"query": "quo", "cap": 9, "limit": 5})] == [tent]
+        assert keyword._pg_prefix_table(s, {"query": "Qu", "cap": 9, "limit": 5})  # folded like the documents
+        # Not one lexeme of 2-3 letters: the query plans answer instead.
+        assert keyword._pg_prefix_table(s, {"query": "quokk", "cap": 9, "limit": 5}) is None
+        assert keyword._pg_prefix_table(s, {"query": "a", "cap": 9, "limit": 5}) is None
+
+
+@pytest.mark.postgres
+def test_postgres_one_word_prefixes_come_from_the_table(session_factory, engine, many, monkeypatch):
+    from service.search import keyword
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the prefix table is PostgreSQL's")
+    used = []
+    real = keyword._pg_prefix_table
+    monkeypatch.setattr(keyword, "_pg_prefix_table", lambda *args: used.append(real(*args)) or used[-1])
+    with session_factory() as s:
+        assert keyword_search(session=s, query="wa", limit=5)
+        assert keyword_search(session=s, query="trail ru", limit=5)  # two words: the query plans
+        assert keyword_search(session=s, query="wa", limit=5, kinds=["article"])  # filtered: the query plans
+    assert len(used) == 1 and used[0]
 
 
 @pytest.mark.postgres
