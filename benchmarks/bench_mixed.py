@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_recommend import (RecServer, count_stored, fresh_copy, lat_stats, make_event_batches,
-                                        make_requests, warm_up, workload_ids)
+                                        make_requests, migrate_cached, warm_up, workload_ids)
 from benchmarks.common import REPO, CpuMeter, command_line, machine_info, write_result
 from benchmarks.server import Client, Server, settle
 
@@ -209,6 +209,7 @@ def main() -> None:
     args = ap.parse_args()
     args.rates = [float(x) for x in args.rates.split(",")]
     arms = [parse_arm(a) for a in (args.arm or DEFAULT_ARMS)]
+    migrated = migrate_cached(args.data)
     ids = workload_ids(args.data / "recsys.db")
     log_dir = REPO / "benchmarks" / "out" / "mixed"
     results = []
@@ -223,6 +224,7 @@ def main() -> None:
               f"p99 {row['p99_ms']} ms {row['p99_ms_rounds']} at {row['events_per_s']} events/s; "
               f"others {row['others_cores']} cores; all stored {row['all_stored']}", flush=True)
     write_result(args.out, {"command": command_line(), "machine": machine_info(), "data": str(args.data),
+                            "migrated": migrated,
                             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                             "summary": summary, "arms": results})
 

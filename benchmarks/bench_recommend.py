@@ -313,6 +313,25 @@ def checkpoint(db: Path) -> None:
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def migrate_cached(data_dir: Path) -> dict[str, Any]:
+    """Bring a reused database to this code's schema, as ``recsys db upgrade`` would a deployment's
+    (a folder prepared before a migration would otherwise be measured without it)."""
+    from service.store.db import current_revision, head_revision, make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{db_path(data_dir)}")
+    try:
+        before, head = current_revision(engine), head_revision()
+        t0 = time.perf_counter()
+        if before != head:
+            upgrade(engine)
+            print(f"[data] database migrated {before} -> {head} in {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        engine.dispose()
+    if before != head:
+        checkpoint(db_path(data_dir))
+    return {"from": before, "to": head, "s": round(time.perf_counter() - t0, 1)}
+
+
 def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The data folder for these sizes: reused when its ``prepared.json`` matches, else built."""
     from indexer.pipeline import Pipeline
@@ -338,6 +357,7 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
                           "of them than on the day of preparation (use --rebuild-data)", flush=True)
                 info["reused"] = True
                 info["age_days"] = round(age_days, 2)
+                info["migrated"] = migrate_cached(data_dir)
                 return data_dir, info
             print(f"[data] {data_dir}: published index unusable ({problem}); rebuilding everything", flush=True)
         else:

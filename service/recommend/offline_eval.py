@@ -19,7 +19,6 @@ events. Tuning reuses each user's gathered candidates across weight settings (th
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import itertools
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from service.recommend.ranking import PROFILE_WAYS, cold_rank_of, event_weights,
 from service.recommend.recommender import Engine, for_user, gather, make_ask, rank, user_seeds
 from service.settings import Settings
 from service.store.events import EventColumns, History, read_events
-from service.store.models import EPOCH, Item, User
+from service.store.models import Item, User
 from service.vectors.index_store import LoadedSpace
 
 # Blend settings always reported, besides the configured and the tuned one.
@@ -240,7 +239,7 @@ class Evaluator:
         h = History(user_id=user if isinstance(user, (int, np.integer)) else None,
                     item_ids=[int(log.items[i]) for i in top], types=[log.types[i] for i in top],
                     values=[log.values[i] for i in top],
-                    times=[EPOCH + dt.timedelta(seconds=float(log.times[i])) for i in top],
+                    times=[float(log.times[i]) for i in top],
                     complete=len(rows) < limit)
         return h, consumed
 

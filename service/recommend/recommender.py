@@ -37,7 +37,7 @@ from service.recommend.ranking import (DEFAULT_COLD_RANK, blend, event_weights, 
 from service.settings import Settings, forced_cold_rank
 from service.store.events import History, consumed_items, user_history
 from service.store.items import Filters, load_items
-from service.store.models import Item, to_seconds
+from service.store.models import Item
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
 from service.vectors.nearest import nearest_many, similarities_to_all, vector_candidates, vectors_of
@@ -93,7 +93,7 @@ def seeds_from_history(history: History, *, weights: Mapping[str, float], rating
     if not history.item_ids:
         return seeds
     w = event_weights(history.types, history.values, weights, rating_neutral)
-    ages = now - np.array([to_seconds(t) for t in history.times])
+    ages = now - np.asarray(history.times, dtype=np.float64)
     # Decay relative to the newest event once the whole history is older than sixty half-lives,
     # so very old events keep their (tiny, positive) weights instead of underflowing to 0.0.
     w = w * history_decay(ages, half_life_days)

@@ -173,28 +173,35 @@ class History:
     item_ids: list[int] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
-    times: list = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # Unix seconds
     # True when these are all of the user's events (fewer than the limit came back).
     complete: bool = True
 
 
 def user_history(*, session: Session, external_id: str, limit: int) -> History:
-    """The last ``limit`` events of a user (served by the (user_id, occurred_at) index)."""
+    """The last ``limit`` events of a user (read from the ``ix_events_user_history`` index alone)."""
     user_id = session.scalar(select(User.id).where(User.external_id == external_id))
     history = History(user_id)
     if user_id is None:
         return history
-    rows = session.execute(
-        select(Event.item_id, Event.type, Event.value, Event.occurred_at)
+    # Core rows, and SQLite's stored text parsed by numpy at once: a datetime per row through
+    # SQLAlchemy's result processor cost ~1.5 ms of a 500-event history, on every request.
+    rows = session.connection().execute(
+        select(Event.item_id, Event.type, Event.value, _stored_time(session))
         .where(Event.user_id == user_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
     ).all()
-    for item_id, type_, value, occurred_at in rows:
-        history.item_ids.append(item_id)
-        history.types.append(type_)
-        history.values.append(value)
-        history.times.append(occurred_at)
+    if rows:
+        history.item_ids, history.types, history.values, times = (list(column) for column in zip(*rows))
+        history.times = seconds_since_epoch(times).tolist()
     history.complete = len(rows) < limit
     return history
+
+
+def _stored_time(session: Session):
+    """``events.occurred_at`` as :func:`seconds_since_epoch` reads it fastest: SQLite's stored text."""
+    if session.get_bind().dialect.name == "sqlite":
+        return type_coerce(Event.occurred_at, String)
+    return Event.occurred_at
 
 
 def consumed_items(*, session: Session, history: History, types: Sequence[str], limit: int = 50_000) -> set[int]:
@@ -268,11 +275,9 @@ def read_events(*, session: Session, after_id: int = 0, newest: int | None = Non
                 queries: bool = False) -> EventColumns:
     """Events with ``id > after_id`` in id order; only the newest ``newest`` of them when given
     (read newest first, so a bounded window never touches older rows)."""
-    when = Event.occurred_at
-    if session.get_bind().dialect.name == "sqlite":
-        # The stored text, parsed by numpy at once (1M: 0.09 s) rather than by SQLAlchemy's
-        # result processor, a datetime per row, on a worker's start-up path.
-        when = type_coerce(Event.occurred_at, String)
+    # The stored text, parsed by numpy at once (1M: 0.09 s) rather than by SQLAlchemy's result
+    # processor, a datetime per row, on a worker's start-up path.
+    when = _stored_time(session)
     stmt = select(Event.id, Event.user_id, Event.item_id, Event.type, Event.value, when,
                   *([Event.query] if queries else []))
     if after_id:

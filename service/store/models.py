@@ -97,8 +97,9 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        # "A user's recent history" and "an item's recent events".
-        Index("ix_events_user_id_occurred_at", "user_id", "occurred_at"),
+        # "A user's recent history" (every column it reads, so the index alone answers it:
+        # migration 0007) and "an item's recent events".
+        Index("ix_events_user_history", "user_id", "occurred_at", "id", "item_id", "type", "value"),
         Index("ix_events_item_id_occurred_at", "item_id", "occurred_at"),
     )
 

@@ -24,7 +24,7 @@ from service.recommend.recommender import (Ask, Engine, Rec, Sources, for_user, 
 from service.settings import load_settings
 from service.store.events import History
 from service.store.items import load_items, upsert_items
-from service.store.models import EPOCH, Item
+from service.store.models import Item
 from service.store.records import ItemRecord
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
@@ -111,7 +111,7 @@ def _history(items: list[int]) -> History:
     """Purchases an hour apart, newest first (as the endpoint reads them)."""
     n = len(items)
     return History(user_id=None, item_ids=list(reversed(items)), types=["purchase"] * n, values=[None] * n,
-                   times=[EPOCH + __import__("datetime").timedelta(seconds=NOW - 3600 * (k + 1)) for k in range(n)])
+                   times=[NOW - 3600 * (k + 1) for k in range(n)])
 
 
 def _snapshot(journeys: dict[int, list[int]], upto: int) -> Snapshot:

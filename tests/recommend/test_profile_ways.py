@@ -4,7 +4,6 @@ FAISS index whose geometry makes the two disagree."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 import faiss
@@ -17,7 +16,7 @@ from service.recommend.recommender import Engine, for_user
 from service.settings import load_settings
 from service.store.events import History
 from service.store.items import upsert_items
-from service.store.models import EPOCH, Item
+from service.store.models import Item
 from service.store.records import ItemRecord
 from service.vectors.delta import Delta
 from service.vectors.index_store import LoadedSpace
@@ -74,7 +73,7 @@ def page(world, power: int, liked=("a", "b"), disliked=(), delta: Delta | None =
     history = History(user_id=None, item_ids=[world["pks"][n] for n in names],
                       types=["purchase"] * len(liked) + ["rating"] * len(disliked),
                       values=[None] * len(liked) + [1.0] * len(disliked),
-                      times=[EPOCH + dt.timedelta(seconds=NOW - 60 * (j + 1)) for j in range(len(names))])
+                      times=[NOW - 60 * (j + 1) for j in range(len(names))])
     answer = for_user(engine, session=world["session"], settings=world["settings"], user_id="u", now=NOW, k=3,
                       history=history, consumed={world["pks"][n] for n in names}, weights={"profile": 1.0},
                       fallbacks=False)

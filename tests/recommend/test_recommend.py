@@ -11,10 +11,12 @@ import json
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from indexer.pipeline import Pipeline
 from service.web.app import create_app
 from service.store.events import active_users, consumed_items, user_history
+from service.store.models import Event, User, to_seconds
 from service.store.importing import import_events, import_items
 
 # Loads the real text model, builds indexes or runs servers: `make test-fast` leaves it out.
@@ -212,6 +214,16 @@ def test_history_and_users_queries(world):
     with world["factory"]() as session:
         h = user_history(session=session, external_id="alice", limit=2)
         assert len(h.item_ids) == 2 and h.times[0] >= h.times[1] and not h.complete
+        # Unix seconds of the stored times (SQLite's text is parsed by numpy, not per row).
+        stored = session.scalars(
+            select(Event.occurred_at).join(User, User.id == Event.user_id).where(User.external_id == "alice")
+            .order_by(Event.occurred_at.desc(), Event.id.desc()).limit(2)).all()
+        assert h.times == [to_seconds(t) for t in stored]
+        if session.get_bind().dialect.name == "sqlite":  # one range of one index, no table rows (migration 0007)
+            plan = session.connection().exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT item_id, type, value, occurred_at FROM events WHERE user_id = 1 "
+                "ORDER BY occurred_at DESC, id DESC LIMIT 2").all()
+            assert "COVERING INDEX ix_events_user_history" in str(plan) and "TEMP B-TREE" not in str(plan), plan
         # A truncated history asks SQL; a complete one answers from itself: the same items.
         assert len(consumed_items(session=session, history=h, types=("view",))) == 4
         full = user_history(session=session, external_id="alice", limit=500)

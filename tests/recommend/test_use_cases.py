@@ -50,7 +50,7 @@ def history_of(world, *events: tuple[str, str, float | None, float]) -> History:
     ordered = sorted(events, key=lambda e: e[3])
     return History(user_id=None, item_ids=[world["pks"][e[0]] for e in ordered], types=[e[1] for e in ordered],
                    values=[e[2] for e in ordered],
-                   times=[EPOCH + dt.timedelta(seconds=NOW - e[3]) for e in ordered])
+                   times=[NOW - e[3] for e in ordered])
 
 
 def test_for_user_blends_behaviour_and_content_and_excludes_what_was_consumed(world):

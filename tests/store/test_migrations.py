@@ -30,7 +30,7 @@ def test_up_down_up_without_drift(request, backend, tmp_path):
         upgrade(engine)
         assert drift(engine) == []
         names = {ix["name"] for ix in inspect(engine).get_indexes("events")}
-        assert {"ix_events_user_id_occurred_at", "ix_events_item_id_occurred_at"} <= names
+        assert {"ix_events_user_history", "ix_events_item_id_occurred_at"} <= names
     finally:
         engine.dispose()
 
