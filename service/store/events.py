@@ -184,8 +184,8 @@ def user_history(*, session: Session, external_id: str, limit: int) -> History:
     history = History(user_id)
     if user_id is None:
         return history
-    # Core rows, and SQLite's stored text parsed by numpy at once: a datetime per row through
-    # SQLAlchemy's result processor cost ~1.5 ms of a 500-event history, on every request.
+    # Core rows, and SQLite's stored text parsed by numpy at once: ORM rows with a datetime each
+    # cost ~0.4 ms more of a 500-event history (2.3 against 1.9 ms), on every request.
     rows = session.connection().execute(
         select(Event.item_id, Event.type, Event.value, _stored_time(session))
         .where(Event.user_id == user_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
