@@ -7,8 +7,10 @@ connections land on whichever gunicorn workers accept them. This benchmark measu
 on a ``bench_recommend`` data folder, so that settings can be compared in one run:
 
 * an **arm** is a set of ``RECSYS_*`` settings (``--arm name:VAR=value,VAR=value``; the default
-  compares ``background_niceness`` 0 and 10). Every round starts gunicorn once per arm, on a fresh
-  copy of the database, in an order that alternates between rounds;
+  compares ``background_niceness`` 0 and 10), and optionally ``DB_REVISION=<rev>``: its copy of
+  the database is taken back to that migration (to compare a schema change). Every round starts
+  gunicorn once per arm, on a fresh copy of the database, in an order that alternates between
+  rounds;
 * per server, the mixed run is repeated for each **placement** of the two connections (the reader
   and the poster on different workers, then on the same worker: each worker is one Python
   process, so the second shares its GIL and its request threads) and each **posting rate**
@@ -43,13 +45,13 @@ PLACEMENTS = ("different", "same")
 
 
 def parse_arm(text: str) -> tuple[str, dict[str, str]]:
-    """``name:VAR=value,VAR=value`` -> (name, environment)."""
+    """``name:VAR=value,VAR=value`` -> (name, environment; ``DB_REVISION`` is kept there too)."""
     name, _, rest = text.partition(":")
     env = {}
     for part in filter(None, rest.split(",")):
         key, sep, value = part.partition("=")
-        if not sep or not key.startswith("RECSYS_"):
-            raise SystemExit(f"--arm {text!r}: expected name:RECSYS_VAR=value,...")
+        if not sep or not (key.startswith("RECSYS_") or key == "DB_REVISION"):
+            raise SystemExit(f"--arm {text!r}: expected name:RECSYS_VAR=value,... or DB_REVISION=<rev>")
         env[key] = value
     return name, env
 
@@ -148,8 +150,16 @@ def run_arm(name: str, env: dict[str, str], args: argparse.Namespace, ids: dict[
             log_dir: Path) -> dict[str, Any]:
     run_dir = args.data / "run"
     db = fresh_copy(args.data, run_dir)
+    env = dict(env)
+    revision = env.pop("DB_REVISION", None)
+    if revision is not None:
+        from service.store.db import downgrade, make_engine
+
+        engine = make_engine(f"sqlite:///{db}")
+        downgrade(engine, revision)
+        engine.dispose()
     server = RecServer(run_dir, args.data / "indexes", log_dir, extra_env=env)
-    out: dict[str, Any] = {"arm": name, "env": env, "round": r + 1, "runs": []}
+    out: dict[str, Any] = {"arm": name, "env": env, "db_revision": revision, "round": r + 1, "runs": []}
     reqs = make_requests(ids, 200, seed=1000 + r, tag=f"mixed-{name}-r{r}")
     try:
         server.start()
