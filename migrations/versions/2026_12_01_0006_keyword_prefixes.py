@@ -12,7 +12,7 @@ same results and scores as ranking at query time.
 A trigger on ``items`` keeps it in step (insert, update of an indexed column or of
 ``deleted_at``, delete); the rank weights and normalization must equal
 ``service.search.keyword.PG_RANK_WEIGHTS`` / ``PG_RANK_NORMALIZATION``. Cost: one row per
-(item, prefix), about 58 per item of the benchmark catalog (about 4 KB per item with the index)
+(item, prefix), about 58 per item of the benchmark catalog (about 4.8 KB per item with the index)
 and ~0.5 ms per item written. SQLite needs none of it: FTS5's own prefix index (``prefix='2 3'``,
 migration 0002) keeps these queries under the target.
 
