@@ -222,21 +222,28 @@ def _pg_capped_sql(walk: bool, filters: str) -> str:
 # items_fts_prefixes (migration 0006): one backward index-only scan. At 100k items, p50 / p99
 # 2.6 / 6.8 ms against 18 / 60 ms by the plans below (docs/benchmarks.md). The key is the prefix
 # as the documents' parser sees it (folded, lowercased), so it names exactly the rows of 'key':*.
-PG_PREFIX_KEY_SQL = ("SELECT CASE WHEN count(*) = 1 AND sum(cardinality(positions)) = 1 THEN min(lexeme) END "
-                     "FROM unnest(to_tsvector('simple', items_fts_fold(:query)))")
-PG_PREFIX_TABLE_SQL = ("SELECT item_id, score FROM (SELECT item_id, score FROM items_fts_prefixes WHERE prefix = :key "
-                       "ORDER BY item_id DESC LIMIT :cap) AS c ORDER BY score DESC, item_id LIMIT :limit")
-PG_PREFIX_TABLE_CHARS = (2, 3)  # the prefix lengths the table holds
+# One round trip: the key (NULL unless the query is one lexeme of 2-3 characters, the lengths the
+# table holds), then its rows; a NULL key gives one row of NULLs, a key without matches one row
+# with a NULL item.
+PG_PREFIX_TABLE_SQL = (
+    "WITH k AS MATERIALIZED (SELECT CASE WHEN count(*) = 1 AND sum(cardinality(positions)) = 1 "
+    "AND char_length(min(lexeme)) BETWEEN 2 AND 3 THEN min(lexeme) END AS key "
+    "FROM unnest(to_tsvector('simple', items_fts_fold(:query)))) "
+    "SELECT k.key, r.item_id, r.score FROM k LEFT JOIN LATERAL ("
+    "SELECT item_id, score FROM (SELECT item_id, score FROM items_fts_prefixes WHERE prefix = k.key "
+    "ORDER BY item_id DESC LIMIT :cap) AS c ORDER BY score DESC, item_id LIMIT :limit) AS r ON true "
+    "ORDER BY r.score DESC, r.item_id"
+)
 
 
 def _pg_prefix_table(session: Session, params: dict) -> list[tuple[int, float]] | None:
     """The newest :cap matches of a one-word prefix query, ranked, from the prefix table; None when
     the parser does not read the query as one lexeme of a length the table holds."""
-    key = session.execute(text(PG_PREFIX_KEY_SQL), {"query": params["query"]}).scalar()
-    if key is None or not PG_PREFIX_TABLE_CHARS[0] <= len(key) <= PG_PREFIX_TABLE_CHARS[1]:
+    rows = session.execute(text(PG_PREFIX_TABLE_SQL),
+                           {"query": params["query"], "cap": params["cap"], "limit": params["limit"]}).all()
+    if rows[0][0] is None:
         return None
-    rows = session.execute(text(PG_PREFIX_TABLE_SQL), {"key": key, "cap": params["cap"], "limit": params["limit"]})
-    return [(int(item_id), float(score)) for item_id, score in rows]
+    return [(int(item_id), float(score)) for _key, item_id, score in rows if item_id is not None]
 
 
 def _pg_newest_matches_ranked(session: Session, filters: str, params: dict, has_kinds: bool) -> list[tuple[int, float]]:
