@@ -174,7 +174,7 @@ class History:
     types: list[str] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
     times: list[float] = field(default_factory=list)  # Unix seconds
-    # True when these are all of the user's events (fewer than the limit came back).
+    # True when these are all of the user's events (no more than the limit exist).
     complete: bool = True
 
 
@@ -186,14 +186,18 @@ def user_history(*, session: Session, external_id: str, limit: int) -> History:
         return history
     # Core rows, and SQLite's stored text parsed by numpy at once: ORM rows with a datetime each
     # cost ~0.4 ms more of a 500-event history (2.3 against 1.9 ms), on every request.
+    # One row past the limit tells whether these are all of the user's events: a user with
+    # exactly ``limit`` events then has a complete history, and ``consumed_items`` needs no
+    # second read of them (1.3 ms of a 500-event user's request).
     rows = session.connection().execute(
         select(Event.item_id, Event.type, Event.value, _stored_time(session))
-        .where(Event.user_id == user_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
+        .where(Event.user_id == user_id).order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit + 1)
     ).all()
+    history.complete = len(rows) <= limit
+    rows = rows[:limit]
     if rows:
         history.item_ids, history.types, history.values, times = (list(column) for column in zip(*rows))
         history.times = seconds_since_epoch(times).tolist()
-    history.complete = len(rows) < limit
     return history
 
 

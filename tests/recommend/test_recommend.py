@@ -226,6 +226,9 @@ def test_history_and_users_queries(world):
             assert "COVERING INDEX ix_events_user_history" in str(plan) and "TEMP B-TREE" not in str(plan), plan
         # A truncated history asks SQL; a complete one answers from itself: the same items.
         assert len(consumed_items(session=session, history=h, types=("view",))) == 4
+        # Exactly ``limit`` events is all of them (alice has 4).
+        assert user_history(session=session, external_id="alice", limit=4).complete
+        assert not user_history(session=session, external_id="alice", limit=3).complete
         full = user_history(session=session, external_id="alice", limit=500)
         assert full.complete and consumed_items(session=session, history=full, types=("view",)) == \
             consumed_items(session=session, history=h, types=("view",))
