@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import statistics
 import threading
 import time
@@ -177,14 +178,17 @@ def run_arm(name: str, env: dict[str, str], args: argparse.Namespace, ids: dict[
                 out["runs"].append(res)
                 rd = res["reads"]
                 print(f"  [{name} r{r + 1}] {placement:<9} rate {rate or 'max':>5}: reads p50 {rd.get('p50_ms')} "
-                      f"p99 {rd.get('p99_ms')} ms (n {rd.get('n')}), posted {res['events_per_s']} events/s "
+                      f"p99 {rd.get('p99_ms')} max {rd.get('max_ms')} ms (n {rd.get('n')}), posted {res['events_per_s']} events/s "
                       f"(all stored: {res['all_stored']}), others {res['cpu']['others_cores']} cores", flush=True)
                 k += 1
                 time.sleep(args.pause)  # the workers fold the last events in before the next run
     finally:
         server.stop()
         with contextlib.suppress(OSError):
-            out["log_tail"] = server.log_path.read_text(errors="replace")[-1500:]
+            text = server.log_path.read_text(errors="replace")
+            out["log_tail"] = text[-1500:]
+            # The workers' own account of their pauses (service.heap): full collections over 100 ms.
+            out["slow_full_collections_ms"] = [int(m) for m in re.findall(r"full garbage collection paused this worker for (\d+) ms", text)]
     return out
 
 
@@ -199,10 +203,14 @@ def summarise(arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
         med = lambda f: round(statistics.median(f(x) for x in runs), 2)  # noqa: E731
         rows.append({"arm": arm, "placement": placement, "rate_asked": rate, "rounds": len(runs),
                      "p50_ms": med(lambda x: x["reads"]["p50_ms"]), "p99_ms": med(lambda x: x["reads"]["p99_ms"]),
+                     "max_ms": med(lambda x: x["reads"]["max_ms"]),
+                     "max_ms_rounds": [x["reads"]["max_ms"] for x in runs],
                      "p99_ms_rounds": [x["reads"]["p99_ms"] for x in runs],
                      "events_per_s": med(lambda x: x["events_per_s"]),
                      "others_cores": med(lambda x: x["cpu"]["others_cores"]),
                      "all_stored": all(x["all_stored"] for x in runs)})
+    for row in rows:
+        row["slow_full_collections_ms"] = [ms for a in arms if a["arm"] == row["arm"] for ms in a.get("slow_full_collections_ms", [])]
     return rows
 
 
@@ -231,7 +239,8 @@ def main() -> None:
     summary = summarise(results)
     for row in summary:
         print(f"{row['arm']:<14} {row['placement']:<9} rate {row['rate_asked'] or 'max':>6}: p50 {row['p50_ms']} "
-              f"p99 {row['p99_ms']} ms {row['p99_ms_rounds']} at {row['events_per_s']} events/s; "
+              f"p99 {row['p99_ms']} ms {row['p99_ms_rounds']} max {row['max_ms_rounds']} at {row['events_per_s']} events/s; "
+              f"slow full collections {row['slow_full_collections_ms']}; "
               f"others {row['others_cores']} cores; all stored {row['all_stored']}", flush=True)
     write_result(args.out, {"command": command_line(), "machine": machine_info(), "data": str(args.data),
                             "migrated": migrated,

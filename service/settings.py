@@ -180,6 +180,9 @@ class Settings:
     # Nice value added to each worker's behaviour-refresh thread (Linux: per thread), so snapshot
     # rebuilds under a stream of events take the CPU only when requests leave it (0 = off; max 19).
     background_niceness: int = 10
+    # Freeze the objects a worker holds after start-up (gc.freeze: torch, FAISS, the loaded version),
+    # so a full garbage collection walks only newer ones: 0.6 s pauses become milliseconds.
+    freeze_startup_heap: bool = True
     # A JSON file of settings, read under the environment (default <data_dir>/settings.json).
     settings_file: str = ""
 

@@ -20,6 +20,10 @@ from service.store.db import make_engine, make_session_factory, upgrade
 from service.store.models import Base
 from service.settings import load_settings
 
+# A test process builds hundreds of apps: freezing each one's start-up objects (what a worker
+# does once) would keep them all alive. tests/test_heap.py turns it on where it checks it.
+os.environ.setdefault("RECSYS_FREEZE_STARTUP_HEAP", "false")
+
 POSTGRES_ADMIN_URL = os.environ.get("RECSYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from flask import Flask, g, request
 
+from service.heap import freeze_startup_objects, watch_full_collections
 from service.settings import load_settings
 from service.web.boundary import register_boundary
 from service.web.errors import register_error_handlers
@@ -28,11 +29,13 @@ from service.web.security import build_limiter, install as install_security
 log = logging.getLogger("recsys.service")
 
 
-def _load_quietly(load) -> None:
+def _load_quietly(load, freeze: bool = False) -> None:
     try:
         load()
     except Exception:  # noqa: BLE001 - item writes report an unavailable encoder themselves
         log.exception("could not load the text encoder for item writes")
+    if freeze:  # torch's objects are start-up objects too
+        freeze_startup_objects("text encoder loaded")
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -97,9 +100,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             rt.behaviour.refresh(session)
     except Exception:  # e.g. the database is not migrated yet: recommendations load on first use
         log.exception("could not load behaviour at startup")
+    watch_full_collections()
+    if settings.freeze_startup_heap:
+        freeze_startup_objects("app created")
     if onnx is not None:
         # torch only embeds written items: loaded off the query path, and only after the behaviour
         # load, which its import (seconds of GIL-bound work) would otherwise slow down.
-        threading.Thread(target=_load_quietly, args=(rt.text_encoder,), name="torch-encoder-load",
-                         daemon=True).start()
+        threading.Thread(target=_load_quietly, args=(rt.text_encoder, settings.freeze_startup_heap),
+                         name="torch-encoder-load", daemon=True).start()
     return app

@@ -1,0 +1,66 @@
+"""A worker's start-up objects are frozen out of full garbage collections (service.heap)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from service.heap import freeze_startup_objects
+from service.settings import load_settings
+from service.store.db import make_engine, upgrade
+from service.web.app import create_app
+
+
+@pytest.fixture
+def unfrozen():
+    """Every test here starts and ends with nothing frozen (the rest of the suite freezes nothing)."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def _tracked(obj) -> bool:
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_objects_alive_at_the_freeze_leave_the_collector_and_later_ones_do_not(unfrozen):
+    before = [[1], {"a": []}]
+    assert _tracked(before)
+    frozen = freeze_startup_objects("test")
+    assert frozen == gc.get_freeze_count() > 0
+    assert not _tracked(before)  # a full collection no longer walks it
+    after = [[2]]
+    assert _tracked(after)
+    gc.collect()  # frozen objects are never collected, and stay usable
+    assert before[1]["a"] == [] and _tracked(after)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_create_app_freezes_its_start_up_objects_only_when_the_setting_says_so(tmp_path, unfrozen, freeze):
+    overrides = {"data_dir": str(tmp_path / "data"), "clip_enabled": False, "freeze_startup_heap": freeze}
+    upgrade(make_engine(load_settings(overrides, environ={})))
+    app = create_app(overrides)
+    assert (gc.get_freeze_count() > 0) is freeze
+    assert not _tracked(app) if freeze else _tracked(app)
+    assert app.test_client().get("/health/live").status_code == 200
+
+
+def test_the_setting_is_on_by_default_and_read_from_the_environment(tmp_path):
+    assert load_settings({"data_dir": tmp_path}, environ={}).freeze_startup_heap is True
+    off = load_settings({"data_dir": tmp_path}, environ={"RECSYS_FREEZE_STARTUP_HEAP": "false"})
+    assert off.freeze_startup_heap is False
+
+
+def test_a_slow_full_collection_is_logged_once_per_process(monkeypatch, caplog):
+    from service import heap
+
+    heap.watch_full_collections()
+    heap.watch_full_collections()
+    assert gc.callbacks.count(heap._time_full_collections) == 1
+    monkeypatch.setattr(heap, "SLOW_COLLECTION_SECONDS", 0.0)
+    with caplog.at_level("WARNING", logger="recsys.heap"):
+        gc.collect(1)  # a younger generation is not a full collection
+        assert not caplog.records
+        gc.collect()
+    assert any("full garbage collection paused this worker" in r.getMessage() for r in caplog.records)
