@@ -6,7 +6,9 @@ generation) collection walks all of them: 0.5-0.6 s on a 2-core VM, during which
 answers nothing. Under a stream of posted events CPython runs one every minute or so per worker,
 so one request a minute waits half a second (docs/benchmarks.md, "Garbage collection pauses").
 ``gc.freeze`` moves every object alive now into a permanent generation that no collection
-visits, so a full collection walks only what came after start-up.
+visits, so a full collection walks only what came after start-up; and while a worker starts, no
+collection runs at all (:func:`collection_paused`): each one would walk the growing heap of
+objects that all stay alive.
 
 The cost: cyclic garbage that exists at the moment of freezing is never freed (start-up garbage,
 bounded, once). Objects frozen here are never collected, which is what start-up objects are for.
@@ -14,11 +16,26 @@ bounded, once). Objects frozen here are never collected, which is what start-up 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
+from typing import Iterator
 
 log = logging.getLogger("recsys.heap")
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """No cyclic collection inside (start-up: what it loads stays alive, so collecting while the
+    heap grows would walk it again and again for nothing); as before afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def freeze_startup_objects(reason: str) -> int:

@@ -41,6 +41,7 @@ def test_create_app_freezes_its_start_up_objects_only_when_the_setting_says_so(t
     overrides = {"data_dir": str(tmp_path / "data"), "clip_enabled": False, "freeze_startup_heap": freeze}
     upgrade(make_engine(load_settings(overrides, environ={})))
     app = create_app(overrides)
+    assert gc.isenabled()  # paused while the app was built, on again after
     assert (gc.get_freeze_count() > 0) is freeze
     assert not _tracked(app) if freeze else _tracked(app)
     assert app.test_client().get("/health/live").status_code == 200
@@ -64,3 +65,23 @@ def test_a_slow_full_collection_is_logged_once_per_process(monkeypatch, caplog):
         assert not caplog.records
         gc.collect()
     assert any("full garbage collection paused this worker" in r.getMessage() for r in caplog.records)
+
+
+def test_collection_is_paused_inside_and_restored_after():
+    from service.heap import collection_paused
+
+    assert gc.isenabled()
+    with collection_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError):
+        with collection_paused():
+            raise RuntimeError("start-up failed")
+    assert gc.isenabled()

@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 from flask import Flask, g, request
 
-from service.heap import freeze_startup_objects, watch_full_collections
-from service.settings import load_settings
+from service.heap import collection_paused, freeze_startup_objects, watch_full_collections
+from service.settings import Settings, load_settings
 from service.web.boundary import register_boundary
 from service.web.errors import register_error_handlers
 from service.web.runtime import Runtime
@@ -41,6 +41,18 @@ def _load_quietly(load, freeze: bool = False) -> None:
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings (defaults, RECSYS_* env, overrides), database, index, routes."""
     settings = load_settings(overrides)
+    watch_full_collections()
+    if not settings.freeze_startup_heap:
+        return _build_app(settings)
+    # What start-up loads stays alive: collecting while it grows walks it again and again for
+    # nothing (~1.8 s of a worker's start at 1M events), then one freeze keeps it out for good.
+    with collection_paused():
+        app = _build_app(settings)
+        freeze_startup_objects("app created")
+    return app
+
+
+def _build_app(settings: Settings) -> Flask:
     app = Flask(__name__, static_folder=str(Path(__file__).parent / "static"), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
     app.config["JSON_SORT_KEYS"] = False
@@ -100,9 +112,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             rt.behaviour.refresh(session)
     except Exception:  # e.g. the database is not migrated yet: recommendations load on first use
         log.exception("could not load behaviour at startup")
-    watch_full_collections()
-    if settings.freeze_startup_heap:
-        freeze_startup_objects("app created")
     if onnx is not None:
         # torch only embeds written items: loaded off the query path, and only after the behaviour
         # load, which its import (seconds of GIL-bound work) would otherwise slow down.
