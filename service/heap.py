@@ -6,9 +6,9 @@ generation) collection walks all of them: 0.5-0.6 s on a 2-core VM, during which
 answers nothing. Under a stream of posted events CPython runs one every minute or so per worker,
 so one request a minute waits half a second (docs/benchmarks.md, "Garbage collection pauses").
 ``gc.freeze`` moves every object alive now into a permanent generation that no collection
-visits, so a full collection walks only what came after start-up; and while a worker starts, no
-collection runs at all (:func:`collection_paused`): each one would walk the growing heap of
-objects that all stay alive.
+visits, so a full collection walks only what came after start-up; and while a worker starts
+(the app factory, then torch's import in the encoder-load thread), no collection runs at all
+(:func:`collection_paused`): each one would walk the growing heap of objects that all stay alive.
 
 The cost: cyclic garbage that exists at the moment of freezing is never freed (start-up garbage,
 bounded, once). Objects frozen here are never collected, which is what start-up objects are for.
@@ -19,23 +19,36 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
 from typing import Iterator
 
 log = logging.getLogger("recsys.heap")
 
 
+_pause_lock = threading.Lock()
+_pauses = 0  # callers inside collection_paused now, in any thread
+_was_enabled = True
+
+
 @contextlib.contextmanager
 def collection_paused() -> Iterator[None]:
     """No cyclic collection inside (start-up: what it loads stays alive, so collecting while the
-    heap grows would walk it again and again for nothing); as before afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    heap grows would walk it again and again for nothing); as before once the last of
+    overlapping callers (the app factory, the encoder-load thread) has left."""
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
 
 
 def freeze_startup_objects(reason: str) -> int:

@@ -85,3 +85,25 @@ def test_collection_is_paused_inside_and_restored_after():
         with collection_paused():
             raise RuntimeError("start-up failed")
     assert gc.isenabled()
+
+
+def test_overlapping_pauses_from_two_threads_end_when_the_last_one_leaves():
+    import threading
+
+    from service.heap import collection_paused
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def loader():  # the encoder-load thread: starts inside the factory's pause, ends after it
+        with collection_paused():
+            inside.set()
+            leave.wait(5)
+
+    with collection_paused():
+        t = threading.Thread(target=loader)
+        t.start()
+        inside.wait(5)
+    assert not gc.isenabled()  # the factory left, the loader is still inside
+    leave.set()
+    t.join(5)
+    assert gc.isenabled()

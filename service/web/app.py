@@ -11,6 +11,7 @@ worker process polls for newly published versions on its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,12 +31,16 @@ log = logging.getLogger("recsys.service")
 
 
 def _load_quietly(load, freeze: bool = False) -> None:
-    try:
-        load()
-    except Exception:  # noqa: BLE001 - item writes report an unavailable encoder themselves
-        log.exception("could not load the text encoder for item writes")
-    if freeze:  # torch's objects are start-up objects too
-        freeze_startup_objects("text encoder loaded")
+    # torch's import adds ~0.5M objects that all stay: with collection on, full collections walk
+    # them again and again while it grows (0.1-0.5 s each, a dozen of them, in a worker already
+    # serving). Paused instead, then frozen like the app's.
+    with collection_paused() if freeze else contextlib.nullcontext():
+        try:
+            load()
+        except Exception:  # noqa: BLE001 - item writes report an unavailable encoder themselves
+            log.exception("could not load the text encoder for item writes")
+        if freeze:
+            freeze_startup_objects("text encoder loaded")
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
