@@ -6,6 +6,7 @@ generation) collection walks all of them: 0.5-0.6 s on a 2-core VM, during which
 answers nothing. Under a stream of posted events CPython runs one every minute or so per worker,
 so one request a minute waits half a second (docs/benchmarks.md, "Garbage-collection pauses
 in the workers").
+
 ``gc.freeze`` moves every object alive now into a permanent generation that no collection
 visits, so a full collection walks only what came after start-up; and while a worker starts
 (the app factory, then torch's import in the encoder-load thread), no collection runs at all
