@@ -20,8 +20,9 @@ on a ``bench_recommend`` data folder, so that settings can be compared in one ru
 
     .venv/bin/python -m benchmarks.bench_mixed --data benchmarks/_data/recommend-100000-10000000
 
-Reported per arm, placement and rate: the reader's p50/p99 (medians over rounds), the events/s
-achieved, and the CPU other processes took meanwhile.
+Reported per arm, placement and rate: the reader's p50/p99 (medians over rounds) and max, the
+events/s achieved, and the CPU other processes took meanwhile; per arm, the full garbage
+collections over 100 ms its workers logged (``service.heap``), start-up included.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ def _tracked(obj) -> bool:
 def test_objects_alive_at_the_freeze_leave_the_collector_and_later_ones_do_not(unfrozen):
     before = [[1], {"a": []}]
     assert _tracked(before)
-    frozen = freeze_startup_objects("test")
-    assert frozen == gc.get_freeze_count() > 0
+    # (the count can only be compared loosely: a frozen object that dies leaves the generation)
+    assert freeze_startup_objects("test") > 0 and gc.get_freeze_count() > 0
     assert not _tracked(before)  # a full collection no longer walks it
     after = [[2]]
     assert _tracked(after)

@@ -31,9 +31,9 @@ log = logging.getLogger("recsys.service")
 
 
 def _load_quietly(load, freeze: bool = False) -> None:
-    # torch's import adds ~0.5M objects that all stay: with collection on, full collections walk
-    # them again and again while it grows (0.1-0.5 s each, a dozen of them, in a worker already
-    # serving). Paused instead, then frozen like the app's.
+    # torch's import adds objects that all stay: with collection on, full collections walk them
+    # again and again while it grows (about six per worker, 0.1-0.5 s each, in a worker already
+    # serving: docs/benchmarks.md). Paused instead, then frozen like the app's.
     with collection_paused() if freeze else contextlib.nullcontext():
         try:
             load()
@@ -49,8 +49,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     watch_full_collections()
     if not settings.freeze_startup_heap:
         return _build_app(settings)
-    # What start-up loads stays alive: collecting while it grows walks it again and again for
-    # nothing (~1.8 s of a worker's start at 1M events), then one freeze keeps it out for good.
+    # What start-up loads stays alive: each collection while it grows walks all of it again for
+    # nothing (0.04-0.6 s each on a 2-core VM), then one freeze keeps it out for good.
     with collection_paused():
         app = _build_app(settings)
         freeze_startup_objects("app created")

@@ -196,7 +196,7 @@ def test_a_worker_loads_torch_in_the_background_only_after_its_behaviour_window(
         return real(self, session, **kw)
 
     monkeypatch.setattr(BehaviourModel, "refresh", refresh)
-    monkeypatch.setattr(app_module, "_load_quietly", lambda load: started.set())
+    monkeypatch.setattr(app_module, "_load_quietly", lambda load, *_: started.set())
     client = make_client()
     assert running_during_refresh[:1] == [False] and started.wait(10)
     assert client.get("/status").get_json()["query_encoder"]["serving"] == "onnx"
